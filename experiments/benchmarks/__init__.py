@@ -1,0 +1,10 @@
+"""Benchmarks behind ``cascade bench NAME``; each prints JSON to stdout.
+
+``BENCHMARKS`` maps a name to the module that implements it. A benchmark module
+exposes ``add_arguments(parser)`` and ``run(args) -> list[dict]``: one JSON object
+per element is printed, one per line.
+"""
+
+BENCHMARKS: dict[str, str] = {
+    "uncertainty": "experiments.benchmarks.uncertainty",
+}

@@ -1,0 +1,1 @@
+"""The replica side: telemetry contracts, engine models, SimEngine, Serve deployment."""
