@@ -77,7 +77,8 @@ class CascadeModel:
     Args:
         forgetting: RLS forgetting factor λ per sample (0 < λ ≤ 1); the
             information half-life is ln 2 / (1 − λ) samples.
-        prior_strength: ridge weight towards ``prior`` (in samples' worth).
+        prior_strength: ridge weight towards ``prior`` (a small fraction of one
+            sample's information: enough to pin θ with no data, negligible after a few).
         prior: θ of the prior; the multiplicative law by default.
 
     ``update`` raises ``ValueError`` (nothing changed) on NaN/inf, σ ≤ 0,
@@ -87,7 +88,7 @@ class CascadeModel:
     def __init__(
         self,
         forgetting: float = 0.999,
-        prior_strength: float = 1.0,
+        prior_strength: float = 0.01,
         prior: tuple[float, float, float, float] = MULTIPLICATIVE_PRIOR,
     ) -> None:
         if not 0.0 < forgetting <= 1.0:

@@ -103,8 +103,12 @@ class QuantileSketch:
         idx = (pos + self._offset).astype(np.float64)
         vals = 2.0 * np.exp(idx * self._ln_gamma) / (self.gamma + 1.0)
         vals = np.where(rank < self._zero, 0.0, vals)
-        # the exact extremes are known; clamping can only reduce the error
-        return np.clip(vals, max(self._min, 0.0), self._max)
+        # the exact extremes are known: report them, and clamp the rest (which can
+        # only reduce the error)
+        vals = np.clip(vals, max(self._min, 0.0), self._max)
+        vals = np.where(rank <= 0, self._min, vals)
+        out: FloatArray = np.where(rank >= self._n - 1, self._max, vals)
+        return out
 
     # ---- updates ---------------------------------------------------------------
     def update(self, values: ArrayLike) -> QuantileSketch:
