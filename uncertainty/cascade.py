@@ -48,7 +48,9 @@ class CascadeCoefficients:
         return math.exp(self.log_scale)
 
 
-def _features(sigma_prefill: ArrayLike, kv_pressure: ArrayLike, heterogeneity: ArrayLike) -> FloatArray:
+def _features(
+    sigma_prefill: ArrayLike, kv_pressure: ArrayLike, heterogeneity: ArrayLike
+) -> FloatArray:
     sp = np.asarray(sigma_prefill, dtype=np.float64).reshape(-1)
     kv = np.asarray(kv_pressure, dtype=np.float64).reshape(-1)
     h = np.asarray(heterogeneity, dtype=np.float64).reshape(-1)
@@ -61,7 +63,9 @@ def _features(sigma_prefill: ArrayLike, kv_pressure: ArrayLike, heterogeneity: A
     ):
         if not ok.all():
             i = int(np.argmin(ok))
-            rule = {"sigma_prefill": "> 0", "kv_pressure": "in [0, 1]", "heterogeneity": ">= 1"}[name]
+            rule = {"sigma_prefill": "> 0", "kv_pressure": "in [0, 1]", "heterogeneity": ">= 1"}[
+                name
+            ]
             raise ValueError(f"{name}[{i}] = {arr[i]!r}: must be finite and {rule}")
     x = np.empty((n, 4))
     x[:, 0] = 1.0
@@ -129,9 +133,13 @@ class CascadeModel:
         self._b = decay * self._b + xw.T @ ly
         self._syy = decay * self._syy + float(w @ (ly * ly))
         self._w = decay * self._w + float(w.sum())
-        ridge = self.prior_strength * np.eye(4)
-        self._theta = np.linalg.solve(self._a + ridge, self._b + ridge @ self.prior)
+        self._theta = self._solve()
         return self
+
+    def _solve(self) -> FloatArray:
+        ridge = self.prior_strength * np.eye(4)
+        theta = np.linalg.solve(self._a + ridge, self._b + ridge @ self.prior)
+        return np.asarray(theta, dtype=np.float64)
 
     @property
     def coefficients(self) -> CascadeCoefficients:
@@ -186,9 +194,12 @@ class CascadeModel:
     def from_dict(cls, d: dict[str, Any]) -> CascadeModel:
         m = cls(float(d["forgetting"]), float(d["prior_strength"]), tuple(d["prior"]))
         a, b = np.asarray(d["a"], dtype=np.float64), np.asarray(d["b"], dtype=np.float64)
-        if a.shape != (4, 4) or b.shape != (4,) or not (np.isfinite(a).all() and np.isfinite(b).all()):
+        if (
+            a.shape != (4, 4)
+            or b.shape != (4,)
+            or not (np.isfinite(a).all() and np.isfinite(b).all())
+        ):
             raise ValueError("CascadeModel.from_dict: invalid state")
         m._a, m._b, m._syy, m._w = a, b, float(d["syy"]), float(d["w"])
-        ridge = m.prior_strength * np.eye(4)
-        m._theta = np.linalg.solve(m._a + ridge, m._b + ridge @ m.prior)
+        m._theta = m._solve()
         return m

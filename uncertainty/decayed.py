@@ -172,7 +172,11 @@ class DecayedWelford:
                 raise ValueError("times are required when the half-life is in seconds")
             t_end = float(t[-1])
             w = np.exp(-self._ln_decay * (t_end - t))
-            scale = math.exp(-self._ln_decay * (t_end - self._t_last)) if self._t_last is not None else 0.0
+            scale = (
+                math.exp(-self._ln_decay * (t_end - self._t_last))
+                if self._t_last is not None
+                else 0.0
+            )
         else:
             w = self._sample_weights(k)
             scale = math.exp(-self._ln_decay * k)

@@ -115,7 +115,7 @@ class Hierarchy:
         while stack:
             p, n = stack.pop()
             yield p, self._merged(n)
-            stack.extend((p + (k,), c) for k, c in n.children.items())
+            stack.extend(((*p, k), c) for k, c in n.children.items())
 
     def level_of(self, path: tuple[str, ...]) -> str:
         return self.levels[len(path)]
@@ -160,9 +160,7 @@ class Hierarchy:
 
     def _check(self, path: tuple[str, ...]) -> None:
         if len(path) > len(self.levels) - 2:
-            raise ValueError(
-                f"path {path!r} is deeper than the levels {self.levels[:-1]!r} allow"
-            )
+            raise ValueError(f"path {path!r} is deeper than the levels {self.levels[:-1]!r} allow")
         if any(not isinstance(k, str) or not k for k in path):
             raise ValueError(f"path {path!r}: keys must be non-empty strings")
 

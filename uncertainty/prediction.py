@@ -94,7 +94,9 @@ class LatencyPrediction:
     def e2e_quantile(self, q: float) -> FloatArray:
         return _lognormal_quantile(self.e2e_mean_s, self.e2e_var_s2, q)
 
-    def prob_within(self, ttft_slo_s: float | None = None, e2e_slo_s: float | None = None) -> FloatArray:
+    def prob_within(
+        self, ttft_slo_s: float | None = None, e2e_slo_s: float | None = None
+    ) -> FloatArray:
         """P(TTFT ≤ ttft_slo and E2E ≤ e2e_slo) per replica (conservative product)."""
         p = np.ones_like(self.e2e_mean_s)
         if ttft_slo_s is not None:
@@ -157,7 +159,9 @@ def predict_latency(
     sp_from = np.maximum(load.sigma_prefill_s, _EPS)
     sp_to = np.sqrt(sp_from**2 + prefill_sd**2)
     kv_from = np.clip(load.kv_pressure, 0.0, 1.0)
-    kv_to = np.clip(kv_from + (p + output_tokens) / np.maximum(load.kv_capacity_tokens, 1.0), 0.0, 1.0)
+    kv_to = np.clip(
+        kv_from + (p + output_tokens) / np.maximum(load.kv_capacity_tokens, 1.0), 0.0, 1.0
+    )
     model_sigma = model.sigma_decode(sp_to, kv_to, np.maximum(load.heterogeneity, 1.0))
     observed_scaled = load.itl_std_s * np.exp(model.log_ratio(sp_from, sp_to, kv_from, kv_to))
     itl_sd = np.where(load.itl_std_s > 0, observed_scaled, model_sigma)
@@ -174,4 +178,3 @@ def predict_latency(
         e2e_var_s2=e2e_var,
         itl_std_s=itl_sd,
     )
-

@@ -186,7 +186,11 @@ class QuantileSketch:
         s = QuantileSketch(self.alpha, self.max_bins, self.min_value)
         s._counts = self._counts.copy()
         s._offset, s._zero, s._n, s._min, s._max = (
-            self._offset, self._zero, self._n, self._min, self._max,
+            self._offset,
+            self._zero,
+            self._n,
+            self._min,
+            self._max,
         )
         return s
 

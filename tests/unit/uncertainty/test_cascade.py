@@ -56,7 +56,9 @@ def test_batch_update_equals_one_by_one() -> None:
     a.update(sp, kv, h, sd)
     for i in range(sp.size):
         b.update(sp[i], kv[i], h[i], sd[i])
-    np.testing.assert_allclose(a.sigma_decode(0.02, 0.3, 1.5), b.sigma_decode(0.02, 0.3, 1.5), rtol=1e-9)
+    np.testing.assert_allclose(
+        a.sigma_decode(0.02, 0.3, 1.5), b.sigma_decode(0.02, 0.3, 1.5), rtol=1e-9
+    )
     restored = CascadeModel.from_dict(a.to_dict())
     assert restored.coefficients == a.coefficients
 

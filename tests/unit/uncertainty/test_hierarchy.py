@@ -26,7 +26,13 @@ def _under(data: dict[tuple[str, ...], np.ndarray], prefix: tuple[str, ...]) -> 
 def test_every_level_equals_the_exact_statistics_of_its_samples() -> None:
     h = Hierarchy()
     data = _fill(h, np.random.default_rng(0))
-    for prefix in [(), ("h100",), ("a100", "r1"), ("h100", "r2", "w1"), ("a100", "r0", "w0", "req3")]:
+    for prefix in [
+        (),
+        ("h100",),
+        ("a100", "r1"),
+        ("h100", "r2", "w1"),
+        ("a100", "r0", "w0", "req3"),
+    ]:
         x = _under(data, prefix)
         s = h.summary(prefix)
         assert s.n == x.size

@@ -1,5 +1,7 @@
 """Moments: exact merging (property-based) and bad input that corrupts nothing."""
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -25,7 +27,7 @@ def test_merge_of_any_split_equals_single_pass(xs: list[float], cuts: list[int])
     whole = Moments().update(x)
     bounds = sorted({0, len(x), *(c % (len(x) + 1) for c in cuts)})
     merged = Moments()
-    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+    for a, b in itertools.pairwise(bounds):
         if b > a:
             merged.merge(Moments().update(x[a:b]))
     assert merged.n == whole.n == len(x)
@@ -87,5 +89,7 @@ def test_summary_merge_is_exact_for_moments_and_counts() -> None:
     assert merged.n == whole.n
     assert abs(merged.mean - whole.mean) / whole.mean < 1e-12
     assert abs(merged.var - whole.var) / whole.var < 1e-9
-    np.testing.assert_array_equal(merged.quantiles([0.5, 0.9, 0.99]), whole.quantiles([0.5, 0.9, 0.99]))
+    np.testing.assert_array_equal(
+        merged.quantiles([0.5, 0.9, 0.99]), whole.quantiles([0.5, 0.9, 0.99])
+    )
     assert Summary.from_dict(merged.to_dict()).quantile(0.99) == merged.quantile(0.99)

@@ -32,7 +32,9 @@ def test_means_add_up() -> None:
 
 def test_busier_slower_and_fuller_replicas_rank_worse() -> None:
     model = CascadeModel()
-    p = predict_latency(model, _load(queue_wait_mean_s=[0.0, 0.5, 0.0], queue_wait_std_s=[0.0, 0.2, 0.0]), 500, 200)
+    p = predict_latency(
+        model, _load(queue_wait_mean_s=[0.0, 0.5, 0.0], queue_wait_std_s=[0.0, 0.2, 0.0]), 500, 200
+    )
     assert p.ttft_mean_s[1] > p.ttft_mean_s[0]
     # no ITL history (σ unknown): the cascade model alone orders by KV pressure
     q = predict_latency(model, _load(kv_pressure=[0.1, 0.5, 0.9], itl_std_s=[0.0] * 3), 500, 200)
@@ -64,11 +66,16 @@ def test_heterogeneous_pool_fast_replica_preferred() -> None:
     # an H100-like replica: faster and steadier than an A100-like one
     p = predict_latency(
         CascadeModel(),
-        _load(2, itl_mean_s=[0.012, 0.02], itl_std_s=[0.002, 0.006], prefill_s_per_token=[5e-5, 1e-4]),
+        _load(
+            2, itl_mean_s=[0.012, 0.02], itl_std_s=[0.002, 0.006], prefill_s_per_token=[5e-5, 1e-4]
+        ),
         800,
         150,
     )
-    assert p.prob_within(ttft_slo_s=0.2, e2e_slo_s=2.5)[0] > p.prob_within(ttft_slo_s=0.2, e2e_slo_s=2.5)[1]
+    assert (
+        p.prob_within(ttft_slo_s=0.2, e2e_slo_s=2.5)[0]
+        > p.prob_within(ttft_slo_s=0.2, e2e_slo_s=2.5)[1]
+    )
 
 
 def test_bad_inputs() -> None:
