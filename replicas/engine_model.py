@@ -1,0 +1,554 @@
+"""A vLLM-v1-like replica in virtual time: continuous batching, paged KV, prefix cache.
+
+The scheduler follows vLLM v1's ``Scheduler.schedule()``:
+
+1. **Running requests first** (decode first), in order: each asks for
+   ``num_tokens − num_computed`` new tokens (1 for a decode; the rest of the
+   prompt for a chunked prefill), capped by the step's remaining token budget
+   (``max_num_batched_tokens``). Its KV slots are allocated; when blocks run out the
+   *last* running request is preempted (by recompute: its blocks are freed, its
+   computed tokens reset to 0, it goes to the front of the waiting queue), and the
+   allocation is retried.
+2. **Waiting requests** (FCFS), only if nothing was preempted in this step and
+   while ``max_num_seqs`` allows: a request first takes its cached prefix (prefix
+   caching), then schedules as much of its prompt as the budget allows (chunked
+   prefill). A request that cannot get blocks blocks the queue (FCFS).
+
+A request whose computed tokens reach ``prompt + generated`` at the end of a step
+emits one token. Output lengths are given (the simulator knows the trace's).
+
+Paged KV: ``num_blocks`` blocks of ``block_size`` tokens. Prefix caching works at
+the granularity of the trace's prefix hashes (``prefix_unit_tokens`` tokens per
+hash, 512 for Mooncake ``hash_ids``): a finished unit of a prompt is registered
+under its hash and shared (ref-counted) by later requests with the same leading
+hashes; when no request references it, it stays cached but evictable (LRU), and
+it is evicted only when the empty blocks run out. vLLM always recomputes at least
+the last prompt token, and so do we.
+
+Time is virtual and passive: the caller asks ``begin_step(now)`` for the next step
+(it returns the step's duration, a seeded draw from the ``PerfModel``, or None when
+idle) and calls ``end_step(now + duration)``. The DES and the real-time ``SimEngine``
+drive the same object.
+
+Invariants (tested): KV blocks in use never exceed ``num_blocks``; a step never
+schedules more than ``max_num_batched_tokens`` tokens nor more than ``max_num_seqs``
+sequences; every admitted request finishes (preemptions are counted; requests that
+can never fit are rejected at ``add_request``).
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from replicas.perf_model import PerfModel
+from replicas.telemetry import (
+    E2E,
+    ITL,
+    PREFILL_STEP,
+    QUEUE_WAIT,
+    STEP,
+    TTFT,
+    BatchComposition,
+    DecayedStats,
+    ReplicaSnapshot,
+    RequestInfo,
+)
+from uncertainty import DecayedWelford, Summary
+
+_Z_BLOCK = 4096  # standard normals drawn per refill
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """Engine settings (vLLM names). ``num_blocks`` is per replica (from GPU memory;
+    see ``replicas.profiles.kv_blocks``). ``prefix_unit_tokens``: tokens covered by
+    one prefix hash. ``recent_halflife``: samples behind the snapshot's decayed
+    read-outs. ``max_advertised_prefixes``: cap on ``cached_prefix_hashes``."""
+
+    num_blocks: int
+    block_size: int = 16
+    max_num_seqs: int = 256
+    max_num_batched_tokens: int = 8192
+    enable_prefix_caching: bool = True
+    prefix_unit_tokens: int = 512
+    max_model_len: int | None = None
+    recent_halflife: float = 200.0
+    max_advertised_prefixes: int = 1024
+
+    def __post_init__(self) -> None:
+        for name in ("num_blocks", "block_size", "max_num_seqs", "max_num_batched_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"engine config: {name} must be >= 1")
+        if self.prefix_unit_tokens % self.block_size:
+            raise ValueError("engine config: prefix_unit_tokens must be a multiple of block_size")
+
+
+class SimRequest:
+    """Mutable state of one request inside the engine (not a contract type)."""
+
+    __slots__ = (
+        "arrival_s", "blocks", "computed", "finish_s", "first_sched_s", "first_token_s",
+        "generated", "hashes", "idx", "last_token_s", "n_units", "output", "preemptions",
+        "prompt", "request_id", "units",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        request_id: str,
+        prompt: int,
+        output: int,
+        hashes: tuple[int, ...],
+        arrival_s: float,
+        idx: int,
+    ) -> None:
+        self.request_id = request_id
+        self.idx = idx  # the caller's index (the DES's request number), -1 if none
+        self.prompt = prompt
+        self.output = output
+        self.hashes = hashes
+        self.arrival_s = arrival_s
+        self.computed = 0  # tokens whose KV is computed
+        self.generated = 0  # output tokens emitted
+        self.blocks = 0  # private KV blocks held
+        self.units: list[int] = []  # shared prefix units held (hashes), leading
+        self.n_units = 0  # prompt units this request registered or hit, leading
+        self.first_sched_s = -1.0
+        self.first_token_s = -1.0
+        self.last_token_s = -1.0
+        self.finish_s = -1.0
+        self.preemptions = 0
+
+
+class EngineModel:
+    """One replica's scheduler + KV cache + step-time model (see module docstring).
+
+    Args:
+        replica_id, pool, accelerator: identity, copied into snapshots.
+        perf: the step-time model of this replica's (model, GPU, TP).
+        config: engine settings.
+        rng: the injected generator for step-time draws (seeded by the caller).
+        collect_tokens: keep the list of requests that emitted a token in the last
+            step (``last_emitted``), for streaming (``SimEngine``); the DES leaves it off.
+    """
+
+    def __init__(
+        self,
+        replica_id: str,
+        pool: str,
+        perf: PerfModel,
+        config: EngineConfig,
+        rng: np.random.Generator,
+        *,
+        accelerator: str = "unknown",
+        collect_tokens: bool = False,
+    ) -> None:
+        self.replica_id = replica_id
+        self.pool = pool
+        self.accelerator = accelerator
+        self.perf = perf
+        self.config = config
+        self._rng = rng
+        self._z: list[float] = []
+        self._zi = 0
+        self.collect_tokens = collect_tokens
+        self.last_emitted: list[SimRequest] = []
+        self.waiting: deque[SimRequest] = deque()
+        self.running: list[SimRequest] = []
+        self._unit_blocks = config.prefix_unit_tokens // config.block_size
+        self._empty = config.num_blocks  # blocks neither used nor cached
+        self._active_units: dict[int, int] = {}  # hash → refcount
+        self._evictable: OrderedDict[int, None] = OrderedDict()  # cached, unreferenced (LRU)
+        self._scheduled: list[tuple[SimRequest, int]] = []
+        self._aborts: set[str] = set()
+        self._step_start = -1.0
+        self._prev_step_end = -1.0
+        # counters
+        self.preemptions = 0
+        self.completed = 0
+        self.rejected = 0
+        self.steps = 0
+        self.busy_s = 0.0
+        self.kv_block_s = 0.0  # ∫ used blocks dt (for the mean KV usage)
+        self.prefix_hit_tokens = 0
+        self.prefix_query_tokens = 0
+        self.last_step_tokens = 0
+        self.last_step_seqs = 0
+        self.last_prefill_tokens = 0
+        self.last_decode_seqs = 0
+        # per-step log for the simulator's metrics (step end, duration, decodes)
+        self.log_end = array("d")
+        self.log_dur = array("d")
+        self.log_decodes = array("l")
+        self.log_kv = array("l")
+        # telemetry: samples pending since the last snapshot, folded in lazily
+        self._pending: dict[str, list[float]] = {
+            m: [] for m in (QUEUE_WAIT, TTFT, STEP, PREFILL_STEP, E2E)
+        }
+        self._pend_itl_v: list[float] = []
+        self._pend_itl_n: list[int] = []
+        self._pend_pstp: list[float] = []  # prefill seconds per token, per prefill step
+        h = config.recent_halflife
+        self._recent = {
+            m: DecayedWelford(halflife_samples=h)
+            for m in (QUEUE_WAIT, TTFT, ITL, STEP, PREFILL_STEP, E2E)
+        }
+        self._recent_pstp = DecayedWelford(halflife_samples=h)
+        self._summaries = {m: Summary() for m in (QUEUE_WAIT, TTFT, ITL, STEP, PREFILL_STEP, E2E)}
+
+    # ---- intake ------------------------------------------------------------------
+    def add_request(
+        self, info: RequestInfo, now_s: float, *, output_tokens: int | None = None, idx: int = -1
+    ) -> SimRequest | None:
+        """Queue a request; returns its state, or None when it can never run here
+        (its KV exceeds the whole cache or ``max_model_len``), counted in ``rejected``.
+        ``output_tokens``: the true output length (default ``info.max_tokens``)."""
+        out = (
+            info.max_tokens
+            if output_tokens is None
+            else max(1, min(output_tokens, info.max_tokens))
+        )
+        total = info.prompt_tokens + out
+        cfg = self.config
+        if (
+            info.prompt_tokens < 1
+            or -(-total // cfg.block_size) > cfg.num_blocks
+            or (cfg.max_model_len is not None and total > cfg.max_model_len)
+        ):
+            self.rejected += 1
+            return None
+        hashes = info.prefix_hashes if cfg.enable_prefix_caching else ()
+        req = SimRequest(info.request_id, info.prompt_tokens, out, hashes, now_s, idx)
+        self.waiting.append(req)
+        return req
+
+    def abort(self, request_id: str) -> bool:
+        """Drop a request (client went away); frees its blocks. False if unknown.
+        During a step (between ``begin_step`` and ``end_step``) it takes effect at
+        the step's end."""
+        if self._scheduled and any(r.request_id == request_id for r, _ in self._scheduled):
+            self._aborts.add(request_id)
+            return True
+        for queue in (self.waiting, self.running):
+            for r in queue:
+                if r.request_id == request_id:
+                    queue.remove(r)
+                    self._free(r)
+                    return True
+        return False
+
+    @property
+    def has_work(self) -> bool:
+        return bool(self.running or self.waiting)
+
+    @property
+    def kv_blocks_used(self) -> int:
+        return self.config.num_blocks - self._empty - len(self._evictable) * self._unit_blocks
+
+    @property
+    def outstanding(self) -> int:
+        return len(self.running) + len(self.waiting)
+
+    # ---- KV blocks ---------------------------------------------------------------
+    def _alloc(self, n: int) -> bool:
+        if n <= self._empty:
+            self._empty -= n
+            return True
+        ub = self._unit_blocks
+        if n > self._empty + len(self._evictable) * ub:
+            return False
+        while n > self._empty:  # evict least recently used cached prefixes
+            self._evictable.popitem(last=False)
+            self._empty += ub
+        self._empty -= n
+        return True
+
+    def _free(self, r: SimRequest) -> None:
+        self._empty += r.blocks
+        r.blocks = 0
+        au = self._active_units
+        for h in r.units:
+            c = au[h] - 1
+            if c:
+                au[h] = c
+            else:
+                del au[h]
+                self._evictable[h] = None
+        r.units = []
+
+    def _take_prefix(self, r: SimRequest) -> None:
+        """Reference the cached leading units of ``r``'s prompt (prefix-cache hit)."""
+        unit = self.config.prefix_unit_tokens
+        au, ev = self._active_units, self._evictable
+        hit = 0
+        # at least the last prompt token is always recomputed
+        for j, h in enumerate(r.hashes):
+            if (j + 1) * unit >= r.prompt + r.generated:
+                break
+            if h in au:
+                au[h] += 1
+            elif h in ev:
+                del ev[h]
+                au[h] = 1
+            else:
+                break
+            r.units.append(h)
+            hit += 1
+        r.n_units = hit
+        r.computed = hit * unit
+
+    def _register_units(self, r: SimRequest) -> None:
+        """Turn ``r``'s computed, hashed prompt units into shared cached units."""
+        unit = self.config.prefix_unit_tokens
+        au, ev = self._active_units, self._evictable
+        while r.n_units < len(r.hashes) and (r.n_units + 1) * unit <= min(r.computed, r.prompt):
+            h = r.hashes[r.n_units]
+            if h in au or h in ev or len(r.units) != r.n_units:
+                break  # computed twice concurrently: keep ours private (vLLM dedups too)
+            au[h] = 1
+            r.units.append(h)
+            r.blocks -= self._unit_blocks
+            r.n_units += 1
+
+    def _blocks_needed(self, r: SimRequest, new_tokens: int) -> int:
+        need = -(-(r.computed + new_tokens) // self.config.block_size)
+        return need - len(r.units) * self._unit_blocks - r.blocks
+
+    def _preempt(self, r: SimRequest) -> None:
+        self._free(r)
+        r.computed = 0
+        r.n_units = 0
+        r.preemptions += 1
+        self.preemptions += 1
+        self.waiting.appendleft(r)
+
+    # ---- stepping ----------------------------------------------------------------
+    def begin_step(self, now_s: float) -> float | None:
+        """Schedule the next step at ``now_s``; return its duration (s) or None if idle."""
+        cfg = self.config
+        budget = cfg.max_num_batched_tokens
+        sched = self._scheduled
+        sched.clear()
+        running = self.running
+        preempted = False
+        n_prefill = prefill_tokens = n_decode = decode_kv = 0
+        prefill_work = 0.0
+        i = 0
+        while i < len(running) and budget > 0:
+            r = running[i]
+            n = r.prompt + r.generated - r.computed
+            if n > budget:
+                n = budget
+            need = (
+                -(-(r.computed + n) // cfg.block_size) - len(r.units) * self._unit_blocks - r.blocks
+            )
+            ok = True
+            while need > 0 and not self._alloc(need):
+                victim = running.pop()
+                self._preempt(victim)
+                preempted = True
+                if victim is r:
+                    ok = False
+                    break
+            if not ok:
+                break
+            if need > 0:
+                r.blocks += need
+            sched.append((r, n))
+            budget -= n
+            if n == 1 and r.generated > 0 and r.computed == r.prompt + r.generated - 1:
+                n_decode += 1
+                decode_kv += r.computed + 1
+            else:
+                n_prefill += 1
+                prefill_tokens += n
+                prefill_work += n * (r.computed + 0.5 * n)
+            i += 1
+        if not preempted:
+            waiting = self.waiting
+            while waiting and budget > 0 and len(running) < cfg.max_num_seqs:
+                r = waiting[0]
+                if r.computed == 0 and r.hashes:
+                    self._take_prefix(r)
+                n = r.prompt + r.generated - r.computed
+                if n > budget:
+                    n = budget
+                need = self._blocks_needed(r, n)
+                if need > 0 and not self._alloc(need):
+                    if r.units:  # give the prefix back; retry later
+                        self._free(r)
+                        r.computed = 0
+                        r.n_units = 0
+                    break
+                if need > 0:
+                    r.blocks += need
+                waiting.popleft()
+                running.append(r)
+                if r.first_sched_s < 0:
+                    r.first_sched_s = now_s
+                    if r.hashes:
+                        self.prefix_query_tokens += r.prompt
+                        self.prefix_hit_tokens += r.computed
+                    self._pending[QUEUE_WAIT].append(now_s - r.arrival_s)
+                sched.append((r, n))
+                budget -= n
+                n_prefill += 1
+                prefill_tokens += n
+                prefill_work += n * (r.computed + 0.5 * n)
+        if not sched:
+            return None
+        num_tokens = cfg.max_num_batched_tokens - budget
+        mean, var = self.perf.mean_var(
+            num_tokens, n_prefill, prefill_tokens, prefill_work, n_decode, decode_kv
+        )
+        zi = self._zi
+        if zi >= len(self._z):
+            self._z = self._rng.standard_normal(_Z_BLOCK).tolist()
+            zi = 0
+        self._zi = zi + 1
+        if var > 0.0:
+            s2 = math.log1p(var / (mean * mean))
+            dur = mean * math.exp(math.sqrt(s2) * self._z[zi] - 0.5 * s2)
+        else:
+            dur = mean
+        self._step_start = now_s
+        self.last_step_tokens = num_tokens
+        self.last_step_seqs = len(sched)
+        self.last_prefill_tokens = prefill_tokens
+        self.last_decode_seqs = n_decode
+        return dur
+
+    def end_step(self, now_s: float) -> list[SimRequest]:
+        """Finish the step begun last at ``now_s`` (its end); return the requests that
+        completed in it (their ``finish_s`` set, their blocks freed)."""
+        dur = now_s - self._step_start
+        self.steps += 1
+        self.busy_s += dur
+        used = self.kv_blocks_used
+        self.kv_block_s += used * dur
+        self.log_end.append(now_s)
+        self.log_dur.append(dur)
+        self.log_decodes.append(self.last_decode_seqs)
+        self.log_kv.append(used)
+        self._pending[STEP].append(dur)
+        if self.last_prefill_tokens:
+            self._pending[PREFILL_STEP].append(dur)
+            self._pend_pstp.append(dur / self.last_prefill_tokens)
+        prev_end = self._prev_step_end
+        self._prev_step_end = now_s
+        finished: list[SimRequest] = []
+        emitted = self.last_emitted
+        emitted.clear()
+        collect = self.collect_tokens
+        itl_v, itl_n = self._pend_itl_v, self._pend_itl_n
+        same = 0
+        for r, n in self._scheduled:
+            r.computed += n
+            if r.hashes and r.n_units < len(r.hashes):
+                self._register_units(r)
+            if r.computed < r.prompt + r.generated:
+                continue  # a chunk of a prefill: no token yet
+            r.generated += 1
+            if collect:
+                emitted.append(r)
+            last = r.last_token_s
+            if last < 0:
+                r.first_token_s = now_s
+                self._pending[TTFT].append(now_s - r.arrival_s)
+            elif last == prev_end:
+                same += 1
+            else:
+                itl_v.append(now_s - last)
+                itl_n.append(1)
+            r.last_token_s = now_s
+            if r.generated >= r.output:
+                r.finish_s = now_s
+                finished.append(r)
+        if same:
+            itl_v.append(now_s - prev_end)
+            itl_n.append(same)
+        if finished:
+            done = set(map(id, finished))
+            self.running = [r for r in self.running if id(r) not in done]
+            e2e = self._pending[E2E]
+            for r in finished:
+                self._free(r)
+                e2e.append(r.finish_s - r.arrival_s)
+            self.completed += len(finished)
+        self._scheduled.clear()
+        if self._aborts:
+            aborts, self._aborts = self._aborts, set()
+            finished = [r for r in finished if r.request_id not in aborts]
+            for rid in aborts:
+                self.abort(rid)
+        return finished
+
+    # ---- telemetry ---------------------------------------------------------------
+    def _fold(self, full: bool) -> None:
+        for metric, vals in self._pending.items():
+            if vals:
+                self._recent[metric].update(vals)
+                if full:
+                    self._summaries[metric].update(vals)
+                vals.clear()
+        if self._pend_itl_v:
+            x = np.repeat(np.asarray(self._pend_itl_v), np.asarray(self._pend_itl_n))
+            self._recent[ITL].update(x)
+            if full:
+                self._summaries[ITL].update(x)
+            self._pend_itl_v.clear()
+            self._pend_itl_n.clear()
+        if self._pend_pstp:
+            self._recent_pstp.update(self._pend_pstp)
+            self._pend_pstp.clear()
+
+    def snapshot(self, now_s: float, *, full: bool = True) -> ReplicaSnapshot:
+        """The replica's ``ReplicaSnapshot`` at ``now_s``. ``full=False`` skips the
+        mergeable ``summaries`` (the simulator's fast path: routers read ``recent``);
+        samples seen then are not in later summaries."""
+        self._fold(full)
+        waiting_prefill = sum(r.prompt + r.generated - r.computed for r in self.waiting)
+        ctx = [r.computed for r in self.running]
+        het = 1.0
+        if len(ctx) > 1:
+            m = sum(ctx) / len(ctx)
+            if m > 0:
+                het = 1.0 + math.sqrt(sum((c - m) ** 2 for c in ctx) / len(ctx)) / m
+        recent = {
+            k: DecayedStats(est.mean, est.std, est.n_eff, est.autocorr)
+            for k, est in self._recent.items()
+            if est.count
+        }
+        pstp = (
+            self._recent_pstp.mean if self._recent_pstp.count else self.perf.prefill_s_per_token()
+        )
+        cached: frozenset[int] = frozenset()
+        if self.config.enable_prefix_caching and (self._active_units or self._evictable):
+            cap = self.config.max_advertised_prefixes
+            keys = list(self._active_units) + list(self._evictable)
+            cached = frozenset(keys[-cap:])
+        q = self.prefix_query_tokens
+        return ReplicaSnapshot(
+            replica_id=self.replica_id,
+            pool=self.pool,
+            time_s=max(now_s, 0.0),
+            accelerator=self.accelerator,
+            running=len(self.running),
+            waiting=len(self.waiting),
+            waiting_prefill_tokens=waiting_prefill,
+            kv_blocks_used=self.kv_blocks_used,
+            kv_blocks_total=self.config.num_blocks,
+            block_size=self.config.block_size,
+            prefix_hit_rate=self.prefix_hit_tokens / q if q else 0.0,
+            preemptions=self.preemptions,
+            completed=self.completed,
+            prefill_s_per_token=max(pstp, 0.0),
+            batch=BatchComposition(self.last_prefill_tokens, self.last_decode_seqs, het),
+            summaries={k: s.copy() for k, s in self._summaries.items() if s.n} if full else {},
+            recent=recent,
+            cached_prefix_hashes=cached,
+        )
