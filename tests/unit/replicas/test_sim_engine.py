@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import numpy as np
 import pytest
@@ -37,7 +38,7 @@ def test_concurrent_requests_stream_all_tokens() -> None:
     for i, toks in enumerate(results):
         assert [t.index for t in toks] == list(range(5 + i))
         assert toks[0].phase is Phase.PREFILL and all(t.phase is Phase.DECODE for t in toks[1:])
-        assert all(a.t_s <= b.t_s for a, b in zip(toks, toks[1:], strict=False))
+        assert all(a.t_s <= b.t_s for a, b in itertools.pairwise(toks))
 
 
 def test_rejected_and_cancelled_requests() -> None:
