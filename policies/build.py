@@ -1,0 +1,128 @@
+"""Build routers, admission and backpressure from config (or a profile name).
+
+router = build_router("cascade")                       # named profile
+router = build_router({"scorers": [{"type": "kv_usage"}]})
+pol = build_policies(load_policy_config("examples/policies/cascade.yaml"))
+decision = pol.admit(request, pool_view, now_s)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from policies.admission import Admission, AdmissionDecision
+from policies.backpressure import Backpressure, BackpressureState
+from policies.base import Filter, Picker, Scorer
+from policies.config import (
+    ComponentSpec,
+    PolicyConfig,
+    RouterConfig,
+    load_policy_config,
+    validate_section,
+)
+from policies.registry import ADMISSIONS, BACKPRESSURES, FILTERS, PICKERS, SCORERS
+from policies.router import Router
+from policies.slo import SloSpec
+from policies.view import ReplicaView
+from replicas.telemetry import RequestInfo
+from uncertainty import CascadeModel
+
+
+def _wants_slos(spec: ComponentSpec) -> bool:
+    """True when the component takes an SLO table and the file did not set its own."""
+    return "slos" in type(spec.params).model_fields and "slos" not in spec.params.model_fields_set
+
+
+def build_router(
+    spec: str | Mapping[str, Any] | RouterConfig,
+    *,
+    cascade_model: CascadeModel | None = None,
+    slos: Mapping[str, SloSpec] | None = None,
+) -> Router:
+    """A ``Router`` from a profile name (``policies.PROFILES``), a ``router:``
+    mapping or a validated ``RouterConfig``. ``slos`` fills SLO-aware scorers
+    that have no ``slos`` of their own; ``cascade_model`` seeds the uncertainty
+    scorers. Raises ``ValueError`` (with the key path) for an invalid spec."""
+    cfg = spec if isinstance(spec, RouterConfig) else validate_section(RouterConfig, spec, "router")
+    filters: list[Filter] = [FILTERS.build(f.type, f.params) for f in cfg.filters]
+    scorers: list[tuple[Scorer, float]] = []
+    for s in cfg.scorers:
+        scorer = SCORERS.build(s.type, s.params)
+        if slos is not None and _wants_slos(s):
+            scorer.set_slos(dict(slos))  # type: ignore[attr-defined]
+        scorers.append((scorer, s.weight))
+    picker: Picker = PICKERS.build(cfg.picker.type, cfg.picker.params)
+    name = cfg.profile or (spec if isinstance(spec, str) else "custom")
+    router = Router(filters, scorers, picker, name=name)
+    if cascade_model is not None:
+        router.set_cascade_model(cascade_model)
+    return router
+
+
+def build_admission(spec: ComponentSpec, *, slos: Mapping[str, SloSpec] | None = None) -> Admission:
+    adm = ADMISSIONS.build(spec.type, spec.params)
+    if slos is not None and _wants_slos(spec):
+        adm.set_slos(dict(slos))  # type: ignore[attr-defined]
+    return adm
+
+
+def build_backpressure(spec: ComponentSpec) -> Backpressure:
+    return BACKPRESSURES.build(spec.type, spec.params)
+
+
+@dataclass
+class Policies:
+    """The three policies of one deployment, built from a ``PolicyConfig``.
+
+    ``admit`` applies the backpressure gate first (the pool's latest
+    ``BackpressureState`` budget, as a token bucket when the admission policy
+    does not enforce one itself), then the admission policy.
+    """
+
+    router: Router
+    admission: Admission
+    backpressure: Backpressure
+    config: PolicyConfig
+    _gates: dict[str, Admission] = field(default_factory=dict, repr=False)
+
+    def admit(
+        self, request: RequestInfo, view: ReplicaView, now_s: float, pool: str | None = None
+    ) -> AdmissionDecision:
+        """Admission for ``request`` into ``pool`` (default: the view's only pool)."""
+        key = pool or (view.pools[0] if view.size and len(set(view.pools)) == 1 else None)
+        pressure: BackpressureState | None = self.backpressure.state(key) if key else None
+        if pressure is not None and self.admission.type_name != "token_budget":
+            gate = self._gates.get(key or "")
+            if gate is None:
+                gate = self._gates[key or ""] = ADMISSIONS.build(
+                    "token_budget", {"action": "defer"}
+                )
+            verdict = gate.decide(request, view, now_s, pressure)
+            if not verdict.admit:
+                return verdict
+        return self.admission.decide(request, view, now_s, pressure)
+
+    def set_cascade_model(self, model: CascadeModel) -> None:
+        self.router.set_cascade_model(model)
+        setter = getattr(self.admission, "set_cascade_model", None)
+        if setter is not None:
+            setter(model)
+
+
+def build_policies(
+    source: str | Mapping[str, Any] | PolicyConfig, *, cascade_model: CascadeModel | None = None
+) -> Policies:
+    """Router, admission and backpressure from a YAML path, mapping or config."""
+    cfg = load_policy_config(source)
+    slos = cfg.slos
+    policies = Policies(
+        router=build_router(cfg.router, cascade_model=cascade_model, slos=slos),
+        admission=build_admission(cfg.admission, slos=slos),
+        backpressure=build_backpressure(cfg.backpressure),
+        config=cfg,
+    )
+    if cascade_model is not None:
+        policies.set_cascade_model(cascade_model)
+    return policies

@@ -1,0 +1,120 @@
+"""Pickers: turn combined scores into a ranking of the candidates, best first.
+
+A router returns a full ranking (not one replica) because Ray Serve's
+``choose_replicas`` tries replicas in rank order when the first one is at its
+``max_ongoing_requests``; the simulator takes the first.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from policies.base import Picker
+from policies.registry import PICKERS
+from policies.view import IntArray, ReplicaView
+from replicas.telemetry import RequestInfo
+from uncertainty.validation import FloatArray
+
+
+@PICKERS.register("max_score")
+class MaxScorePicker(Picker):
+    """Highest score first; ties broken uniformly at random (so equal replicas
+    share traffic instead of the first one taking all of it).
+
+    YAML: ``picker: max_score``
+    """
+
+    def order(
+        self, scores: FloatArray, candidates: IntArray, view: ReplicaView, rng: np.random.Generator
+    ) -> IntArray:
+        # lexsort: last key is primary → sort by −score, then by a random key
+        idx = np.lexsort((rng.random(scores.size), -scores))
+        out: IntArray = candidates[idx]
+        return out
+
+
+@PICKERS.register("random")
+class RandomPicker(Picker):
+    """A uniformly random ranking (scores ignored): the ``random`` baseline.
+
+    YAML: ``picker: random``
+    """
+
+    def order(
+        self, scores: FloatArray, candidates: IntArray, view: ReplicaView, rng: np.random.Generator
+    ) -> IntArray:
+        out: IntArray = rng.permutation(candidates)
+        return out
+
+
+@PICKERS.register("weighted_random")
+class WeightedRandomPicker(Picker):
+    """Random ranking drawn proportionally to score, without replacement
+    (Efraimidis–Spirakis keys u^(1/w)); zero-score replicas come last, in random
+    order. llm-d's weighted random picker.
+
+    YAML: ``picker: weighted_random``
+    """
+
+    def order(
+        self, scores: FloatArray, candidates: IntArray, view: ReplicaView, rng: np.random.Generator
+    ) -> IntArray:
+        u = rng.random(scores.size)
+        with np.errstate(divide="ignore"):
+            # log-key log(u)/w: larger is earlier; w = 0 → −inf (last)
+            keys = np.where(
+                scores > 0, np.log(np.maximum(u, 1e-300)) / np.maximum(scores, 1e-300), -np.inf
+            )
+        idx = np.lexsort((u, -keys))
+        out: IntArray = candidates[idx]
+        return out
+
+
+@PICKERS.register("pow2")
+class PowerOfTwoPicker(Picker):
+    """Power of two choices (Ray Serve's default router): sample two candidates
+    uniformly, the better-scored first; the others follow in random order (what
+    Ray does when both are full: sample again).
+
+    YAML: ``picker: pow2`` (pair it with the ``least_outstanding`` scorer)
+    """
+
+    def order(
+        self, scores: FloatArray, candidates: IntArray, view: ReplicaView, rng: np.random.Generator
+    ) -> IntArray:
+        perm = rng.permutation(candidates.size)
+        if perm.size >= 2 and scores[perm[1]] > scores[perm[0]]:
+            perm[0], perm[1] = perm[1], perm[0]
+        out: IntArray = candidates[perm]
+        return out
+
+
+@PICKERS.register("round_robin")
+class RoundRobinPicker(Picker):
+    """Round robin over replica ids (scores ignored): the replica after the one
+    last routed to, in id order, comes first.
+
+    Keyed by id rather than position, so replicas joining or leaving do not
+    restart the cycle. The cursor advances in ``on_routed``: a caller that ranks
+    without routing (a retry, a dry run) does not skip anyone.
+
+    YAML: ``picker: round_robin``
+    """
+
+    def __init__(self) -> None:
+        self._last: str | None = None
+
+    def order(
+        self, scores: FloatArray, candidates: IntArray, view: ReplicaView, rng: np.random.Generator
+    ) -> IntArray:
+        ids = np.asarray([view.replica_ids[i] for i in candidates])
+        by_id = np.argsort(ids, kind="stable")
+        if self._last is not None:
+            # first position (in id order) strictly after the last routed id
+            start = int(np.searchsorted(ids[by_id], self._last, side="right"))
+            by_id = np.roll(by_id, -start)
+        out: IntArray = candidates[by_id]
+        return out
+
+    def on_routed(self, replica_id: str, request: RequestInfo) -> None:
+        self._last = replica_id

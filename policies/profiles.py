@@ -1,0 +1,56 @@
+"""Named router profiles: one line of config each, usable wherever a router
+section is expected (``router: pow2`` in YAML, ``build_router("pow2")`` in code,
+``--policies pow2,cascade`` in the simulator).
+
+The baselines reproduce the routers users compare against; ``cascade`` is
+Cascade's default profile. ``examples/policies/<name>.yaml`` spell each out.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+PROFILES: dict[str, dict[str, Any]] = {
+    # Ray Serve / generic load balancers
+    "round_robin": {"picker": "round_robin"},
+    "random": {"picker": "random"},
+    "pow2": {"scorers": [{"type": "least_outstanding"}], "picker": "pow2"},
+    "least_outstanding": {"scorers": [{"type": "least_outstanding"}], "picker": "max_score"},
+    # llm-d scorers, one at a time
+    "kv_usage": {"scorers": [{"type": "kv_usage"}], "picker": "max_score"},
+    "queue_depth": {"scorers": [{"type": "queue_depth"}], "picker": "max_score"},
+    # prefix affinity (llm-d prefix scorer / Ray PrefixCacheAffinityRouter): the
+    # overlap dominates; a small load term splits ties instead of piling every
+    # cache-cold request onto one replica
+    "prefix_cache": {
+        "scorers": [
+            {"type": "prefix_cache", "weight": 1.0},
+            {"type": "least_outstanding", "weight": 0.1},
+        ],
+        "picker": "max_score",
+    },
+    # NVIDIA Dynamo KV router, temperature 0
+    "dynamo_cost": {"scorers": [{"type": "dynamo_cost"}], "picker": "max_score"},
+    # Cascade
+    "uncertainty": {"scorers": [{"type": "uncertainty"}], "picker": "max_score"},
+    "cascade": {
+        "filters": [{"type": "kv_headroom", "params": {"max_kv_usage": 0.97}}],
+        "scorers": [
+            {"type": "uncertainty", "weight": 1.0},
+            {"type": "prefix_cache", "weight": 0.3},
+            {"type": "kv_usage", "weight": 0.1},
+        ],
+        "picker": "max_score",
+    },
+}
+
+BASELINES: tuple[str, ...] = (
+    "round_robin",
+    "random",
+    "pow2",
+    "least_outstanding",
+    "kv_usage",
+    "queue_depth",
+    "prefix_cache",
+    "dynamo_cost",
+)

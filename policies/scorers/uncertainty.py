@@ -1,0 +1,126 @@
+"""The ``uncertainty`` scorer: predicted latency *distribution* per replica.
+
+For each candidate, ``uncertainty.predict_latency`` gives this request's TTFT and
+E2E mean and variance on that replica: its queue (waiting prefill tokens ×
+prefill cost, plus requests this router sent since the snapshot), its prefill,
+its decode ITL scaled by the cascade model's predicted change from admitting
+this request (its prefill joins the steps the running decodes share, its tokens
+add KV pressure), and the replica's own spread. Every quantity is per replica, so
+a fast-but-noisy H100 and a slower-but-steady A100 are compared on what matters:
+the chance of meeting the SLO.
+
+Objectives (``objective``):
+
+- ``slo_probability`` (default): score = P(TTFT ≤ ttft_s and E2E ≤ target),
+  blended with ε = 1e-3 of the latency ratio below so that, when every replica
+  has P ≈ 0 (overload), the least bad one still ranks first.
+- ``mean_kappa_sigma``: cost c = mean + κ·σ of E2E (or TTFT, ``metric``);
+  score = min(c) / c ∈ (0, 1] (1 for the best replica, 0.5 for one twice as slow).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from policies.base import Scorer
+from policies.params import PolicyParams
+from policies.registry import SCORERS
+from policies.slo import DEFAULT_SLOS, SloSpec, meet_probability, predict_request, slo_for
+from policies.view import IntArray, ReplicaView
+from replicas.telemetry import RequestInfo
+from uncertainty import CascadeModel, LatencyPrediction
+from uncertainty.validation import FloatArray
+
+_TIE_BREAK = 1e-3  # weight of the latency ratio in the slo_probability score
+
+
+class UncertaintyParams(PolicyParams):
+    objective: Literal["slo_probability", "mean_kappa_sigma"] = "slo_probability"
+    kappa: float = Field(default=1.0, ge=0.0)
+    metric: Literal["e2e", "ttft"] = "e2e"
+    output_cv: float = Field(default=0.3, ge=0.0)
+    slos: dict[str, SloSpec] = Field(default_factory=lambda: dict(DEFAULT_SLOS))
+
+
+@SCORERS.register("uncertainty")
+class UncertaintyScorer(Scorer):
+    """Score replicas by the predicted probability of meeting the request's SLO
+    (see the module docstring). ``slos`` maps an SLO class to its targets
+    (``default`` covers the others); ``output_cv`` is the relative σ of a
+    predicted output length. The cascade model starts at its prior and is
+    replaced by the controller's fit through ``set_cascade_model``.
+
+    YAML::
+
+        scorers:
+          - type: uncertainty
+            weight: 1.0
+            params:
+              objective: slo_probability   # or mean_kappa_sigma
+              kappa: 1.0                   # mean_kappa_sigma only
+              metric: e2e                  # mean_kappa_sigma only: e2e | ttft
+              output_cv: 0.3
+              slos:
+                default: {ttft_s: 2.0, tpot_s: 0.1}
+                interactive: {ttft_s: 0.5, tpot_s: 0.05}
+    """
+
+    Params = UncertaintyParams
+
+    def __init__(
+        self,
+        params: UncertaintyParams | None = None,
+        model: CascadeModel | None = None,
+    ) -> None:
+        self.params = params or UncertaintyParams()
+        self.model = model or CascadeModel()
+
+    @classmethod
+    def from_params(cls, params: UncertaintyParams) -> UncertaintyScorer:
+        return cls(params)
+
+    def set_cascade_model(self, model: CascadeModel) -> None:
+        """Use the controller's fitted cascade model from now on."""
+        self.model = model
+
+    def set_slos(self, slos: dict[str, SloSpec]) -> None:
+        """Replace the SLO table (e.g. with the deployment file's ``slos``)."""
+        self.params = self.params.model_copy(update={"slos": dict(slos)})
+
+    def score(self, request: RequestInfo, view: ReplicaView, candidates: IntArray) -> FloatArray:
+        p = self.params
+        # Predicting over the whole view and indexing is cheaper than building a
+        # sub-view (one ReplicaLoad validation) when filters dropped a few.
+        pred = predict_request(self.model, view, request, p.output_cv)
+        if candidates.size != view.size:
+            pred = _take(pred, candidates)
+        if p.objective == "mean_kappa_sigma":
+            if p.metric == "ttft":
+                cost = pred.ttft_mean_s + p.kappa * pred.ttft_std_s
+            else:
+                cost = pred.e2e_mean_s + p.kappa * pred.e2e_std_s
+            return _ratio(cost)
+        slo = slo_for(p.slos, request.slo_class)
+        prob = meet_probability(pred, slo, request.expected_output_tokens)
+        ratio = _ratio(pred.e2e_mean_s + pred.e2e_std_s)
+        out: FloatArray = (1.0 - _TIE_BREAK) * prob + _TIE_BREAK * ratio
+        return out
+
+
+def _ratio(cost: FloatArray) -> FloatArray:
+    c = np.maximum(cost, 1e-12)
+    out: FloatArray = c.min() / c
+    return out
+
+
+def _take(pred: LatencyPrediction, idx: IntArray) -> LatencyPrediction:
+    return LatencyPrediction(
+        ttft_mean_s=pred.ttft_mean_s[idx],
+        ttft_var_s2=pred.ttft_var_s2[idx],
+        e2e_mean_s=pred.e2e_mean_s[idx],
+        e2e_var_s2=pred.e2e_var_s2[idx],
+        itl_std_s=pred.itl_std_s[idx],
+    )
