@@ -22,9 +22,9 @@ from policies.config import (
     BackpressureSpec,
     PolicyConfig,
     RouterConfig,
-    SloSpec,
     format_errors,
 )
+from policies.slo import SloSpec
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 DEFAULT_CONFIG = EXAMPLES_DIR / "default.yaml"
@@ -146,7 +146,9 @@ class CascadeConfig(_Strict):
     slos: SloConfig = SloConfig()
     # The policy sections (see docs/policies.md); validated by policies.config.
     router: RouterConfig = Field(default_factory=lambda: RouterConfig.model_validate("cascade"))
-    admission: AdmissionSpec = Field(default_factory=lambda: {"type": "always"}, validate_default=True)
+    admission: AdmissionSpec = Field(
+        default_factory=lambda: {"type": "always"}, validate_default=True
+    )
     backpressure: BackpressureSpec = Field(
         default_factory=lambda: {"type": "none"}, validate_default=True
     )

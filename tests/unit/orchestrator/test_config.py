@@ -18,7 +18,7 @@ def test_default_example_loads_and_feeds_the_policies() -> None:
     assert cfg.pool("llm-h100").start_replicas == 8
     pc = cfg.policy_config()
     assert pc.slos is not None and pc.slos["default"].ttft_s == 2.0
-    assert [s.type for s in cfg.router.scorers][0] == "uncertainty"
+    assert cfg.router.scorers[0].type == "uncertainty"
 
 
 @pytest.mark.parametrize("path", sorted(EXAMPLES_DIR.glob("*.yaml")))
