@@ -1,0 +1,325 @@
+"""The controller core: ``Controller.step(now_s, snapshots) -> Plan`` (pure).
+
+The same object runs inside the detached Ray controller actor and inside the
+simulator, so a decision measured in simulation is the decision Ray makes. Each
+step, on the injected clock:
+
+1. ingest snapshots: keep the newest per replica, ignore older duplicates and
+   snapshots staler than ``loops.stale_after_s`` (a dead replica stops counting);
+2. merge replica → pool → cluster (``uncertainty.Hierarchy``, exact);
+3. fit the cascade model on each new snapshot (σ_prefill, KV, heterogeneity →
+   σ_decode);
+4. run backpressure per pool (decode ITL σ → prefill token budget);
+5. every ``loops.routing_period_s``: re-solve the routing optimizer with fresh
+   estimates (``orchestrator.estimates``); a failed or infeasible solve keeps the
+   optimizer's typed fallback, and any error becomes a STATIC plan with a reason:
+   a step never raises because of telemetry or the solver.
+
+Replica targets stay at the configured start (``initial_replicas``) clipped to
+each pool's bounds; the allocator updates them when one is attached.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from optim.routing import RoutingProblem
+from optim.specs import ClassSpec, PoolSpec
+from orchestrator.config import CascadeConfig
+from orchestrator.contracts import (
+    ClusterView,
+    LevelStats,
+    Plan,
+    PoolPlan,
+    PoolView,
+    SolveStatus,
+)
+from orchestrator.estimates import ClassLoad, PoolTelemetry, problem_inputs, proportional_weights
+from policies import build_policies
+from policies.backpressure import Backpressure
+from replicas.telemetry import ITL, METRICS, PREFILL_STEP, STEP, ReplicaSnapshot
+from uncertainty import CascadeModel, Hierarchy, Summary
+
+_QS = (0.5, 0.9, 0.99)
+
+
+def _level(s: Summary) -> LevelStats:
+    if s.n == 0:
+        return LevelStats(0, math.nan, math.nan, math.nan, math.nan, math.nan)
+    p50, p90, p99 = (float(v) for v in s.quantiles(_QS))
+    return LevelStats(s.n, s.mean, s.std, p50, p90, p99)
+
+
+class Controller:
+    """Pure controller core; see the module docstring.
+
+    Args:
+        config: the validated Cascade config.
+        backpressure: override the config's backpressure policy (tests).
+        cascade_model: share a model with the routers (the same object).
+    """
+
+    def __init__(
+        self,
+        config: CascadeConfig,
+        *,
+        backpressure: Backpressure | None = None,
+        cascade_model: CascadeModel | None = None,
+    ) -> None:
+        self.config = config
+        self.cascade = cascade_model or CascadeModel()
+        self.backpressure = backpressure or build_policies(config.policy_config()).backpressure
+        self._latest: dict[str, ReplicaSnapshot] = {}
+        self._hier: dict[str, Hierarchy] = {m: Hierarchy() for m in METRICS}
+        self._version = 0
+        self._routing: dict[str, dict[str, float]] = {}
+        self._routing_status = SolveStatus.STATIC
+        self._routing_reason = "no solve yet"
+        self._solve_ms = 0.0
+        self._next_solve_s = -math.inf
+        self._problem: RoutingProblem | None = None
+        self._targets = {p.name: p.start_replicas for p in config.pools}
+        self.rejected_snapshots = 0
+        self.view: ClusterView | None = None
+        self.plan: Plan | None = None
+
+    # ---- the step ----------------------------------------------------------------
+    def step(
+        self,
+        now_s: float,
+        snapshots: Sequence[ReplicaSnapshot],
+        class_load: Mapping[str, ClassLoad] | None = None,
+    ) -> Plan:
+        """Fold ``snapshots`` in and return the new Plan (never raises on data)."""
+        if not math.isfinite(now_s):
+            raise ValueError(f"now_s must be finite, got {now_s!r}")
+        self._ingest(now_s, snapshots)
+        view = self._build_view(now_s)
+        self.view = view
+        pool_plans: dict[str, PoolPlan] = {}
+        for pool in self.config.pools:
+            pv = view.pools.get(pool.name)
+            sigma = pv.itl_sigma_s if pv is not None and math.isfinite(pv.itl_sigma_s) else 0.0
+            state = self.backpressure.update(pool.name, now_s, sigma)
+            target = min(max(self._targets[pool.name], pool.min_replicas), pool.max_replicas)
+            pool_plans[pool.name] = PoolPlan(
+                admission_token_budget=int(state.prefill_token_budget),
+                saturation=float(state.saturation),
+                target_replicas=target,
+            )
+        if now_s >= self._next_solve_s:
+            self._next_solve_s = now_s + self.config.loops.routing_period_s
+            self._solve(view, class_load)
+        self._version += 1
+        self.plan = Plan(
+            time_s=now_s,
+            version=self._version,
+            routing=self._routing or self._static_routing(view),
+            pools=pool_plans,
+            status=self._routing_status,
+            solve_ms=self._solve_ms,
+            reason=self._routing_reason,
+        )
+        return self.plan
+
+    # ---- ingestion -----------------------------------------------------------------
+    def _ingest(self, now_s: float, snapshots: Sequence[ReplicaSnapshot]) -> None:
+        pools = {p.name for p in self.config.pools}
+        fresh: list[ReplicaSnapshot] = []
+        for snap in snapshots:
+            prev = self._latest.get(snap.replica_id)
+            if snap.pool not in pools or (prev is not None and snap.time_s <= prev.time_s):
+                self.rejected_snapshots += snap.pool not in pools
+                continue
+            self._latest[snap.replica_id] = snap
+            fresh.append(snap)
+        stale_after = self.config.loops.stale_after_s
+        for rid, snap in list(self._latest.items()):
+            if now_s - snap.time_s > stale_after:
+                del self._latest[rid]
+                for h in self._hier.values():
+                    h.remove((snap.pool, rid))
+        for snap in fresh:
+            if snap.replica_id not in self._latest:
+                continue
+            for metric, summary in snap.summaries.items():
+                if metric in self._hier and summary.n:
+                    self._hier[metric].put((snap.pool, snap.replica_id), summary)
+        self._fit_cascade(fresh)
+
+    def _fit_cascade(self, fresh: Sequence[ReplicaSnapshot]) -> None:
+        rows = []
+        for s in fresh:
+            itl, pre = s.recent.get(ITL), s.recent.get(PREFILL_STEP)
+            if itl is None or pre is None or itl.std <= 0 or pre.std <= 0:
+                continue
+            rows.append(
+                (pre.std, min(max(s.kv_usage, 0.0), 1.0), max(s.batch.heterogeneity, 1.0), itl.std)
+            )
+        if rows:
+            a = np.asarray(rows)
+            self.cascade.update(a[:, 0], a[:, 1], a[:, 2], a[:, 3])
+
+    # ---- views -----------------------------------------------------------------------
+    def _build_view(self, now_s: float) -> ClusterView:
+        by_pool: dict[str, list[ReplicaSnapshot]] = {p.name: [] for p in self.config.pools}
+        for snap in self._latest.values():
+            by_pool[snap.pool].append(snap)
+        pools: dict[str, PoolView] = {}
+        for name, snaps in by_pool.items():
+            metrics = {}
+            for m, h in self._hier.items():
+                if (name,) in {(c,) for c in h.children()}:
+                    metrics[m] = _level(h.summary((name,)))
+            pools[name] = PoolView(
+                name=name,
+                replicas=tuple(sorted(s.replica_id for s in snaps)),
+                running=sum(s.running for s in snaps),
+                waiting=sum(s.waiting for s in snaps),
+                kv_usage=float(np.mean([s.kv_usage for s in snaps])) if snaps else 0.0,
+                itl_sigma_s=_mean_recent(snaps, ITL, "std"),
+                prefill_sigma_s=_mean_recent(snaps, PREFILL_STEP, "std"),
+                arrival_rate_per_s=0.0,
+                metrics=metrics,
+            )
+        cluster = {m: _level(h.summary()) for m, h in self._hier.items() if h.summary().n}
+        return ClusterView(
+            time_s=now_s, pools=pools, cluster=cluster, cascade=self.cascade.coefficients
+        )
+
+    # ---- routing -----------------------------------------------------------------------
+    def _static_routing(self, view: ClusterView) -> dict[str, dict[str, float]]:
+        live = {p: len(v.replicas) for p, v in view.pools.items()}
+        weights = proportional_weights(live)
+        return {c.name: dict(weights) for c in self.config.slos.classes}
+
+    def _solve(self, view: ClusterView, class_load: Mapping[str, ClassLoad] | None) -> None:
+        opt = self.config.optimizer
+        if not opt.enabled:
+            self._set_static(view, "optimizer disabled")
+            return
+        telemetry = self._pool_telemetry(view)
+        if telemetry is None:
+            self._set_static(view, "not enough telemetry: a pool has no fresh snapshot")
+            return
+        classes = self.config.slos.classes
+        loads = [
+            (class_load or {}).get(c.name)
+            or ClassLoad(rate_per_s=self._completion_rate(view) / len(classes))
+            for c in classes
+        ]
+        try:
+            if self._problem is None:
+                self._problem = RoutingProblem(
+                    self._pool_specs(telemetry), self._class_specs(loads)
+                )
+            inputs = problem_inputs(
+                loads,
+                telemetry,
+                w_gpu=opt.w_gpu,
+                w_mem=opt.w_mem,
+                w_net=opt.w_net,
+                rho_max=opt.rho_max,
+            )
+            result = self._problem.solve(inputs)
+        except (ValueError, ArithmeticError) as exc:
+            # a wiring or estimate problem must not stop the loop: keep serving
+            self._set_static(view, f"optimizer skipped: {exc}")
+            return
+        names = [p.name for p in self.config.pools]
+        x = np.asarray(result.x)
+        self._routing = {
+            c.name: _normalise({names[j]: float(x[i, j]) for j in range(len(names))})
+            for i, c in enumerate(classes)
+        }
+        self._routing_status = SolveStatus.OPTIMAL if result.status.ok else SolveStatus.FALLBACK
+        self._routing_reason = result.message or str(result.status)
+        self._solve_ms = float(result.solve_ms)
+
+    def _set_static(self, view: ClusterView, reason: str) -> None:
+        self._routing = self._static_routing(view)
+        self._routing_status = SolveStatus.STATIC
+        self._routing_reason = reason
+
+    def _completion_rate(self, view: ClusterView) -> float:
+        """Requests/s completing across the cluster (from cumulative counters)."""
+        rate = 0.0
+        for snap in self._latest.values():
+            e2e = snap.summaries.get("e2e")
+            if e2e is not None and e2e.n and snap.time_s > 0:
+                rate += e2e.n / snap.time_s
+        return max(rate, 1e-3)
+
+    def _pool_telemetry(self, view: ClusterView) -> list[PoolTelemetry] | None:
+        out = []
+        for pool in self.config.pools:
+            snaps = [s for s in self._latest.values() if s.pool == pool.name]
+            itl = view.pools[pool.name].metrics.get(ITL)
+            if not snaps or itl is None or not math.isfinite(itl.p50):
+                return None
+            step = view.pools[pool.name].metrics.get(STEP)
+            itl_h = self._hier[ITL].summary((pool.name,))
+            pre = [s.recent[PREFILL_STEP] for s in snaps if PREFILL_STEP in s.recent]
+            pre_cv = float(np.mean([p.std / p.mean for p in pre if p.mean > 0])) if pre else 0.3
+            overrides: Mapping[str, Any] = pool.engine_overrides
+            out.append(
+                PoolTelemetry(
+                    replicas=len(snaps),
+                    itl_p10_s=float(itl_h.quantile(0.1)),
+                    itl_sigma_s=_mean_recent(snaps, ITL, "std") or itl.std,
+                    step_sigma_s=step.std
+                    if step is not None and math.isfinite(step.std)
+                    else itl.std,
+                    prefill_s_per_token=float(np.mean([s.prefill_s_per_token for s in snaps])),
+                    prefill_cv=pre_cv if math.isfinite(pre_cv) else 0.3,
+                    kv_blocks_per_replica=int(np.mean([s.kv_blocks_total for s in snaps])),
+                    block_size=snaps[0].block_size,
+                    batch_size=int(overrides.get("max_num_seqs", self.config.model.max_num_seqs)),
+                )
+            )
+        return out
+
+    def _pool_specs(self, telemetry: Sequence[PoolTelemetry]) -> list[PoolSpec]:
+        return [
+            PoolSpec(
+                name=p.name,
+                gpu_type=p.accelerator,
+                tp_size=p.tp_size,
+                min_replicas=p.min_replicas,
+                max_replicas=p.max_replicas,
+                capacity_tokens_per_s=t.batch_size / max(t.itl_p10_s, 1e-6),
+                kv_blocks=max(t.kv_blocks_per_replica, 1),
+                interconnect=p.interconnect,
+                gpu_cost_per_hour=p.gpu_cost_per_hour,
+            )
+            for p, t in zip(self.config.pools, telemetry, strict=True)
+        ]
+
+    def _class_specs(self, loads: Sequence[ClassLoad]) -> list[ClassSpec]:
+        return [
+            ClassSpec(
+                name=c.name,
+                slo_s=c.e2e_s,
+                quantile=c.quantile,
+                prompt_tokens=load.prompt_tokens,
+                output_tokens=max(load.output_tokens, 1.0),
+            )
+            for c, load in zip(self.config.slos.classes, loads, strict=True)
+        ]
+
+
+def _mean_recent(snaps: Sequence[ReplicaSnapshot], metric: str, field: str) -> float:
+    vals = [getattr(s.recent[metric], field) for s in snaps if metric in s.recent]
+    return float(np.mean(vals)) if vals else 0.0
+
+
+def _normalise(weights: dict[str, float]) -> dict[str, float]:
+    clean = {k: max(v, 0.0) for k, v in weights.items()}
+    total = sum(clean.values())
+    if total <= 0:
+        return {k: 1.0 / len(clean) for k in clean}
+    return {k: v / total for k, v in clean.items()}

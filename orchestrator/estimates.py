@@ -1,0 +1,122 @@
+"""From telemetry to the optimizer's inputs (pure).
+
+The routing optimizer (``optim``) wants, per request class c and pool p, a
+zero-load latency, its spread, the replica-seconds a request consumes, the KV
+block-seconds it holds, and per-pool variance scales. The controller estimates
+them from what replicas report (``PoolTelemetry``, merged per pool) and from the
+ingress's per-class traffic (``ClassLoad``):
+
+* zero-load ITL t0_p: the pool's ITL P10 (steps taken when the batch is small);
+  prefill cost c_p: the replicas' recent prefill seconds per prompt token.
+* service_time[c, p] = P_c·c_p + L_c·t0_p; its σ from the prefill CV and
+  L_c independent-ish ITLs of the observed σ.
+* demand[c, p] = P_c·c_p + L_c·t0_p / B_p: prefill is compute-bound (no overlap),
+  decode is shared by a batch of B_p = ``max_num_seqs`` sequences.
+* kv_block_s[c, p] = ⌈(P_c + L_c/2)/block⌉ · service_time (Little's law).
+* g_p = σ²(step), m_p = L̄·σ²(ITL), q_p = mean service time, k_p = mean prefill
+  time (a preemption recomputes the prefill), η_p = 0 for TP 1.
+
+These are first-order, documented estimates (docs/optimizer.md); what matters
+for the decision is that they move with the telemetry and rank pools correctly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from optim.inputs import ProblemInputs
+
+_MIN_S = 1e-6
+
+
+@dataclass(frozen=True, slots=True)
+class ClassLoad:
+    """Traffic of one request class, as the ingress measures it."""
+
+    rate_per_s: float
+    rate_ci_per_s: float = 0.0
+    prompt_tokens: float = 1020.0  # Azure conv trace medians as defaults
+    output_tokens: float = 129.0
+
+    def __post_init__(self) -> None:
+        for name in ("rate_per_s", "rate_ci_per_s", "prompt_tokens", "output_tokens"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v >= 0):
+                raise ValueError(f"ClassLoad.{name} must be finite and >= 0, got {v!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class PoolTelemetry:
+    """What the controller knows of one pool's replicas (seconds, tokens)."""
+
+    replicas: int
+    itl_p10_s: float
+    itl_sigma_s: float
+    step_sigma_s: float
+    prefill_s_per_token: float
+    prefill_cv: float
+    kv_blocks_per_replica: int
+    block_size: int
+    batch_size: int  # max_num_seqs
+
+
+def problem_inputs(
+    classes: Sequence[ClassLoad],
+    pools: Sequence[PoolTelemetry],
+    *,
+    w_gpu: float,
+    w_mem: float,
+    w_net: float,
+    rho_max: float,
+    net_var_s2: Sequence[float] | None = None,
+) -> ProblemInputs:
+    """Build ``ProblemInputs`` (shapes (C, P)) from class loads and pool telemetry.
+
+    Raises ``ValueError`` (from ``ProblemInputs``) naming the field and index if an
+    estimate comes out non-finite or negative.
+    """
+    prompt = np.array([c.prompt_tokens for c in classes])[:, None]
+    output = np.array([max(c.output_tokens, 1.0) for c in classes])[:, None]
+    t0 = np.array([max(p.itl_p10_s, _MIN_S) for p in pools])[None, :]
+    cpt = np.array([max(p.prefill_s_per_token, 0.0) for p in pools])[None, :]
+    cv = np.array([p.prefill_cv for p in pools])[None, :]
+    itl_sd = np.array([p.itl_sigma_s for p in pools])[None, :]
+    batch = np.array([max(p.batch_size, 1) for p in pools], dtype=np.float64)[None, :]
+    block = np.array([max(p.block_size, 1) for p in pools], dtype=np.float64)[None, :]
+    prefill = prompt * cpt
+    service = np.maximum(prefill + output * t0, _MIN_S)
+    service_sd = np.sqrt((cv * prefill) ** 2 + output * itl_sd**2)
+    demand = np.maximum(prefill + output * t0 / batch, _MIN_S)
+    kv_block_s = np.ceil((prompt + output / 2.0) / block) * service
+    mean_service = service.mean(axis=0)
+    lbar = float(output.mean())
+    return ProblemInputs(
+        arrival_rate_per_s=np.array([c.rate_per_s for c in classes]),
+        arrival_rate_ci_per_s=np.array([c.rate_ci_per_s for c in classes]),
+        replicas=np.array([float(p.replicas) for p in pools]),
+        service_time_s=service,
+        service_std_s=service_sd,
+        demand_s=demand,
+        kv_block_s=kv_block_s,
+        gpu_var_s2=np.array([p.step_sigma_s**2 for p in pools]),
+        kv_var_s2=np.array([lbar * p.itl_sigma_s**2 for p in pools]),
+        net_var_s2=np.zeros(len(pools)) if net_var_s2 is None else np.asarray(net_var_s2),
+        queue_delay_s=mean_service,
+        preempt_delay_s=prefill.mean(axis=0),
+        w_gpu=w_gpu,
+        w_mem=w_mem,
+        w_net=w_net,
+        rho_max=rho_max,
+    )
+
+
+def proportional_weights(replicas: Mapping[str, int]) -> dict[str, float]:
+    """Routing proportional to running replicas (the static/fallback split)."""
+    total = sum(max(n, 0) for n in replicas.values())
+    if total == 0:
+        return {p: 1.0 / len(replicas) for p in replicas} if replicas else {}
+    return {p: max(n, 0) / total for p, n in replicas.items()}

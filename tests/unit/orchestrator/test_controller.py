@@ -1,0 +1,127 @@
+"""Controller core: merges snapshots, fits the cascade, backpressures, plans."""
+
+import math
+
+import numpy as np
+import pytest
+
+from orchestrator.config import load_config
+from orchestrator.contracts import SolveStatus
+from orchestrator.controller import Controller
+from orchestrator.estimates import ClassLoad
+from replicas.telemetry import (
+    BatchComposition,
+    DecayedStats,
+    ReplicaSnapshot,
+)
+from uncertainty import Summary
+
+
+def _snapshot(
+    rid: str,
+    pool: str,
+    t: float,
+    itl_s: float,
+    rng: np.random.Generator,
+    *,
+    sigma_scale: float = 0.2,
+    kv: float = 0.3,
+) -> ReplicaSnapshot:
+    itl = rng.lognormal(np.log(itl_s), sigma_scale, 2000)
+    step = itl * rng.uniform(0.9, 1.1, itl.size)
+    pre = rng.lognormal(np.log(8 * itl_s), 0.3, 200)
+    e2e = rng.lognormal(np.log(130 * itl_s), 0.3, 100)
+
+    def stats(x: np.ndarray) -> DecayedStats:
+        return DecayedStats(float(x.mean()), float(x.std()), float(x.size), 0.5)
+
+    return ReplicaSnapshot(
+        replica_id=rid,
+        pool=pool,
+        time_s=t,
+        running=20,
+        waiting=2,
+        kv_blocks_used=int(kv * 1000),
+        kv_blocks_total=1000,
+        prefill_s_per_token=itl_s / 100,
+        batch=BatchComposition(prefill_tokens=512, decode_seqs=20, heterogeneity=1.3),
+        summaries={
+            "itl": Summary().update(itl),
+            "step": Summary().update(step),
+            "prefill_step": Summary().update(pre),
+            "e2e": Summary().update(e2e),
+        },
+        recent={"itl": stats(itl), "prefill_step": stats(pre), "step": stats(step)},
+    )
+
+
+def _snaps(t: float, seed: int = 0, **kw) -> list[ReplicaSnapshot]:  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(seed)
+    out = [_snapshot(f"h{i}", "llm-h100", t, 0.010, rng, **kw) for i in range(4)]
+    out += [_snapshot(f"a{i}", "llm-a100", t, 0.020, rng, **kw) for i in range(4)]
+    return out
+
+
+def test_plan_prefers_the_faster_pool_and_merges_levels_exactly() -> None:
+    ctl = Controller(load_config())
+    snaps = _snaps(1.0)
+    plan = ctl.step(1.0, snaps, {"default": ClassLoad(rate_per_s=20.0)})
+    assert ctl.view is not None
+    h100 = ctl.view.pools["llm-h100"]
+    assert h100.replicas == ("h0", "h1", "h2", "h3")
+    merged = Summary()
+    for s in snaps[:4]:
+        merged.merge(s.summaries["itl"])
+    assert h100.metrics["itl"].n == merged.n
+    assert math.isclose(h100.metrics["itl"].mean, merged.mean, rel_tol=1e-12)
+    assert ctl.view.cluster["itl"].n == 8 * 2000
+    assert plan.status is SolveStatus.OPTIMAL, plan.reason
+    w = plan.routing["default"]
+    assert math.isclose(sum(w.values()), 1.0, abs_tol=1e-6)
+    assert w["llm-h100"] > w["llm-a100"]
+    assert plan.pools["llm-h100"].target_replicas == 8  # initial_replicas
+
+
+def test_stale_and_foreign_snapshots_are_dropped() -> None:
+    ctl = Controller(load_config())
+    ctl.step(1.0, _snaps(1.0))
+    rng = np.random.default_rng(9)
+    foreign = _snapshot("x0", "no-such-pool", 2.0, 0.01, rng)
+    older = _snapshot("h0", "llm-h100", 0.5, 0.01, rng)  # older than what we hold
+    ctl.step(2.0, [foreign, older])
+    assert ctl.rejected_snapshots == 1
+    assert ctl.view is not None and len(ctl.view.pools["llm-h100"].replicas) == 4
+    plan = ctl.step(100.0, [])  # everything is now stale
+    assert ctl.view.pools["llm-h100"].replicas == ()
+    assert plan.status is SolveStatus.STATIC
+    assert "not enough telemetry" in plan.reason
+
+
+def test_cascade_model_is_fitted_from_snapshots() -> None:
+    ctl = Controller(load_config())
+    before = ctl.cascade.coefficients.n_eff
+    for k in range(5):
+        ctl.step(1.0 + k, _snaps(1.0 + k, seed=k))
+    assert ctl.cascade.coefficients.n_eff > before + 30
+
+
+def test_backpressure_saturates_when_decode_sigma_is_high() -> None:
+    ctl = Controller(load_config())  # default: uncertainty backpressure, σ_high 20 ms
+    calm = ctl.step(1.0, _snaps(1.0, sigma_scale=0.1))
+    assert calm.pools["llm-h100"].saturation < 1.0
+    plan = calm
+    for k in range(2, 30):
+        plan = ctl.step(float(k), _snaps(float(k), seed=k, sigma_scale=2.0))
+    assert plan.pools["llm-a100"].saturation >= 1.0
+    assert (
+        plan.pools["llm-a100"].admission_token_budget
+        < calm.pools["llm-a100"].admission_token_budget
+    )
+
+
+def test_optimizer_disabled_gives_static_proportional_routing() -> None:
+    cfg = load_config()
+    cfg = cfg.model_copy(update={"optimizer": cfg.optimizer.model_copy(update={"enabled": False})})
+    plan = Controller(cfg).step(1.0, _snaps(1.0)[:6])  # 4 H100 + 2 A100 replicas
+    assert plan.status is SolveStatus.STATIC
+    assert plan.routing["default"] == pytest.approx({"llm-h100": 4 / 6, "llm-a100": 2 / 6})
