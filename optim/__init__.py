@@ -31,7 +31,8 @@ Public API::
     predict(pools, classes, inputs, x, replicas=None) -> Prediction   # the model in numpy
     cantelli_kappa(q), gaussian_kappa(q)                               # tail factors κ
     fit_all_reduce(path, num_workers, devices_per_node=None) -> AllReduceFit
-    layout_for(interconnect, tp_size); net_variance_s2(fit, hidden_size=, num_layers=, tokens_per_step=)
+    layout_for(interconnect, tp_size) -> (num_workers, devices_per_node)
+    net_variance_s2(fit, hidden_size=, num_layers=, tokens_per_step=) -> η, s²
 
 Failure contract: malformed inputs raise ``ValueError`` naming the field and index
 (at construction of the dataclasses); solver trouble never raises — it comes back

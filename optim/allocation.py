@@ -209,7 +209,8 @@ class AllocationProblem:
     def brute_force(self, inputs: ProblemInputs) -> Evaluation | None:
         """Exhaustive search over every integer allocation (small instances only)."""
         best: Evaluation | None = None
-        ranges = [range(int(lo), int(hi) + 1) for lo, hi in zip(self.n_min, self.n_max, strict=True)]
+        bounds = zip(self.n_min, self.n_max, strict=True)
+        ranges = [range(int(lo), int(hi) + 1) for lo, hi in bounds]
         for n in itertools.product(*ranges):
             if not self.within_budget(np.array(n, dtype=np.float64)):
                 continue
