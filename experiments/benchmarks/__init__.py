@@ -7,4 +7,5 @@ per element is printed, one per line.
 
 BENCHMARKS: dict[str, str] = {
     "uncertainty": "experiments.benchmarks.uncertainty",
+    "sim": "experiments.benchmarks.sim",
 }

@@ -1,0 +1,134 @@
+"""Per-run metrics of a simulation, from per-request arrays and per-step logs.
+
+Definitions (all latencies in seconds, measured from arrival at the cluster):
+
+* TTFT = first token − arrival; E2E = last token − arrival;
+  TPOT = (E2E − TTFT) / (output tokens − 1) per request (requests with one output
+  token have no TPOT). ITL quantiles are over every decode token, weighted from the
+  engines' step logs (a decode step of duration d with n sequences gives n ITLs of
+  ~d; the first token after a preemption is not separated out).
+* P50/P90/P99 over completed requests. Rejected requests (admission or engine)
+  count as SLO misses.
+* ``p99_window_cv``: the E2E P99 of each ``window_s`` window of arrivals (windows
+  with at least 20 completed requests), then σ(P99) / mean(P99) across windows:
+  how predictable the tail is over time.
+* ``slo_attainment``: fraction of all requests with TTFT ≤ ``ttft_s`` and TPOT ≤
+  ``tpot_s`` (and E2E ≤ ``e2e_s`` when set).
+* ``goodput_per_gpu_s``: requests within SLO per GPU-second of the run (span from
+  the first arrival to the last completion).
+* ``gpu_util``: busy fraction (a step running) over the span, mean over replicas;
+  ``kv_usage``: time-averaged fraction of KV blocks in use, mean over replicas.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from experiments.sim_config import Slo
+
+FloatArray = NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class RequestLog:
+    """Per-request outcomes of one run (arrays of length n; NaN = did not happen)."""
+
+    arrival_s: FloatArray
+    first_token_s: FloatArray
+    finish_s: FloatArray
+    output_tokens: NDArray[np.int64]
+    replica: NDArray[np.int64]  # index, -1 = rejected
+    preemptions: NDArray[np.int64]
+
+
+def _q(x: FloatArray, q: float) -> float:
+    return float(np.quantile(x, q)) if x.size else float("nan")
+
+
+def weighted_quantile(values: FloatArray, weights: FloatArray, q: float) -> float:
+    if values.size == 0 or weights.sum() <= 0:
+        return float("nan")
+    order = np.argsort(values, kind="stable")
+    cw = np.cumsum(weights[order])
+    i = int(np.searchsorted(cw, q * cw[-1], "left"))
+    return float(values[order][min(i, values.size - 1)])
+
+
+def window_p99(log: RequestLog, window_s: float, min_n: int = 20) -> tuple[FloatArray, FloatArray]:
+    """(window start s, E2E P99 s) per window of arrivals with >= ``min_n`` completions."""
+    done = np.isfinite(log.finish_s)
+    t = log.arrival_s[done]
+    e2e = (log.finish_s - log.arrival_s)[done]
+    if t.size == 0:
+        return np.empty(0), np.empty(0)
+    w = np.floor((t - t.min()) / window_s).astype(np.int64)
+    starts, p99 = [], []
+    order = np.argsort(w, kind="stable")
+    w, e2e = w[order], e2e[order]
+    bounds = np.flatnonzero(np.diff(w)) + 1
+    for seg_w, seg in zip(np.split(w, bounds), np.split(e2e, bounds), strict=True):
+        if seg.size >= min_n:
+            starts.append(float(seg_w[0]) * window_s)
+            p99.append(float(np.quantile(seg, 0.99)))
+    return np.asarray(starts), np.asarray(p99)
+
+
+def summarize(
+    log: RequestLog,
+    *,
+    slo: Slo,
+    gpus: int,
+    busy_s: FloatArray,
+    kv_block_s: FloatArray,
+    kv_blocks: FloatArray,
+    itl_values: FloatArray,
+    itl_weights: FloatArray,
+    preemptions: int,
+    rejected: int,
+    window_s: float = 60.0,
+) -> dict[str, Any]:
+    """The metrics dict of one run (see module docstring for definitions)."""
+    n = log.arrival_s.size
+    done = np.isfinite(log.finish_s)
+    ttft = (log.first_token_s - log.arrival_s)[done]
+    e2e = (log.finish_s - log.arrival_s)[done]
+    out = log.output_tokens[done]
+    multi = out > 1
+    tpot = np.full(ttft.size, 0.0)
+    tpot[multi] = (e2e[multi] - ttft[multi]) / (out[multi] - 1)
+    ok = (ttft <= slo.ttft_s) & (tpot <= slo.tpot_s)
+    if slo.e2e_s is not None:
+        ok &= e2e <= slo.e2e_s
+    good = int(ok.sum())
+    span = float(np.nanmax(log.finish_s) - log.arrival_s.min()) if done.any() else 0.0
+    _, p99w = window_p99(log, window_s)
+    cv = float(p99w.std() / p99w.mean()) if p99w.size > 1 and p99w.mean() > 0 else float("nan")
+    replicas = busy_s.size
+    return {
+        "requests": int(n),
+        "completed": int(done.sum()),
+        "rejected": int(rejected),
+        "ttft_p50_s": _q(ttft, 0.5),
+        "ttft_p90_s": _q(ttft, 0.9),
+        "ttft_p99_s": _q(ttft, 0.99),
+        "tpot_p50_s": _q(tpot[multi], 0.5),
+        "tpot_p90_s": _q(tpot[multi], 0.9),
+        "tpot_p99_s": _q(tpot[multi], 0.99),
+        "itl_p50_s": weighted_quantile(itl_values, itl_weights, 0.5),
+        "itl_p99_s": weighted_quantile(itl_values, itl_weights, 0.99),
+        "e2e_p50_s": _q(e2e, 0.5),
+        "e2e_p90_s": _q(e2e, 0.9),
+        "e2e_p99_s": _q(e2e, 0.99),
+        "p99_window_cv": cv,
+        "p99_windows": int(p99w.size),
+        "slo_attainment": good / n if n else float("nan"),
+        "goodput_per_gpu_s": good / (gpus * span) if span > 0 else 0.0,
+        "gpu_util": float((busy_s / span).mean()) if span > 0 and replicas else 0.0,
+        "kv_usage": float((kv_block_s / (kv_blocks * span)).mean()) if span > 0 else 0.0,
+        "preemptions": int(preemptions),
+        "span_s": span,
+    }

@@ -1,0 +1,122 @@
+"""Small end-to-end simulations: sane outcomes per baseline, determinism, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from experiments.sim_config import PoolSetup, SimSetup, Slo
+from experiments.simulator import measure_capacity, simulate
+from experiments.traces import Trace, load_trace, poisson
+from orchestrator.cli import main
+
+# a heterogeneous pool: 2 fast (H100) and 2 slow (A100) replicas, small KV
+SETUP = SimSetup(
+    pools=(
+        PoolSetup("h100", "H100", 2, max_num_seqs=64, max_num_batched_tokens=2048),
+        PoolSetup("a100", "A100", 2, max_num_seqs=64, max_num_batched_tokens=2048),
+    ),
+    slo=Slo(ttft_s=1.0, tpot_s=0.05),
+    window_s=20.0,
+)
+
+
+@pytest.fixture(scope="module")
+def trace() -> Trace:
+    base = poisson(600, 1.0, np.random.default_rng(0))
+    cap = measure_capacity(SETUP, base)
+    return base.scaled_to_rate(0.85 * cap)
+
+
+@pytest.fixture(scope="module")
+def results(trace: Trace) -> dict[str, dict[str, float]]:
+    return {
+        p: simulate(SETUP, trace, p, seed=1).metrics
+        for p in ("round-robin", "random", "least-outstanding", "oracle")
+    }
+
+
+def test_every_request_completes_with_sane_metrics(results: dict[str, dict[str, float]]) -> None:
+    for m in results.values():
+        assert m["completed"] == m["requests"] == 600
+        assert 0 < m["ttft_p50_s"] <= m["ttft_p99_s"] < m["e2e_p99_s"]
+        assert 0 < m["tpot_p99_s"] < 1.0
+        assert 0 <= m["slo_attainment"] <= 1
+        assert 0 < m["gpu_util"] <= 1
+        assert 0 <= m["kv_usage"] <= 1
+        assert m["goodput_per_gpu_s"] > 0
+
+
+def test_load_aware_beats_round_robin_on_a_heterogeneous_pool(
+    results: dict[str, dict[str, float]],
+) -> None:
+    rr, lo, oracle = results["round-robin"], results["least-outstanding"], results["oracle"]
+    assert lo["e2e_p99_s"] < rr["e2e_p99_s"]
+    assert lo["ttft_p99_s"] < rr["ttft_p99_s"]
+    assert oracle["e2e_p99_s"] < rr["e2e_p99_s"]
+
+
+def test_deterministic_per_seed(trace: Trace) -> None:
+    a = simulate(SETUP, trace, "random", seed=3)
+    b = simulate(SETUP, trace, "random", seed=3)
+    c = simulate(SETUP, trace, "random", seed=4)
+    np.testing.assert_array_equal(a.log.finish_s, b.log.finish_s)
+    np.testing.assert_array_equal(a.log.replica, b.log.replica)
+    assert not np.array_equal(a.log.finish_s, c.log.finish_s)
+
+
+def test_prefix_trace_runs_and_hits_the_cache() -> None:
+    tr = load_trace("mooncake").head(300)
+    setup = SimSetup(pools=(PoolSetup("h100", "H100", 2),))
+    res = simulate(setup, tr.scaled_to_rate(2.0), "least-outstanding")
+    assert res.metrics["completed"] + res.metrics["rejected"] == 300
+
+
+def test_pool_without_replicas_is_refused() -> None:
+    with pytest.raises(ValueError, match="replicas must be >= 1"):
+        PoolSetup("x", "H100", 0)
+    with pytest.raises(ValueError, match="at least one pool"):
+        SimSetup(pools=())
+
+
+def test_cli_simulate_json(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    rc = main([
+        "simulate", "--trace", "poisson", "--load", "0.5", "--duration", "20",
+        "--policies", "round-robin,least-outstanding", "--json", "--plot", str(tmp_path),
+    ])  # fmt: skip
+    assert rc == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["policy"] for r in rows] == ["round-robin", "least-outstanding"]
+    for key in ("requests", "completed", "ttft_p50_s", "ttft_p99_s", "tpot_p99_s", "e2e_p50_s",
+                "e2e_p99_s", "p99_window_cv", "slo_attainment", "goodput_per_gpu_s", "gpu_util",
+                "preemptions", "wall_s"):  # fmt: skip
+        assert key in rows[0]
+    assert (tmp_path / "latency_cdf.png").stat().st_size > 0
+    assert (tmp_path / "p99_over_time.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--trace", "poisson", "--load", "0"], "--load must be > 0"),
+        (["--trace", "/nonexistent/t.csv", "--load", "0.5"], "trace not found"),
+        (["--trace", "poisson", "--load", "0.5", "--policies", "nope"], "unknown"),
+    ],
+)
+def test_cli_refuses_bad_input(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["simulate", *argv, "--json"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_profile_sim_engine(tmp_path: Path) -> None:
+    out = tmp_path / "prof.csv"
+    assert main(["profile", "--engine", "sim", "--small", "--repeats", "3", "--out", str(out)]) == 0
+    from replicas.perf_model import FittedPerfModel
+
+    fit = FittedPerfModel.from_csv(out)
+    assert fit.coef[0] > 0 and 0 < fit.cv < 0.5
