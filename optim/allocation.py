@@ -132,7 +132,8 @@ class AllocationProblem:
     def within_budget(self, replicas: FloatArray) -> bool:
         """Within every pool's bounds and every GPU type's limit."""
         return bool(
-            np.all(replicas >= self.n_min) and np.all(replicas <= self.n_max)
+            np.all(replicas >= self.n_min)
+            and np.all(replicas <= self.n_max)
             and np.all(self.gpus @ replicas <= self.budget + 1e-9)
         )
 
@@ -142,7 +143,8 @@ class AllocationProblem:
         routing = self.routing.solve(inputs, replicas=n)
         total = (
             routing.objective + self.cost_weight * self.cost_per_hour(n)
-            if routing.status.ok else float("inf")
+            if routing.status.ok
+            else float("inf")
         )
         return Evaluation(tuple(int(v) for v in replicas), total, routing)
 
@@ -153,7 +155,10 @@ class AllocationProblem:
         if not mask.any(axis=1).all():
             return None, float("nan"), "a class has no pool that meets its SLO even when idle"
         values = parameter_values(
-            self.pools, self.classes, inputs, mask,
+            self.pools,
+            self.classes,
+            inputs,
+            mask,
             cost_per_replica=self.cost_weight * self.replica_cost,
         )
         values.update(n_lo=self.n_min, n_hi=self.n_max, budget=self.budget)
@@ -226,8 +231,10 @@ class AllocationProblem:
     def _roundings(self, relaxed: FloatArray) -> list[tuple[int, ...]]:
         floor, ceil = np.floor(relaxed + 1e-6), np.ceil(relaxed - 1e-6)
         if len(self.pools) <= FULL_ROUNDING_POOLS:
-            combos = [np.where(bits, ceil, floor) for bits in itertools.product(
-                (False, True), repeat=len(self.pools))]
+            combos = [
+                np.where(bits, ceil, floor)
+                for bits in itertools.product((False, True), repeat=len(self.pools))
+            ]
         else:
             combos = [np.round(relaxed), ceil]
         out: list[tuple[int, ...]] = []

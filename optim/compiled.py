@@ -141,9 +141,7 @@ class FastSolver:
         q = np.ascontiguousarray(q_full[:-1])
         flat = self._a_tensor @ vec
         # cvxpy stuffs "A x + b in K"; Clarabel wants "A' x + s = b', s in K".
-        a = sp.csc_array(
-            (-flat[: self._a_nnz], self._a_indices, self._a_indptr), shape=self._shape
-        )
+        a = sp.csc_array((-flat[: self._a_nnz], self._a_indices, self._a_indptr), shape=self._shape)
         b = np.zeros(self._shape[0])
         b[self._b_rows] = flat[self._a_nnz :]
         if self._solver is None or not self._solver.is_data_update_allowed():

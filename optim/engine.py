@@ -67,7 +67,9 @@ class Engine:
             self._fast_tried = True
             assign(self._form, values)
             self._fast = FastSolver.compile(
-                self._form.problem, self._form.params, self._outputs,
+                self._form.problem,
+                self._form.params,
+                self._outputs,
                 self._options.clarabel_settings(),
             )
         if self._fast is not None:
@@ -85,7 +87,9 @@ class Engine:
             usable = sol.status in _USABLE_POINT
             return Outcome(
                 SolveStatus.OPTIMAL_INACCURATE if usable else SolveStatus.SOLVER_ERROR,
-                sol.status, sol.values if usable else None, True,
+                sol.status,
+                sol.values if usable else None,
+                True,
             )
         point = sol.values if status.ok else None
         return Outcome(status, sol.status, point, True)
@@ -95,7 +99,9 @@ class Engine:
             assign(self._form, values)
             cp.Problem.solve(
                 self._form.problem,
-                solver=cp.CLARABEL, warm_start=True, presolve_enable=False,
+                solver=cp.CLARABEL,
+                warm_start=True,
+                presolve_enable=False,
                 **self._options.clarabel_settings(),
             )
         except (cp.error.SolverError, ValueError, ArithmeticError) as exc:
@@ -104,13 +110,16 @@ class Engine:
         status = _CVXPY.get(word)
         outputs = {
             name: np.asarray(var.value, dtype=np.float64)
-            for name, var in self._outputs.items() if var.value is not None
+            for name, var in self._outputs.items()
+            if var.value is not None
         }
         usable = len(outputs) == len(self._outputs)
         if status is None:
             ok = usable and word in _USABLE_POINT
             return Outcome(
                 SolveStatus.OPTIMAL_INACCURATE if ok else SolveStatus.SOLVER_ERROR,
-                word, outputs if ok else None, False,
+                word,
+                outputs if ok else None,
+                False,
             )
         return Outcome(status, word, outputs if status.ok and usable else None, False)

@@ -145,15 +145,19 @@ def build(
     # σ of class c on pool p is ||(s0_cp n, σ_p)|| with σ_p the class-independent
     # part; nesting the norms keeps the per-pair cones 3-dimensional (cheap for
     # Clarabel) instead of repeating the pool's terms in every class's cone.
-    constraints.append(cp.SOC(
-        sigma,
-        cp.vstack([
-            cp.multiply(prm["q"], zt - n),
-            cp.multiply(prm["k"], yt - n),
-            cp.multiply(prm["e"], load),
-        ]),
-        axis=0,
-    ))
+    constraints.append(
+        cp.SOC(
+            sigma,
+            cp.vstack(
+                [
+                    cp.multiply(prm["q"], zt - n),
+                    cp.multiply(prm["k"], yt - n),
+                    cp.multiply(prm["e"], load),
+                ]
+            ),
+            axis=0,
+        )
+    )
     n_rows, z_rows, y_rows = rows(n), rows(zt), rows(yt)
     slo_lhs = (
         cp.multiply(prm["D"], n_rows)
@@ -161,10 +165,12 @@ def build(
         + cp.multiply(prm["Km"], y_rows)
         - slack
     )
-    spread = cp.vstack([
-        cp.vec(cp.multiply(prm["S"], n_rows), order="C"),
-        cp.vec(cp.multiply(prm["G"], rows(sigma)), order="C"),
-    ])
+    spread = cp.vstack(
+        [
+            cp.vec(cp.multiply(prm["S"], n_rows), order="C"),
+            cp.vec(cp.multiply(prm["G"], rows(sigma)), order="C"),
+        ]
+    )
     constraints.append(cp.SOC(-cp.vec(slo_lhs, order="C"), spread, axis=0))
 
     objective = (

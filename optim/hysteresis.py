@@ -161,4 +161,3 @@ class Allocator:
 def _readonly(a: FloatArray) -> FloatArray:
     a.flags.writeable = False
     return a
-

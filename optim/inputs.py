@@ -77,7 +77,9 @@ class ProblemInputs:
 
     def __post_init__(self) -> None:
         rates = float_array(
-            "arrival_rate_per_s", self.arrival_rate_per_s, np.shape(self.arrival_rate_per_s),
+            "arrival_rate_per_s",
+            self.arrival_rate_per_s,
+            np.shape(self.arrival_rate_per_s),
             axes=("c",),
         )
         replicas = float_array("replicas", self.replicas, np.shape(self.replicas), axes=("p",))
@@ -92,8 +94,10 @@ class ProblemInputs:
         self._set("arrival_rate_per_s", rates)
         self._set("replicas", replicas)
         cp, pools, classes = (c, p), (p,), (c,)
-        self._set("service_time_s", float_array(
-            "service_time_s", self.service_time_s, cp, strictly_positive=True))
+        self._set(
+            "service_time_s",
+            float_array("service_time_s", self.service_time_s, cp, strictly_positive=True),
+        )
         self._set("service_std_s", float_array("service_std_s", self.service_std_s, cp))
         self._set("demand_s", float_array("demand_s", self.demand_s, cp, strictly_positive=True))
         self._set("kv_block_s", float_array("kv_block_s", self.kv_block_s, cp))
@@ -102,8 +106,9 @@ class ProblemInputs:
         hetero = np.zeros(cp) if self.hetero_var_s2 is None else self.hetero_var_s2
         self._set("hetero_var_s2", float_array("hetero_var_s2", hetero, cp))
         ci = np.zeros(classes) if self.arrival_rate_ci_per_s is None else self.arrival_rate_ci_per_s
-        self._set("arrival_rate_ci_per_s", float_array(
-            "arrival_rate_ci_per_s", ci, classes, axes=("c",)))
+        self._set(
+            "arrival_rate_ci_per_s", float_array("arrival_rate_ci_per_s", ci, classes, axes=("c",))
+        )
         allowed = np.ones(cp, dtype=bool) if self.allowed is None else self.allowed
         self._set("allowed", bool_array("allowed", allowed, cp))
         for name in ("w_gpu", "w_mem", "w_net"):

@@ -100,8 +100,13 @@ def fit_all_reduce(
     sizes, means, stds, layouts = [], [], [], set()
     with Path(path).open(newline="") as handle:
         reader = csv.DictReader(handle)
-        needed = {"size", "num_workers", "devices_per_node",
-                  "time_stats.all_reduce.mean", "time_stats.all_reduce.std"}
+        needed = {
+            "size",
+            "num_workers",
+            "devices_per_node",
+            "time_stats.all_reduce.mean",
+            "time_stats.all_reduce.std",
+        }
         missing = needed - set(reader.fieldnames or ())
         if missing:
             raise ValueError(f"{path}: not an all_reduce profile, missing {sorted(missing)}")
@@ -131,9 +136,14 @@ def fit_all_reduce(
     big = size >= np.quantile(size, 0.5)
     cv2 = float(np.median((std[big] / mean[big]) ** 2))
     return AllReduceFit(
-        num_workers=num_workers, devices_per_node=dpn, latency_ms=latency,
-        ms_per_byte=per_byte, jitter_floor_ms2=floor, jitter_cv2=cv2,
-        points=len(sizes), max_rel_error=float(rel.max()),
+        num_workers=num_workers,
+        devices_per_node=dpn,
+        latency_ms=latency,
+        ms_per_byte=per_byte,
+        jitter_floor_ms2=floor,
+        jitter_cv2=cv2,
+        points=len(sizes),
+        max_rel_error=float(rel.max()),
     )
 
 
@@ -159,9 +169,12 @@ def net_variance_s2(
     Raises:
         ValueError: for non-positive sizes or a negative/non-finite CV.
     """
-    for name, value in (("hidden_size", hidden_size), ("num_layers", num_layers),
-                        ("tokens_per_step", tokens_per_step),
-                        ("bytes_per_element", bytes_per_element)):
+    for name, value in (
+        ("hidden_size", hidden_size),
+        ("num_layers", num_layers),
+        ("tokens_per_step", tokens_per_step),
+        ("bytes_per_element", bytes_per_element),
+    ):
         if not (math.isfinite(value) and value > 0):
             raise ValueError(f"{name} must be finite and > 0, got {value}")
     if not (math.isfinite(tokens_cv) and tokens_cv >= 0):

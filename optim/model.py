@@ -133,8 +133,7 @@ def predict(
         preempt = np.where(inputs.preempt_delay_s == 0, 0.0, inputs.preempt_delay_s * amp_occ)
         mean = inputs.service_time_s + queue[None, :] + preempt[None, :]
         std = np.sqrt(
-            inputs.service_std_s**2 + queue[None, :] ** 2 + preempt[None, :] ** 2
-            + var_net[None, :]
+            inputs.service_std_s**2 + queue[None, :] ** 2 + preempt[None, :] ** 2 + var_net[None, :]
         )
         tail = mean + kappas(classes)[:, None] * std
     slo = np.array([c.slo_s for c in classes])[:, None]

@@ -114,7 +114,10 @@ class RoutingProblem:
         if homeless.size:
             names = ", ".join(self.classes[c].name for c in homeless)
             return self._fallback(
-                inputs, SolveStatus.INFEASIBLE, "not solved", 0,
+                inputs,
+                SolveStatus.INFEASIBLE,
+                "not solved",
+                0,
                 f"no pool can meet the SLO of class(es) {names} even when idle",
             )
         best: tuple[FloatArray, Prediction, SolveStatus] | None = None
@@ -128,7 +131,10 @@ class RoutingProblem:
             if outcome.values is None:
                 if best is None:
                     return self._fallback(
-                        inputs, outcome.status, solver_word, rounds,
+                        inputs,
+                        outcome.status,
+                        solver_word,
+                        rounds,
                         f"solver returned {solver_word}",
                     )
                 break
@@ -143,15 +149,24 @@ class RoutingProblem:
                 break
         if best is None:
             return self._fallback(
-                inputs, SolveStatus.INFEASIBLE, solver_word, rounds,
+                inputs,
+                SolveStatus.INFEASIBLE,
+                solver_word,
+                rounds,
                 "the SLOs cannot all be met with these replicas and caps",
             )
         plan, pred, status = best
         plan.flags.writeable = False
         self._last_feasible = plan
         return RoutingResult(
-            status=status, x=plan, objective=pred.objective, prediction=pred, solve_ms=0.0,
-            fallback=Fallback.NONE, solver_status=solver_word, rounds=rounds,
+            status=status,
+            x=plan,
+            objective=pred.objective,
+            prediction=pred,
+            solve_ms=0.0,
+            fallback=Fallback.NONE,
+            solver_status=solver_word,
+            rounds=rounds,
         )
 
     def _release(
@@ -177,7 +192,11 @@ class RoutingProblem:
         return mask, False
 
     def _fallback(
-        self, inputs: ProblemInputs, status: SolveStatus, solver_word: str, rounds: int,
+        self,
+        inputs: ProblemInputs,
+        status: SolveStatus,
+        solver_word: str,
+        rounds: int,
         message: str,
     ) -> RoutingResult:
         if self._last_feasible is not None and still_valid(self._last_feasible, inputs):
@@ -187,8 +206,15 @@ class RoutingProblem:
             plan.flags.writeable = False
         pred = predict(self.pools, self.classes, inputs, plan)
         return RoutingResult(
-            status=status, x=plan, objective=pred.objective, prediction=pred, solve_ms=0.0,
-            fallback=kind, solver_status=solver_word, rounds=rounds, message=message,
+            status=status,
+            x=plan,
+            objective=pred.objective,
+            prediction=pred,
+            solve_ms=0.0,
+            fallback=kind,
+            solver_status=solver_word,
+            rounds=rounds,
+            message=message,
         )
 
 

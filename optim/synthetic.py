@@ -41,20 +41,34 @@ def synthetic_specs(
     for i in range(num_pools):
         gpu, tp, cap, kv, link, price = _POOL_KINDS[i % len(_POOL_KINDS)]
         jitter = float(rng.uniform(0.85, 1.15))
-        pools.append(PoolSpec(
-            name=f"pool-{i}", gpu_type=gpu, tp_size=tp, min_replicas=1, max_replicas=8,
-            capacity_tokens_per_s=cap * jitter, kv_blocks=int(kv * jitter),
-            interconnect=link, gpu_cost_per_hour=price,
-        ))
+        pools.append(
+            PoolSpec(
+                name=f"pool-{i}",
+                gpu_type=gpu,
+                tp_size=tp,
+                min_replicas=1,
+                max_replicas=8,
+                capacity_tokens_per_s=cap * jitter,
+                kv_blocks=int(kv * jitter),
+                interconnect=link,
+                gpu_cost_per_hour=price,
+            )
+        )
     classes = []
     for j in range(num_classes):
         frac = j / max(num_classes - 1, 1)
         prompt = float(128 * 32**frac)  # 128 .. 4096 tokens
         output = float(32 * 16 ** ((j * 7 % num_classes) / max(num_classes - 1, 1)))
-        classes.append(ClassSpec(
-            name=f"class-{j}", slo_s=1.0, quantile=0.99, tail_factor=3.0,
-            prompt_tokens=prompt, output_tokens=output,
-        ))
+        classes.append(
+            ClassSpec(
+                name=f"class-{j}",
+                slo_s=1.0,
+                quantile=0.99,
+                tail_factor=3.0,
+                prompt_tokens=prompt,
+                output_tokens=output,
+            )
+        )
     return tuple(pools), tuple(classes)
 
 
@@ -124,8 +138,11 @@ def feasible_classes(
     best = (inputs.service_time_s + kappa * inputs.service_std_s).min(axis=1)
     return tuple(
         ClassSpec(
-            name=c.name, slo_s=float(headroom * b), quantile=c.quantile,
-            tail_factor=c.tail_factor, prompt_tokens=c.prompt_tokens,
+            name=c.name,
+            slo_s=float(headroom * b),
+            quantile=c.quantile,
+            tail_factor=c.tail_factor,
+            prompt_tokens=c.prompt_tokens,
             output_tokens=c.output_tokens,
         )
         for c, b in zip(classes, best, strict=True)
