@@ -23,7 +23,8 @@ TTFT and E2E are positively associated, for which the product is a lower bound
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 from scipy.special import ndtr, ndtri
@@ -67,6 +68,12 @@ class ReplicaLoad:
     def size(self) -> int:
         return int(np.shape(self.itl_mean_s)[0])
 
+    @cached_property
+    def _terms(self) -> _LoadTerms:
+        # computed on first use and kept: a router predicts many requests
+        # against the same load between two snapshots
+        return _LoadTerms(self)
+
 
 @dataclass(frozen=True)
 class LatencyPrediction:
@@ -77,6 +84,11 @@ class LatencyPrediction:
     e2e_mean_s: FloatArray
     e2e_var_s2: FloatArray
     itl_std_s: FloatArray  # predicted decode ITL σ with this request admitted
+    # Set by predict_latency: (2, R) mean and variance arrays whose rows are the
+    # TTFT and E2E fields above (those are views of them), so prob_within can
+    # evaluate both CDFs in one pass: half the array operations on a router's
+    # hot path. None for a prediction built by hand.
+    _rows: tuple[FloatArray, FloatArray] | None = field(default=None, repr=False, compare=False)
 
     @property
     def ttft_std_s(self) -> FloatArray:
@@ -98,9 +110,16 @@ class LatencyPrediction:
         self, ttft_slo_s: float | None = None, e2e_slo_s: float | None = None
     ) -> FloatArray:
         """P(TTFT ≤ ttft_slo and E2E ≤ e2e_slo) per replica (conservative product)."""
+        if ttft_slo_s is not None and e2e_slo_s is not None and self._rows is not None:
+            _check_slo(ttft_slo_s)
+            _check_slo(e2e_slo_s)
+            log_x = np.array([[math.log(ttft_slo_s)], [math.log(e2e_slo_s)]])
+            both = _lognormal_cdf_log(self._rows[0], self._rows[1], log_x)
+            out: FloatArray = both[0] * both[1]
+            return out
         p = np.ones_like(self.e2e_mean_s)
         if ttft_slo_s is not None:
-            p = p * _lognormal_cdf(self.ttft_mean_s, self.ttft_var_s2, ttft_slo_s)
+            p = _lognormal_cdf(self.ttft_mean_s, self.ttft_var_s2, ttft_slo_s)
         if e2e_slo_s is not None:
             p = p * _lognormal_cdf(self.e2e_mean_s, self.e2e_var_s2, e2e_slo_s)
         return p
@@ -120,11 +139,22 @@ def _lognormal_quantile(mean: FloatArray, var: FloatArray, q: float) -> FloatArr
     return out
 
 
-def _lognormal_cdf(mean: FloatArray, var: FloatArray, x: float) -> FloatArray:
+def _check_slo(x: float) -> None:
     if not x > 0:
         raise ValueError(f"SLO must be > 0 seconds, got {x!r}")
-    mu, s = _lognormal_params(mean, var)
-    out: FloatArray = ndtr((np.log(x) - mu) / np.maximum(s, _EPS))
+
+
+def _lognormal_cdf(mean: FloatArray, var: FloatArray, x: float) -> FloatArray:
+    _check_slo(x)
+    return _lognormal_cdf_log(mean, var, math.log(x))
+
+
+def _lognormal_cdf_log(mean: FloatArray, var: FloatArray, log_x: float | FloatArray) -> FloatArray:
+    # z = (log x − μ)/s with μ = log m − s²/2, written to save array operations
+    m = np.maximum(mean, _EPS)
+    s2 = np.log1p(var / (m * m))
+    z = (log_x - np.log(m) + 0.5 * s2) / np.maximum(np.sqrt(s2), _EPS)
+    out: FloatArray = ndtr(z)
     return out
 
 
@@ -140,6 +170,10 @@ def predict_latency(
     ``output_tokens`` is the expected output length (e.g. ``max_tokens`` or a
     predicted length) and ``output_tokens_std`` its uncertainty. Raises
     ``ValueError`` for a negative or non-finite length.
+
+    Hot path (a router calls it per request): the request-independent terms of
+    ``load`` are computed once per ``ReplicaLoad`` and cached on it, so a call
+    is ~30 array operations (treat a ``ReplicaLoad``'s arrays as immutable).
     """
     if prompt_tokens < 0 or not math.isfinite(output_tokens) or output_tokens < 1:
         raise ValueError(
@@ -148,33 +182,94 @@ def predict_latency(
         )
     if not math.isfinite(output_tokens_std) or output_tokens_std < 0:
         raise ValueError(f"output_tokens_std={output_tokens_std!r} must be finite and >= 0")
+    t = load._terms
     p = float(prompt_tokens)
-    prefill_mean = p * load.prefill_s_per_token
-    prefill_sd = load.prefill_cv * prefill_mean
-    ttft_mean = load.queue_wait_mean_s + prefill_mean
-    ttft_var = load.queue_wait_std_s**2 + prefill_sd**2
+    # rows: (TTFT, E2E); see LatencyPrediction._rows
+    mean = np.empty((2, load.size))
+    var = np.empty((2, load.size))
+    prefill_var = t.prefill_var_per_tok2 * (p * p)  # (CV · P · c)²
+    ttft_mean = np.add(load.queue_wait_mean_s, p * load.prefill_s_per_token, out=mean[0])
+    ttft_var = np.add(t.queue_wait_var, prefill_var, out=var[0])
 
     # The cascade: this request's prefill joins the prefill steps that running
-    # decodes share, and its tokens raise KV pressure.
-    sp_from = np.maximum(load.sigma_prefill_s, _EPS)
-    sp_to = np.sqrt(sp_from**2 + prefill_sd**2)
-    kv_from = np.clip(load.kv_pressure, 0.0, 1.0)
-    kv_to = np.clip(
-        kv_from + (p + output_tokens) / np.maximum(load.kv_capacity_tokens, 1.0), 0.0, 1.0
-    )
-    model_sigma = model.sigma_decode(sp_to, kv_to, np.maximum(load.heterogeneity, 1.0))
-    observed_scaled = load.itl_std_s * np.exp(model.log_ratio(sp_from, sp_to, kv_from, kv_to))
-    itl_sd = np.where(load.itl_std_s > 0, observed_scaled, model_sigma)
+    # decodes share (σ_p² → σ_p² + σ_prefill²), and its tokens raise KV pressure.
+    theta = model._theta
+    a, b = float(theta[1]), float(theta[2])
+    log_sp2_to = np.log(t.sp_from2 + prefill_var)
+    log1p_kv_to = np.log1p(np.minimum(t.kv_from + (p + output_tokens) * t.inv_capacity, 1.0))
+    if t.all_observed:
+        # observed σ scaled by the model's predicted change, squared:
+        # σ_obs² · exp(2 · log_ratio) = exp(k + a·log σ_p,to² + 2b·log(1 + kv_to))
+        itl_var = np.exp(t.log_var_offset(a, b) + a * log_sp2_to + (2.0 * b) * log1p_kv_to)
+        itl_sd = np.sqrt(itl_var)
+    else:
+        log_ratio = 0.5 * a * (log_sp2_to - t.log_sp2_from) + b * (log1p_kv_to - t.log1p_kv_from)
+        model_sigma = np.exp(
+            float(theta[0]) + 0.5 * a * log_sp2_to + b * log1p_kv_to + float(theta[3]) * t.log_h
+        )
+        itl_sd = np.where(t.observed, load.itl_std_s * np.exp(log_ratio), model_sigma)
+        itl_var = itl_sd * itl_sd
 
-    rho = np.clip(load.itl_autocorr, -0.95, 0.95)
     n_dec = max(output_tokens - 1.0, 0.0)
-    dec_var = n_dec * itl_sd**2 * (1.0 + rho) / (1.0 - rho)
-    e2e_mean = ttft_mean + n_dec * load.itl_mean_s
-    e2e_var = ttft_var + dec_var + (load.itl_mean_s * output_tokens_std) ** 2
+    e2e_mean = np.add(ttft_mean, n_dec * load.itl_mean_s, out=mean[1])
+    # summing L − 1 AR(1) ITLs inflates their variance by (1 + ρ)/(1 − ρ)
+    dec_var = itl_var * (n_dec * t.ar_factor)
+    if output_tokens_std > 0:
+        dec_var += t.itl_mean2 * (output_tokens_std * output_tokens_std)
+    e2e_var = np.add(ttft_var, dec_var, out=var[1])
     return LatencyPrediction(
         ttft_mean_s=ttft_mean,
         ttft_var_s2=ttft_var,
         e2e_mean_s=e2e_mean,
         e2e_var_s2=e2e_var,
         itl_std_s=itl_sd,
+        _rows=(mean, var),
     )
+
+
+class _LoadTerms:
+    """Request-independent terms of ``predict_latency`` for one ``ReplicaLoad``."""
+
+    __slots__ = (
+        "_offset",
+        "all_observed",
+        "ar_factor",
+        "inv_capacity",
+        "itl_mean2",
+        "kv_from",
+        "log1p_kv_from",
+        "log_h",
+        "log_sp2_from",
+        "log_var_obs",
+        "observed",
+        "prefill_var_per_tok2",
+        "queue_wait_var",
+        "sp_from2",
+    )
+
+    def __init__(self, load: ReplicaLoad) -> None:
+        sp_from = np.maximum(load.sigma_prefill_s, _EPS)
+        self.sp_from2 = sp_from * sp_from
+        self.log_sp2_from = np.log(self.sp_from2)
+        self.kv_from = np.clip(load.kv_pressure, 0.0, 1.0)
+        self.log1p_kv_from = np.log1p(self.kv_from)
+        self.inv_capacity = 1.0 / np.maximum(load.kv_capacity_tokens, 1.0)
+        self.log_h = np.log(np.maximum(load.heterogeneity, 1.0))
+        self.prefill_var_per_tok2 = (load.prefill_cv * load.prefill_s_per_token) ** 2
+        self.queue_wait_var = load.queue_wait_std_s**2
+        self.observed = load.itl_std_s > 0
+        self.all_observed = bool(self.observed.all())
+        with np.errstate(divide="ignore"):
+            self.log_var_obs = np.log(load.itl_std_s**2)
+        rho = np.clip(load.itl_autocorr, -0.95, 0.95)
+        self.ar_factor = (1.0 + rho) / (1.0 - rho)
+        self.itl_mean2 = load.itl_mean_s**2
+        self._offset: tuple[float, float, FloatArray] | None = None
+
+    def log_var_offset(self, a: float, b: float) -> FloatArray:
+        """log σ_obs² − a·log σ_p,from² − 2b·log(1 + kv_from), cached per (a, b)."""
+        off = self._offset
+        if off is None or off[0] != a or off[1] != b:
+            k = self.log_var_obs - a * self.log_sp2_from - (2.0 * b) * self.log1p_kv_from
+            off = self._offset = (a, b, k)
+        return off[2]
