@@ -177,16 +177,21 @@ class RoutingProblem:
         The SLO rows hold for every usable pair, used or not (the convex
         restriction of "if traffic goes there, it meets the SLO"). An unused pair
         whose row is binding or violated only restricts its pool, so it is
-        released; if none is, used pairs that violate their SLO are released so
-        that their class goes elsewhere.
+        released first. Otherwise used pairs that violate their SLO are released
+        so that their class goes elsewhere — except, for a class with no other
+        usable pair, the one closest to its SLO (a class must keep a home).
         """
         slo = np.array([c.slo_s for c in self.classes])[:, None]
-        tail = pred.latency_tail_s
+        ratio = pred.latency_tail_s / slo
         unused = plan <= USED_TOL
-        blocking = mask & unused & (tail >= slo * (1 - _BINDING))
+        blocking = mask & unused & (ratio >= 1 - _BINDING)
         if blocking.any():
             return mask & ~blocking, True
-        violating = mask & ~unused & (tail > slo * (1 + FEASIBILITY_TOL))
+        violating = mask & ~unused & (ratio > 1 + FEASIBILITY_TOL)
+        for c in np.flatnonzero(violating.any(axis=1)):
+            if not (mask[c] & ~violating[c]).any():
+                keep = int(np.argmin(np.where(violating[c], ratio[c], np.inf)))
+                violating[c, keep] = False
         if violating.any():
             return mask & ~violating, True
         return mask, False
