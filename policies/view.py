@@ -199,10 +199,8 @@ def _load_with_unseen(base: ReplicaLoad, extra: FloatArray) -> ReplicaLoad:
     if not extra.any():
         return base
     extra_sd = base.prefill_cv * extra
-    return replace(
-        base,
-        queue_wait_mean_s=base.queue_wait_mean_s + extra,
-        queue_wait_std_s=np.sqrt(base.queue_wait_std_s**2 + extra_sd**2),
+    return base.with_queue_wait(
+        base.queue_wait_mean_s + extra, np.sqrt(base.queue_wait_std_s**2 + extra_sd**2)
     )
 
 

@@ -74,6 +74,26 @@ class ReplicaLoad:
         # against the same load between two snapshots
         return _LoadTerms(self)
 
+    def with_queue_wait(self, mean_s: FloatArray, std_s: FloatArray) -> ReplicaLoad:
+        """This load with another queue wait (e.g. counting requests routed since
+        the snapshot). Only the two new arrays are validated, and the cached
+        request-independent terms are shared (they do not depend on the queue),
+        so a router can refresh queue waits per request cheaply."""
+        mean_s = np.asarray(mean_s, dtype=np.float64)
+        std_s = np.asarray(std_s, dtype=np.float64)
+        shape = np.shape(self.itl_mean_s)
+        for name, arr in (("queue_wait_mean_s", mean_s), ("queue_wait_std_s", std_s)):
+            if arr.shape != shape:
+                raise ValueError(f"ReplicaLoad.{name}: shape {arr.shape} != {shape}")
+            if not np.isfinite(arr).all():
+                raise ValueError(f"ReplicaLoad.{name}: not finite")
+        new = object.__new__(ReplicaLoad)
+        new.__dict__.update(self.__dict__)
+        new.__dict__["_terms"] = self._terms
+        new.__dict__["queue_wait_mean_s"] = mean_s
+        new.__dict__["queue_wait_std_s"] = std_s
+        return new
+
 
 @dataclass(frozen=True)
 class LatencyPrediction:
@@ -185,11 +205,11 @@ def predict_latency(
     t = load._terms
     p = float(prompt_tokens)
     # rows: (TTFT, E2E); see LatencyPrediction._rows
-    mean = np.empty((2, load.size))
-    var = np.empty((2, load.size))
+    mean = np.empty((2, t.n))
+    var = np.empty((2, t.n))
     prefill_var = t.prefill_var_per_tok2 * (p * p)  # (CV · P · c)²
     ttft_mean = np.add(load.queue_wait_mean_s, p * load.prefill_s_per_token, out=mean[0])
-    ttft_var = np.add(t.queue_wait_var, prefill_var, out=var[0])
+    ttft_var = np.add(load.queue_wait_std_s**2, prefill_var, out=var[0])
 
     # The cascade: this request's prefill joins the prefill steps that running
     # decodes share (σ_p² → σ_p² + σ_prefill²), and its tokens raise KV pressure.
@@ -228,7 +248,8 @@ def predict_latency(
 
 
 class _LoadTerms:
-    """Request-independent terms of ``predict_latency`` for one ``ReplicaLoad``."""
+    """Request-independent terms of ``predict_latency`` for one ``ReplicaLoad``
+    (independent of the queue wait too: ``ReplicaLoad.with_queue_wait`` shares them)."""
 
     __slots__ = (
         "_offset",
@@ -241,13 +262,14 @@ class _LoadTerms:
         "log_h",
         "log_sp2_from",
         "log_var_obs",
+        "n",
         "observed",
         "prefill_var_per_tok2",
-        "queue_wait_var",
         "sp_from2",
     )
 
     def __init__(self, load: ReplicaLoad) -> None:
+        self.n = load.size
         sp_from = np.maximum(load.sigma_prefill_s, _EPS)
         self.sp_from2 = sp_from * sp_from
         self.log_sp2_from = np.log(self.sp_from2)
@@ -256,7 +278,6 @@ class _LoadTerms:
         self.inv_capacity = 1.0 / np.maximum(load.kv_capacity_tokens, 1.0)
         self.log_h = np.log(np.maximum(load.heterogeneity, 1.0))
         self.prefill_var_per_tok2 = (load.prefill_cv * load.prefill_s_per_token) ** 2
-        self.queue_wait_var = load.queue_wait_std_s**2
         self.observed = load.itl_std_s > 0
         self.all_observed = bool(self.observed.all())
         with np.errstate(divide="ignore"):

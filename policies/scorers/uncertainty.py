@@ -11,9 +11,9 @@ the chance of meeting the SLO.
 
 Objectives (``objective``):
 
-- ``slo_probability`` (default): score = P(TTFT ≤ ttft_s and E2E ≤ target),
-  blended with ε = 1e-3 of the latency ratio below so that, when every replica
-  has P ≈ 0 (overload), the least bad one still ranks first.
+- ``slo_probability`` (default): score = (1 − ε)·P(TTFT ≤ ttft_s and E2E ≤
+  target) + ε·min(E2E mean)/E2E mean, ε = 1e-3: when P ties (every replica ≈ 1
+  when idle, ≈ 0 in overload) the fastest expected replica still ranks first.
 - ``mean_kappa_sigma``: cost c = mean + κ·σ of E2E (or TTFT, ``metric``);
   score = min(c) / c ∈ (0, 1] (1 for the best replica, 0.5 for one twice as slow).
 """
@@ -105,8 +105,11 @@ class UncertaintyScorer(Scorer):
             return _ratio(cost)
         slo = slo_for(p.slos, request.slo_class)
         prob = meet_probability(pred, slo, request.expected_output_tokens)
-        ratio = _ratio(pred.e2e_mean_s + pred.e2e_std_s)
-        out: FloatArray = (1.0 - _TIE_BREAK) * prob + _TIE_BREAK * ratio
+        mean = pred.e2e_mean_s
+        best = float(mean.min())
+        if best <= 0.0:
+            return (1.0 - _TIE_BREAK) * prob + _TIE_BREAK * _ratio(mean)
+        out: FloatArray = (1.0 - _TIE_BREAK) * prob + (_TIE_BREAK * best) / mean
         return out
 
 
