@@ -68,8 +68,9 @@ class SimResult:
     wall_s: float
 
 
-def build_engines(setup: SimSetup, seed: int) -> list[EngineModel]:
-    """One engine per replica; replica k's step noise comes from SeedSequence (seed, k)."""
+def build_engines(setup: SimSetup, seed: int, *, fast_forward: bool = True) -> list[EngineModel]:
+    """One engine per replica; replica k's step noise comes from SeedSequence (seed, k).
+    ``fast_forward``: engines cover runs of identical decode steps in one event."""
     engines = []
     k = 0
     for pool in setup.pools:
@@ -79,9 +80,10 @@ def build_engines(setup: SimSetup, seed: int) -> list[EngineModel]:
             rng = np.random.default_rng([seed, k])
             engines.append(
                 EngineModel(
-                    f"{pool.name}-{j}", pool.name, perf, cfg, rng, accelerator=pool.accelerator
+                    f"{pool.name}-{j}", pool.name, perf, cfg, rng,
+                    accelerator=pool.accelerator, fast_forward=fast_forward,
                 )
-            )
+            )  # fmt: skip
             k += 1
     return engines
 
@@ -103,10 +105,13 @@ def simulate(
     admission: AdmissionLike | None = None,
     controller: ControllerLike | None = None,
     progress: Callable[[float], None] | None = None,
+    fast_forward: bool = True,
 ) -> SimResult:
-    """Run ``trace`` through ``setup`` with router ``policy``; see module docstring."""
+    """Run ``trace`` through ``setup`` with router ``policy``; see module docstring.
+    ``fast_forward=False`` makes every engine step its own event (slower; the
+    same model, different but equally seeded noise draws)."""
     wall0 = time.perf_counter()
-    engines = build_engines(setup, seed)
+    engines = build_engines(setup, seed, fast_forward=fast_forward)
     router = make_router(policy, engines)
     oracle = policy == "oracle"
     rng = np.random.default_rng([seed, 1 << 20])
@@ -147,14 +152,18 @@ def simulate(
         busy[k] = d is not None
         if d is not None:
             seq += 1
+            due[k] = t + d
             heapq.heappush(heap, (t + d, seq, _STEP, k))
 
     busy = [False] * len(engines)
+    due = [math.inf] * len(engines)  # the valid end time of each replica's step event
     while True:
         if heap and (i >= n or heap[0][0] <= arr[i]):
             t, _, kind, k = heapq.heappop(heap)
             events += 1
             if kind == _STEP:
+                if t != due[k]:
+                    continue  # superseded: the run was cut by an arrival
                 e = engines[k]
                 for r in e.end_step(t):
                     j = r.idx
@@ -166,8 +175,10 @@ def simulate(
                 d = e.begin_step(t)
                 if d is None:
                     busy[k] = False
+                    due[k] = math.inf
                 else:
                     seq += 1
+                    due[k] = t + d
                     heapq.heappush(heap, (t + d, seq, _STEP, k))
             else:
                 if controller is not None:
@@ -227,6 +238,12 @@ def simulate(
             router.on_routed(ids[k], info)
             if not busy[k]:
                 start(k, t)
+            else:
+                cut = e.interrupt(t)
+                if cut is not None:
+                    seq += 1
+                    due[k] = cut
+                    heapq.heappush(heap, (cut, seq, _STEP, k))
         i += 1
         if progress is not None and i % tick == 0:
             progress(i / n)

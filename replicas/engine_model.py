@@ -38,6 +38,8 @@ can never fit are rejected at ``add_request``).
 
 from __future__ import annotations
 
+import bisect
+import copy
 import math
 from array import array
 from collections import OrderedDict, deque
@@ -68,7 +70,10 @@ class EngineConfig:
     """Engine settings (vLLM names). ``num_blocks`` is per replica (from GPU memory;
     see ``replicas.profiles.kv_blocks``). ``prefix_unit_tokens``: tokens covered by
     one prefix hash. ``recent_halflife``: samples behind the snapshot's decayed
-    read-outs. ``max_advertised_prefixes``: cap on ``cached_prefix_hashes``."""
+    read-outs. ``max_advertised_prefixes``: cap on ``cached_prefix_hashes``.
+    ``fold_interval_s``: pending latency samples are folded into the decayed
+    estimators at most this often (0 = at every snapshot; the simulator uses 1 s
+    for speed: counts and KV stay exact, latency read-outs lag by at most that)."""
 
     num_blocks: int
     block_size: int = 16
@@ -79,6 +84,7 @@ class EngineConfig:
     max_model_len: int | None = None
     recent_halflife: float = 200.0
     max_advertised_prefixes: int = 1024
+    fold_interval_s: float = 0.0  # fold latency samples into estimators at most this often
 
     def __post_init__(self) -> None:
         for name in ("num_blocks", "block_size", "max_num_seqs", "max_num_batched_tokens"):
@@ -134,6 +140,8 @@ class EngineModel:
         rng: the injected generator for step-time draws (seeded by the caller).
         collect_tokens: keep the list of requests that emitted a token in the last
             step (``last_emitted``), for streaming (``SimEngine``); the DES leaves it off.
+        fast_forward: let ``begin_step`` cover a run of identical decode-only steps
+            at once (see ``begin_step``); the DES turns it on, ``SimEngine`` does not.
     """
 
     def __init__(
@@ -146,6 +154,7 @@ class EngineModel:
         *,
         accelerator: str = "unknown",
         collect_tokens: bool = False,
+        fast_forward: bool = False,
     ) -> None:
         self.replica_id = replica_id
         self.pool = pool
@@ -156,6 +165,9 @@ class EngineModel:
         self._z: list[float] = []
         self._zi = 0
         self.collect_tokens = collect_tokens
+        self.fast_forward = fast_forward
+        self._macro: list[float] = []  # cumulative sub-step ends of a fast-forwarded run
+        self._macro_k = 0
         self.last_emitted: list[SimRequest] = []
         self.waiting: deque[SimRequest] = deque()
         self.running: list[SimRequest] = []
@@ -180,11 +192,14 @@ class EngineModel:
         self.last_step_seqs = 0
         self.last_prefill_tokens = 0
         self.last_decode_seqs = 0
-        # per-step log for the simulator's metrics (step end, duration, decodes)
-        self.log_end = array("d")
+        # per-step log for the simulator's metrics (duration, decode sequences)
         self.log_dur = array("d")
         self.log_decodes = array("l")
-        self.log_kv = array("l")
+        self._version = 0  # bumps on every change a snapshot can see
+        self._snap: ReplicaSnapshot | None = None
+        self._snap_version = -1
+        self._fold_t = -math.inf
+        self._recent_stats: dict[str, DecayedStats] | None = None
         # telemetry: samples pending since the last snapshot, folded in lazily
         self._pending: dict[str, list[float]] = {
             m: [] for m in (QUEUE_WAIT, TTFT, STEP, PREFILL_STEP, E2E)
@@ -224,6 +239,7 @@ class EngineModel:
         hashes = info.prefix_hashes if cfg.enable_prefix_caching else ()
         req = SimRequest(info.request_id, info.prompt_tokens, out, hashes, now_s, idx)
         self.waiting.append(req)
+        self._version += 1
         return req
 
     def abort(self, request_id: str) -> bool:
@@ -238,6 +254,7 @@ class EngineModel:
                 if r.request_id == request_id:
                     queue.remove(r)
                     self._free(r)
+                    self._version += 1
                     return True
         return False
 
@@ -328,7 +345,21 @@ class EngineModel:
 
     # ---- stepping ----------------------------------------------------------------
     def begin_step(self, now_s: float) -> float | None:
-        """Schedule the next step at ``now_s``; return its duration (s) or None if idle."""
+        """Schedule the next step at ``now_s``; return its duration (s) or None if idle.
+
+        With ``fast_forward``, when nothing waits and every running request is
+        decoding with room in its last KV block, the next k steps are all alike
+        (same sequences, no allocation, no finish before the k-th): they are
+        scheduled at once and the returned duration covers all k (each step still
+        draws its own time). ``interrupt(t)`` cuts such a run at the first step
+        boundary after t (an arrival must join at the next step, as in vLLM).
+        """
+        self._macro_k = 0
+        self._version += 1
+        if self.fast_forward and not self.waiting and self.running:
+            d = self._begin_run(now_s)
+            if d is not None:
+                return d
         cfg = self.config
         budget = cfg.max_num_batched_tokens
         sched = self._scheduled
@@ -422,18 +453,153 @@ class EngineModel:
         self.last_decode_seqs = n_decode
         return dur
 
+    _MAX_RUN = 256  # steps per fast-forwarded run
+
+    def _begin_run(self, now_s: float) -> float | None:
+        running = self.running
+        n = len(running)
+        if n > self.config.max_num_batched_tokens:
+            return None
+        bs = self.config.block_size
+        ub = self._unit_blocks
+        k = self._MAX_RUN
+        kv = 0
+        for r in running:
+            c = r.computed
+            if r.generated == 0 or c != r.prompt + r.generated - 1:
+                return None  # not a plain decode
+            left = r.output - r.generated
+            room = (len(r.units) * ub + r.blocks) * bs - c  # steps before a new block
+            if left < k:
+                k = left
+            if room < k:
+                k = room
+            kv += c + 1
+        if k < 2:
+            return None
+        z = self._z
+        zi = self._zi
+        if zi + k > len(z):
+            z = self._z = self._rng.standard_normal(_Z_BLOCK).tolist()
+            zi = 0
+        # In a decode run the KV read grows by n tokens a step; both perf models
+        # are linear in it for the mean and quadratic for the variance, so three
+        # evaluations give every step's moments exactly.
+        mv = self.perf.mean_var
+        m0, v0 = mv(n, 0, 0, 0.0, n, kv)
+        m1, v1 = mv(n, 0, 0, 0.0, n, kv + n)
+        _, v2 = mv(n, 0, 0, 0.0, n, kv + 2 * n)
+        dm = m1 - m0
+        dv = v1 - v0
+        ddv = (v2 - 2.0 * v1 + v0) / 2.0
+        ends = self._macro
+        ends.clear()
+        t = now_s
+        log1p, sqrt, exp = math.log1p, math.sqrt, math.exp
+        for j in range(k):
+            mean = m0 + j * dm
+            var = v0 + j * (dv - ddv) + j * j * ddv
+            if var > 0.0:
+                s2 = log1p(var / (mean * mean))
+                t += mean * exp(sqrt(s2) * z[zi + j] - 0.5 * s2)
+            else:
+                t += mean
+            ends.append(t)
+        self._zi = zi + k
+        self._macro_k = k
+        self._step_start = now_s
+        self.last_step_tokens = n
+        self.last_step_seqs = n
+        self.last_prefill_tokens = 0
+        self.last_decode_seqs = n
+        return t - now_s
+
+    def interrupt(self, now_s: float) -> float | None:
+        """Cut a fast-forwarded run at the first step boundary at or after ``now_s``.
+        Returns the run's new end time when it changed, else None (the caller's
+        pending end event stays valid)."""
+        k = self._macro_k
+        if k < 2:
+            return None
+        ends = self._macro
+        j = bisect.bisect_left(ends, now_s, 0, k) + 1  # steps finished by the boundary
+        if j >= k:
+            return None
+        self._zi -= k - j  # give back the unused draws
+        self._macro_k = j
+        del ends[j:]
+        return ends[-1]
+
+    def _end_run(self, now_s: float) -> list[SimRequest]:
+        k = self._macro_k
+        self._macro_k = 0
+        ends = self._macro
+        start = self._step_start
+        n = len(self.running)
+        used = self.kv_blocks_used
+        prev = start
+        log_dur, log_dec = self.log_dur, self.log_decodes
+        steps_pending = self._pending[STEP]
+        itl_v, itl_n = self._pend_itl_v, self._pend_itl_n
+        for t in ends:
+            d = t - prev
+            log_dur.append(d)
+            log_dec.append(n)
+            steps_pending.append(d)
+            if prev != start:
+                itl_v.append(d)
+                itl_n.append(n)
+            prev = t
+        last = ends[-1]
+        span = last - start
+        self.steps += k
+        self.busy_s += span
+        self.kv_block_s += used * span
+        self._prev_step_end = last
+        first_end = ends[0]
+        finished: list[SimRequest] = []
+        same = 0
+        for r in self.running:
+            r.computed += k
+            r.generated += k
+            if r.last_token_s == start:
+                same += 1
+            else:
+                itl_v.append(first_end - r.last_token_s)
+                itl_n.append(1)
+            r.last_token_s = last
+            if r.generated >= r.output:
+                r.finish_s = last
+                finished.append(r)
+        if same:
+            itl_v.append(first_end - start)
+            itl_n.append(same)
+        if finished:
+            self._finish(finished)
+        return finished
+
+    def _finish(self, finished: list[SimRequest]) -> None:
+        done = set(map(id, finished))
+        self.running = [r for r in self.running if id(r) not in done]
+        e2e = self._pending[E2E]
+        for r in finished:
+            self._free(r)
+            e2e.append(r.finish_s - r.arrival_s)
+        self.completed += len(finished)
+
     def end_step(self, now_s: float) -> list[SimRequest]:
-        """Finish the step begun last at ``now_s`` (its end); return the requests that
-        completed in it (their ``finish_s`` set, their blocks freed)."""
+        """Finish the step (or fast-forwarded run) begun last, at ``now_s`` (its end);
+        return the requests that completed in it (``finish_s`` set, blocks freed)."""
+        self._version += 1
+        if self._macro_k:
+            return self._end_run(now_s)
         dur = now_s - self._step_start
         self.steps += 1
         self.busy_s += dur
         used = self.kv_blocks_used
         self.kv_block_s += used * dur
-        self.log_end.append(now_s)
         self.log_dur.append(dur)
         self.log_decodes.append(self.last_decode_seqs)
-        self.log_kv.append(used)
         self._pending[STEP].append(dur)
         if self.last_prefill_tokens:
             self._pending[PREFILL_STEP].append(dur)
@@ -472,13 +638,7 @@ class EngineModel:
             itl_v.append(now_s - prev_end)
             itl_n.append(same)
         if finished:
-            done = set(map(id, finished))
-            self.running = [r for r in self.running if id(r) not in done]
-            e2e = self._pending[E2E]
-            for r in finished:
-                self._free(r)
-                e2e.append(r.finish_s - r.arrival_s)
-            self.completed += len(finished)
+            self._finish(finished)
         self._scheduled.clear()
         if self._aborts:
             aborts, self._aborts = self._aborts, set()
@@ -489,6 +649,7 @@ class EngineModel:
 
     # ---- telemetry ---------------------------------------------------------------
     def _fold(self, full: bool) -> None:
+        self._recent_stats = None
         for metric, vals in self._pending.items():
             if vals:
                 self._recent[metric].update(vals)
@@ -510,7 +671,16 @@ class EngineModel:
         """The replica's ``ReplicaSnapshot`` at ``now_s``. ``full=False`` skips the
         mergeable ``summaries`` (the simulator's fast path: routers read ``recent``);
         samples seen then are not in later summaries."""
-        self._fold(full)
+        snap = self._snap
+        if not full and snap is not None and self._snap_version == self._version:
+            # nothing changed: the same content, stamped now (skips re-validation)
+            fresh = copy.copy(snap)
+            object.__setattr__(fresh, "time_s", max(now_s, 0.0))
+            self._snap = fresh
+            return fresh
+        if full or now_s - self._fold_t >= self.config.fold_interval_s:
+            self._fold(full)
+            self._fold_t = now_s
         waiting_prefill = sum(r.prompt + r.generated - r.computed for r in self.waiting)
         ctx = [r.computed for r in self.running]
         het = 1.0
@@ -518,11 +688,13 @@ class EngineModel:
             m = sum(ctx) / len(ctx)
             if m > 0:
                 het = 1.0 + math.sqrt(sum((c - m) ** 2 for c in ctx) / len(ctx)) / m
-        recent = {
-            k: DecayedStats(est.mean, est.std, est.n_eff, est.autocorr)
-            for k, est in self._recent.items()
-            if est.count
-        }
+        recent = self._recent_stats
+        if recent is None:  # read-outs change only when samples are folded in
+            recent = self._recent_stats = {
+                k: DecayedStats(est.mean, est.std, est.n_eff, est.autocorr)
+                for k, est in self._recent.items()
+                if est.count
+            }
         pstp = (
             self._recent_pstp.mean if self._recent_pstp.count else self.perf.prefill_s_per_token()
         )
@@ -532,7 +704,7 @@ class EngineModel:
             keys = list(self._active_units) + list(self._evictable)
             cached = frozenset(keys[-cap:])
         q = self.prefix_query_tokens
-        return ReplicaSnapshot(
+        snap = ReplicaSnapshot(
             replica_id=self.replica_id,
             pool=self.pool,
             time_s=max(now_s, 0.0),
@@ -552,3 +724,6 @@ class EngineModel:
             recent=recent,
             cached_prefix_hashes=cached,
         )
+        if not full:
+            self._snap, self._snap_version = snap, self._version
+        return snap

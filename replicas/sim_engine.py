@@ -53,6 +53,7 @@ class SimEngine:
         if not time_scale > 0:
             raise ValueError(f"time_scale must be > 0, got {time_scale!r}")
         engine.collect_tokens = True
+        engine.fast_forward = False  # tokens stream step by step
         self.engine = engine
         self._clock = clock
         self._sleep = sleep
