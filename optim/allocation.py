@@ -122,7 +122,8 @@ class AllocationProblem:
             raise ValueError(f"gpu_limits[{t!r}] is below the GPUs the pools' min_replicas need")
         self.replica_cost = np.array([p.replica_cost_per_hour for p in self.pools])
         self._relaxation = Engine(
-            build(self.pools, self.classes, free_replicas=True), self.routing.options
+            build(self.pools, self.classes, free_replicas=True, slack=True),
+            self.routing.options,
         )
 
     def cost_per_hour(self, replicas: FloatArray) -> float:

@@ -51,7 +51,7 @@ class Engine:
     def __init__(self, form: Formulation, options: SolverOptions) -> None:
         self._form = form
         self._options = options
-        self._outputs = {"x": form.x, "n": form.n, "slack": form.slack}
+        self._outputs = form.outputs
         self._fast: FastSolver | None = None
         self._fast_tried = False
 

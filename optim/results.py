@@ -51,7 +51,7 @@ class RoutingResult:
         solve_ms: wall time of :meth:`RoutingProblem.solve`, milliseconds.
         fallback: :attr:`Fallback.NONE` unless the solve failed.
         solver_status: the solver's own status word of the last round.
-        rounds: solver calls made (1 + pairs-release rounds).
+        rounds: solver calls made (strict, phase-1 and pair-release solves).
         message: a human-readable reason when ``status`` is not optimal.
     """
 

@@ -77,6 +77,8 @@ class RoutingProblem:
         self.options = options or SolverOptions()
         self.formulation = build(self.pools, self.classes, free_replicas=False)
         self._engine = Engine(self.formulation, self.options)
+        # The phase-1 variant (priced SLO slack) is built only if a solve needs it.
+        self._phase1: Engine | None = None
         self._last_feasible: FloatArray | None = None
 
     @property
@@ -127,6 +129,10 @@ class RoutingProblem:
             values["n_fix"] = inputs.replicas
             outcome = self._engine.solve(values)
             rounds += 1
+            if outcome.status is SolveStatus.INFEASIBLE and self.options.release_rounds:
+                # Phase 1: the same rows with priced slack say which pairs conflict.
+                outcome = self._phase1_engine().solve(values)
+                rounds += 1
             solver_word = outcome.solver_status
             if outcome.values is None:
                 if best is None:
@@ -168,6 +174,12 @@ class RoutingProblem:
             solver_status=solver_word,
             rounds=rounds,
         )
+
+    def _phase1_engine(self) -> Engine:
+        if self._phase1 is None:
+            form = build(self.pools, self.classes, free_replicas=False, slack=True)
+            self._phase1 = Engine(form, self.options)
+        return self._phase1
 
     def _release(
         self, mask: BoolArray, plan: FloatArray, pred: Prediction
