@@ -8,4 +8,5 @@ per element is printed, one per line.
 BENCHMARKS: dict[str, str] = {
     "uncertainty": "experiments.benchmarks.uncertainty",
     "sim": "experiments.benchmarks.sim",
+    "optim": "experiments.benchmarks.optim",
 }
