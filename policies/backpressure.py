@@ -132,9 +132,10 @@ class UncertaintyBackpressureParams(PolicyParams):
     max_prefill_tokens_per_s: int = Field(default=100_000, ge=1)
     pool_max_prefill_tokens_per_s: dict[str, int] = Field(default_factory=dict)
     min_fraction: float = Field(default=0.05, gt=0.0, le=1.0)
-    decrease_gain_per_s: float = Field(default=1.0, gt=0.0)
+    decrease_gain_per_s: float = Field(default=0.5, gt=0.0)
     increase_gain_per_s: float = Field(default=0.5, gt=0.0)
-    lookahead_s: float = Field(default=1.0, ge=0.0)
+    lookahead_s: float = Field(default=0.5, ge=0.0)
+    growth_tau_s: float = Field(default=1.0, ge=0.0)
     max_log_error: float = Field(default=1.0, gt=0.0)
     snap_margin: float = Field(default=0.1, ge=0.0)
     max_dt_s: float = Field(default=2.0, gt=0.0)
@@ -156,6 +157,7 @@ class _PoolLoop:
     x: float = 0.0  # log(B / B_max)
     last_t: float | None = None
     last_sigma: float | None = None
+    growth: float = 0.0  # filtered dσ/dt (s/s)
     action: Action = "hold"
 
 
@@ -216,13 +218,14 @@ class UncertaintyBackpressure(Backpressure):
             raise ValueError(f"pool {pool!r}: now_s={now_s} is earlier than the last update")
         dt = 0.0 if loop.last_t is None else min(now_s - loop.last_t, p.max_dt_s)
         if itl_sigma_growth is None:
-            # finite difference of the σ estimate: the lead h·g then reconstructs
-            # the σ the estimator is lagging towards (docs/backpressure.md)
-            itl_sigma_growth = (
-                (itl_sigma_s - loop.last_sigma) / dt
-                if dt > 0 and loop.last_sigma is not None
-                else 0.0
-            )
+            # finite difference of the σ estimate, low-pass filtered (a raw
+            # difference of a noisy estimate is mostly noise); the lead h·g then
+            # reconstructs the σ the estimator is lagging towards (docs/backpressure.md)
+            if dt > 0 and loop.last_sigma is not None:
+                raw = (itl_sigma_s - loop.last_sigma) / dt
+                w = 1.0 - math.exp(-dt / p.growth_tau_s) if p.growth_tau_s > 0 else 1.0
+                loop.growth += w * (raw - loop.growth)
+            itl_sigma_growth = loop.growth
         sigma_eff = max(itl_sigma_s + p.lookahead_s * itl_sigma_growth, 0.0)
 
         b_max = self.max_budget(pool)

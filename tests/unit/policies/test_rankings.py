@@ -1,0 +1,224 @@
+"""Table-driven: given replica states, each policy's expected ranking."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from policies import build_router, build_view
+from replicas.telemetry import ReplicaSnapshot, RequestInfo
+from tests.unit.policies.fakes import request, snap
+
+TIGHT = {"default": {"ttft_s": 1.0, "tpot_s": 0.05}}
+
+# (case id, router spec, snapshots, in-flight counts, request, expected ranking by id)
+CASES: list[tuple[str, Any, list[ReplicaSnapshot], dict[str, int], RequestInfo, list[str]]] = [
+    (
+        "least_outstanding: max(running + waiting, in flight)",
+        "least_outstanding",
+        [snap("a", running=5), snap("b", running=1), snap("c", running=2, waiting=1), snap("d")],
+        {"d": 4},
+        request(),
+        ["b", "c", "d", "a"],
+    ),
+    (
+        "queue_depth: waiting plus sent-but-unseen",
+        "queue_depth",
+        [snap("a", waiting=3), snap("b"), snap("c", waiting=1), snap("d", running=1)],
+        {"d": 3},  # 2 unseen
+        request(),
+        ["b", "c", "d", "a"],
+    ),
+    (
+        "kv_usage: emptier cache first",
+        "kv_usage",
+        [snap("a", kv_used=900), snap("b", kv_used=100), snap("c", kv_used=500)],
+        {},
+        request(),
+        ["b", "c", "a"],
+    ),
+    (
+        "prefix_cache: leading blocks only; load splits ties",
+        "prefix_cache",
+        [
+            snap("a", cached=frozenset({1, 2})),
+            snap("b", cached=frozenset({1, 2, 3, 4})),
+            snap("c", running=3),
+            snap("d", cached=frozenset({2, 3, 4})),  # no block 1: nothing reusable
+        ],
+        {},
+        request(hashes=(1, 2, 3, 4)),
+        ["b", "a", "d", "c"],
+    ),
+    (
+        "dynamo_cost: new prefill blocks + active blocks",
+        "dynamo_cost",
+        # 64-token prompt = 4 blocks. cost a = 0 + 100 + 4, b = 4 + 50 + 4, c = 2 + 10 + 4
+        [
+            snap("a", kv_used=100, cached=frozenset({1, 2, 3, 4})),
+            snap("b", kv_used=50),
+            snap("c", kv_used=10, cached=frozenset({1, 2})),
+        ],
+        {},
+        request(64, hashes=(1, 2, 3, 4)),
+        ["c", "b", "a"],
+    ),
+    (
+        "uncertainty: queue kills TTFT, noisy decode hurts E2E",
+        {"scorers": [{"type": "uncertainty", "params": {"slos": TIGHT}}]},
+        [
+            snap("queued", waiting=5, waiting_prefill_tokens=20_000),
+            snap("noisy", itl=(0.03, 0.06), itl_autocorr=0.9),
+            snap("steady"),
+        ],
+        {},
+        request(512, 128),
+        ["steady", "noisy", "queued"],
+    ),
+    (
+        "uncertainty: heterogeneous pools, P(SLO) prefers the steady A100",
+        {"scorers": [{"type": "uncertainty", "params": {"slos": {"default": {"ttft_s": 1.0, "tpot_s": 0.03}}}}]},
+        [
+            snap("h100", itl=(0.020, 0.030), itl_autocorr=0.8, prefill_s_per_token=5e-5),
+            snap("a100", pool="a100", accelerator="A100", itl=(0.028, 0.002), itl_autocorr=0.3),
+        ],
+        {},
+        request(512, 256),
+        ["a100", "h100"],
+    ),
+    (
+        "uncertainty mean only (κ = 0): the faster H100",
+        {"scorers": [{"type": "uncertainty", "params": {"objective": "mean_kappa_sigma", "kappa": 0.0}}]},
+        [
+            snap("h100", itl=(0.020, 0.030), itl_autocorr=0.8, prefill_s_per_token=5e-5),
+            snap("a100", pool="a100", accelerator="A100", itl=(0.028, 0.002), itl_autocorr=0.3),
+        ],
+        {},
+        request(512, 256),
+        ["h100", "a100"],
+    ),
+    (
+        "uncertainty mean + 2σ: the steadier A100",
+        {"scorers": [{"type": "uncertainty", "params": {"objective": "mean_kappa_sigma", "kappa": 2.0}}]},
+        [
+            snap("h100", itl=(0.020, 0.030), itl_autocorr=0.8, prefill_s_per_token=5e-5),
+            snap("a100", pool="a100", accelerator="A100", itl=(0.028, 0.002), itl_autocorr=0.3),
+        ],
+        {},
+        request(512, 256),
+        ["a100", "h100"],
+    ),
+    (
+        "uncertainty: the cascade, a long prefill disturbs steady-prefill decodes most",
+        {"scorers": [{"type": "uncertainty", "params": {"slos": TIGHT}}]},
+        [
+            # same prefill CV (so the same TTFT); different σ of prefill steps
+            snap("steady-prefill", prefill_step=(0.005, 0.001)),
+            snap("noisy-prefill", prefill_step=(0.1, 0.02)),
+        ],
+        {},
+        request(4000, 128),
+        ["noisy-prefill", "steady-prefill"],
+    ),
+    (
+        "uncertainty: requests sent since the snapshot count (no herding)",
+        {"scorers": [{"type": "uncertainty", "params": {"objective": "mean_kappa_sigma"}}]},
+        [snap("a"), snap("b")],
+        {"a": 6},
+        request(),
+        ["b", "a"],
+    ),
+    (
+        "cascade profile: KV-full replica filtered to last resort, prefix and P(SLO) decide",
+        "cascade",
+        [
+            snap("full", kv_used=990, cached=frozenset({1, 2, 3})),
+            snap("warm", kv_used=300, cached=frozenset({1, 2, 3})),
+            snap("cold", kv_used=300),
+        ],
+        {},
+        request(48, hashes=(1, 2, 3)),
+        ["warm", "cold"],
+    ),
+]
+
+
+@pytest.mark.parametrize(("spec", "snaps", "outstanding", "req", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_ranking(
+    spec: Any, snaps: list[ReplicaSnapshot], outstanding: dict[str, int], req: RequestInfo, expected: list[str]
+) -> None:
+    view = build_view(snaps, outstanding, 0.0)
+    router = build_router(spec)
+    for seed in range(5):  # ties are broken at random; the expected order has none
+        ranking = router.rank(req, view, np.random.default_rng(seed))
+        assert [view.replica_ids[i] for i in ranking] == expected
+
+
+def test_round_robin_cycles_in_id_order_and_survives_membership_changes() -> None:
+    router = build_router("round_robin")
+    rng = np.random.default_rng(0)
+    view = build_view([snap("r2"), snap("r0"), snap("r1")], None, 0.0)
+    firsts = []
+    for _ in range(4):
+        rid = view.replica_ids[router.rank(request(), view, rng)[0]]
+        router.on_routed(rid, request())
+        firsts.append(rid)
+    assert firsts == ["r0", "r1", "r2", "r0"]
+    # r1 leaves, r3 joins: the cycle continues after the last routed id (r0)
+    view = build_view([snap("r0"), snap("r3"), snap("r2")], None, 0.0)
+    assert [view.replica_ids[i] for i in router.rank(request(), view, rng)] == ["r2", "r3", "r0"]
+
+
+def test_round_robin_does_not_advance_without_routing() -> None:
+    router = build_router("round_robin")
+    view = build_view([snap("a"), snap("b")], None, 0.0)
+    rng = np.random.default_rng(0)
+    assert router.rank(request(), view, rng) == router.rank(request(), view, rng)
+
+
+def test_pow2_never_puts_the_most_loaded_first_and_prefers_the_least() -> None:
+    router = build_router("pow2")
+    view = build_view([snap("idle"), snap("mid", running=5), snap("busy", running=10)], None, 0.0)
+    rng = np.random.default_rng(1)
+    firsts = [view.replica_ids[router.rank(request(), view, rng)[0]] for _ in range(3000)]
+    assert "busy" not in firsts
+    # the least loaded wins whenever it is sampled: P = 2/3
+    assert abs(firsts.count("idle") / 3000 - 2 / 3) < 0.04
+
+
+def test_random_is_uniform() -> None:
+    router = build_router("random")
+    view = build_view([snap(f"r{i}") for i in range(4)], None, 0.0)
+    rng = np.random.default_rng(2)
+    counts = np.bincount([router.rank(request(), view, rng)[0] for _ in range(4000)], minlength=4)
+    assert np.all(np.abs(counts / 4000 - 0.25) < 0.04)
+
+
+def test_ties_are_shared_not_piled_on_the_first() -> None:
+    router = build_router("kv_usage")
+    view = build_view([snap(f"r{i}") for i in range(3)], None, 0.0)
+    rng = np.random.default_rng(3)
+    counts = np.bincount([router.rank(request(), view, rng)[0] for _ in range(3000)], minlength=3)
+    assert counts.min() > 800
+
+
+def test_prefix_tracker_learns_from_routing() -> None:
+    router = build_router("prefix_cache")
+    view = build_view([snap("a"), snap("b")], None, 0.0)
+    req = request(hashes=(7, 8, 9))
+    router.on_routed("b", req)
+    assert router.rank(req, view, np.random.default_rng(0))[0] == 1
+    scores = router.explain(req, view)["prefix_cache"]
+    np.testing.assert_allclose(scores, [0.0, 1.0])
+
+
+def test_weighted_random_follows_scores() -> None:
+    router = build_router({"scorers": [{"type": "kv_usage"}], "picker": "weighted_random"})
+    view = build_view([snap("a", kv_used=0), snap("b", kv_used=750), snap("c", kv_used=1000)], None, 0.0)
+    rng = np.random.default_rng(4)
+    firsts = np.bincount([router.rank(request(), view, rng)[0] for _ in range(4000)], minlength=3)
+    # scores 1.0, 0.25, 0.0 → first-pick shares 0.8, 0.2, 0
+    assert firsts[2] == 0
+    assert abs(firsts[0] / 4000 - 0.8) < 0.03
