@@ -165,15 +165,17 @@ class QueueCapAdmission(Admission):
 class TokenBudgetParams(_RefusalParams):
     prefill_tokens_per_s: float = Field(default=50_000.0, gt=0.0)
     burst_tokens: float = Field(default=100_000.0, gt=0.0)
+    burst_s: float = Field(default=2.0, gt=0.0)
     action: Literal["reject", "defer"] = "defer"
 
 
 @ADMISSIONS.register("token_budget")
 class TokenBudgetAdmission(Admission):
     """Admit new prefill tokens at most at ``prefill_tokens_per_s`` per pool (a
-    token bucket with ``burst_tokens``). When a backpressure state is passed,
-    its ``prefill_token_budget`` replaces the configured rate: this is how the
-    uncertainty backpressure reduces a pool's prefill admission.
+    token bucket holding min(``burst_tokens``, ``burst_s`` seconds of the rate)).
+    When a backpressure state is passed, its ``prefill_token_budget`` replaces
+    the configured rate: this is how the uncertainty backpressure reduces a
+    pool's prefill admission.
 
     A prompt longer than the burst is charged the burst (it passes when the
     bucket is full). Retry-After = the time until the bucket holds the prompt.
@@ -182,7 +184,7 @@ class TokenBudgetAdmission(Admission):
 
         admission:
           type: token_budget
-          params: {prefill_tokens_per_s: 50000, burst_tokens: 100000, action: defer}
+          params: {prefill_tokens_per_s: 50000, burst_tokens: 100000, burst_s: 2.0, action: defer}
     """
 
     Params = TokenBudgetParams
@@ -205,14 +207,17 @@ class TokenBudgetAdmission(Admission):
         p = self.params
         key = _pool_key(view, pressure)
         rate = (
-            float(pressure.prefill_token_budget) if pressure is not None else p.prefill_tokens_per_s
+            float(max(pressure.prefill_token_budget, 1))
+            if pressure is not None
+            else p.prefill_tokens_per_s
         )
+        burst = min(p.burst_tokens, max(rate * p.burst_s, 1.0))
         bucket = self._buckets.get(key)
         if bucket is None:
-            bucket = self._buckets[key] = TokenBucket(rate, p.burst_tokens, now_s)
+            bucket = self._buckets[key] = TokenBucket(rate, burst, now_s)
         elif bucket.rate != rate:
-            bucket.set_rate(rate, now_s)
-        wait = bucket.try_take(min(float(request.prompt_tokens), p.burst_tokens), now_s)
+            bucket.set_rate(rate, now_s, burst)
+        wait = bucket.try_take(min(float(request.prompt_tokens), burst), now_s)
         if wait is None:
             return ADMIT
         return AdmissionDecision(

@@ -8,12 +8,13 @@ decision = pol.admit(request, pool_view, now_s)
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from policies.admission import Admission, AdmissionDecision
-from policies.backpressure import Backpressure, BackpressureState
+from policies.backpressure import Backpressure, BackpressureState, PrefillGate
 from policies.base import Filter, Picker, Scorer
 from policies.config import (
     ComponentSpec,
@@ -77,31 +78,35 @@ class Policies:
     """The three policies of one deployment, built from a ``PolicyConfig``.
 
     ``admit`` applies the backpressure gate first (the pool's latest
-    ``BackpressureState`` budget, as a token bucket when the admission policy
-    does not enforce one itself), then the admission policy.
+    ``BackpressureState`` budget, via ``PrefillGate``), then the admission policy.
     """
 
     router: Router
     admission: Admission
     backpressure: Backpressure
     config: PolicyConfig
-    _gates: dict[str, Admission] = field(default_factory=dict, repr=False)
+    gate: PrefillGate = field(default_factory=PrefillGate, repr=False)
 
     def admit(
         self, request: RequestInfo, view: ReplicaView, now_s: float, pool: str | None = None
     ) -> AdmissionDecision:
-        """Admission for ``request`` into ``pool`` (default: the view's only pool)."""
+        """Admission for ``request`` into ``pool`` (default: the view's only pool).
+
+        The pool's backpressure budget is enforced first (unless the admission
+        policy is ``token_budget``, which enforces it itself); a refusal there is
+        a deferral with the time until the budget has room."""
         key = pool or (view.pools[0] if view.size and len(set(view.pools)) == 1 else None)
         pressure: BackpressureState | None = self.backpressure.state(key) if key else None
         if pressure is not None and self.admission.type_name != "token_budget":
-            gate = self._gates.get(key or "")
-            if gate is None:
-                gate = self._gates[key or ""] = ADMISSIONS.build(
-                    "token_budget", {"action": "defer"}
+            wait = self.gate.wait_s(pressure, request.prompt_tokens, now_s)
+            if wait is not None:
+                return AdmissionDecision(
+                    False,
+                    f"pool {pressure.pool!r} prefill budget {pressure.prefill_token_budget} "
+                    f"tokens/s exhausted (saturation {pressure.saturation:.2f})",
+                    wait if math.isfinite(wait) else None,
+                    True,
                 )
-            verdict = gate.decide(request, view, now_s, pressure)
-            if not verdict.admit:
-                return verdict
         return self.admission.decide(request, view, now_s, pressure)
 
     def set_cascade_model(self, model: CascadeModel) -> None:

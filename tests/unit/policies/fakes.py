@@ -113,8 +113,10 @@ class StepLoadPlant:
         alpha = 1.0 - math.exp(-self.period_s / self.tau_s)
         sigma_m = self.sigma(offered(0.0))
         budget = float("inf")
-        out: dict[str, list[float]] = {k: [] for k in ("t", "offered", "admitted", "budget", "sigma", "sigma_m")}
-        n = int(round(duration_s / self.period_s))
+        out: dict[str, list[float]] = {
+            k: [] for k in ("t", "offered", "admitted", "budget", "sigma", "sigma_m")
+        }
+        n = round(duration_s / self.period_s)
         for k in range(n + 1):
             t = k * self.period_s
             lam = offered(t)
@@ -129,7 +131,9 @@ class StepLoadPlant:
         return {k: np.asarray(v) for k, v in out.items()}
 
 
-def step_metrics(run: dict[str, np.ndarray], t_step: float, final: float, band: float = 0.05) -> dict[str, float]:
+def step_metrics(
+    run: dict[str, np.ndarray], t_step: float, final: float, band: float = 0.05
+) -> dict[str, float]:
     """Settling time (last exit from ±band around ``final``, after the step),
     undershoot below ``final`` after the first entry into the band, and the
     number of times the admitted rate crosses ``final`` after that entry."""
@@ -138,7 +142,9 @@ def step_metrics(run: dict[str, np.ndarray], t_step: float, final: float, band: 
     ta, aa = t[after], a[after]
     inside = np.abs(aa - final) <= band * final
     outside_idx = np.flatnonzero(~inside)
-    settle = 0.0 if outside_idx.size == 0 else float(ta[min(outside_idx[-1] + 1, ta.size - 1)] - t_step)
+    settle = (
+        0.0 if outside_idx.size == 0 else float(ta[min(outside_idx[-1] + 1, ta.size - 1)] - t_step)
+    )
     if outside_idx.size and outside_idx[-1] == ta.size - 1:
         settle = math.inf
     first_in = int(np.argmax(inside)) if inside.any() else ta.size

@@ -29,8 +29,13 @@ EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "policies"
 
 def test_registries_hold_the_issue_names() -> None:
     assert set(SCORERS.names()) >= {
-        "least_outstanding", "queue_depth", "kv_usage", "prefix_cache", "dynamo_cost", "uncertainty",
-    }  # fmt: skip
+        "least_outstanding",
+        "queue_depth",
+        "kv_usage",
+        "prefix_cache",
+        "dynamo_cost",
+        "uncertainty",
+    }
     assert set(PICKERS.names()) >= {"max_score", "random", "weighted_random", "pow2", "round_robin"}
     assert set(FILTERS.names()) >= {"kv_headroom", "queue_cap", "fresh", "pool"}
     assert set(ADMISSIONS.names()) == {"always", "queue_cap", "token_budget", "slo_feasible"}
@@ -62,7 +67,11 @@ def test_full_config_builds_with_defaults_filled_in() -> None:
         }
     )
     assert pol.router.picker.type_name == "weighted_random"
-    assert [s.type_name for s, _ in pol.router.scorers] == ["uncertainty", "prefix_cache", "kv_usage"]
+    assert [s.type_name for s, _ in pol.router.scorers] == [
+        "uncertainty",
+        "prefix_cache",
+        "kv_usage",
+    ]
     assert isinstance(pol.admission, SloFeasibleAdmission)
     assert pol.admission.params.min_probability == 0.8
     assert isinstance(pol.backpressure, UncertaintyBackpressure)
@@ -77,7 +86,9 @@ def test_full_config_builds_with_defaults_filled_in() -> None:
 def test_own_slos_win_over_the_file_table() -> None:
     pol = build_policies(
         {
-            "router": {"scorers": [{"type": "uncertainty", "params": {"slos": {"default": {"ttft_s": 9}}}}]},
+            "router": {
+                "scorers": [{"type": "uncertainty", "params": {"slos": {"default": {"ttft_s": 9}}}}]
+            },
             "slos": {"default": {"ttft_s": 1}},
         }
     )
@@ -106,12 +117,22 @@ ERRORS: list[tuple[dict[str, Any], str]] = [
         "router.scorers[0].type: unknown scorer type 'kv_usag'; accepted: dynamo_cost, kv_usage, "
         "least_outstanding, prefix_cache, queue_depth, uncertainty",
     ),
-    ({"router": {"scorers": [{"weight": 1.0}]}}, "router.scorers[0].type: missing; accepted scorer types: "),
-    ({"router": {"picker": "best"}}, "router.picker.type: unknown picker type 'best'; accepted: max_score"),
-    ({"router": {"filters": ["nope"]}}, "router.filters[0].type: unknown filter type 'nope'; accepted: fresh"),
+    (
+        {"router": {"scorers": [{"weight": 1.0}]}},
+        "router.scorers[0].type: missing; accepted scorer types: ",
+    ),
+    (
+        {"router": {"picker": "best"}},
+        "router.picker.type: unknown picker type 'best'; accepted: max_score",
+    ),
+    (
+        {"router": {"filters": ["nope"]}},
+        "router.filters[0].type: unknown filter type 'nope'; accepted: fresh",
+    ),
     (
         {"router": {"scorers": [{"type": "uncertainty", "params": {"kapa": 1}}]}},
-        "router.scorers[0].params: unknown key 'kapa'; accepted keys: kappa, metric, objective, output_cv, slos",
+        "router.scorers[0].params: unknown key 'kapa'; "
+        "accepted keys: kappa, metric, objective, output_cv, slos",
     ),
     (
         {"router": {"scorers": [{"type": "uncertainty", "wieght": 1}]}},
@@ -119,7 +140,8 @@ ERRORS: list[tuple[dict[str, Any], str]] = [
     ),
     (
         {"router": {"scorers": [{"type": "uncertainty", "params": {"objective": "fast"}}]}},
-        "router.scorers[0].params.objective: Input should be 'slo_probability' or 'mean_kappa_sigma'",
+        "router.scorers[0].params.objective: "
+        "Input should be 'slo_probability' or 'mean_kappa_sigma'",
     ),
     ({"router": "pow3"}, "router: unknown router profile 'pow3'; accepted: cascade, dynamo_cost"),
     (
@@ -130,7 +152,10 @@ ERRORS: list[tuple[dict[str, Any], str]] = [
         {"admission": {"type": "slo_feasible", "params": {"min_probability": -0.1}}},
         "admission.params.min_probability: must be >= 0.0 (got -0.1)",
     ),
-    ({"admission": {"type": "queue"}}, "admission.type: unknown admission type 'queue'; accepted: always, queue_cap"),
+    (
+        {"admission": {"type": "queue"}},
+        "admission.type: unknown admission type 'queue'; accepted: always, queue_cap",
+    ),
     (
         {"backpressure": {"type": "uncertainty", "params": {"sigma_low_s": 0.05}}},
         "backpressure.params: sigma_low_s (0.05) must be < sigma_high_s (0.02)",
@@ -141,12 +166,17 @@ ERRORS: list[tuple[dict[str, Any], str]] = [
     ),
     ({"slos": {"default": {}}}, "slos.default: an SLO needs at least one of ttft_s, tpot_s, e2e_s"),
     ({"slos": {"default": {"ttft_s": -1}}}, "slos.default.ttft_s: must be > 0.0 (got -1)"),
-    ({"routers": {}}, "(top level): unknown key 'routers'; accepted keys: admission, backpressure, router, slos"),
+    (
+        {"routers": {}},
+        "(top level): unknown key 'routers'; accepted keys: admission, backpressure, router, slos",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("data", "message"), ERRORS, ids=[e[1][:40] for e in ERRORS])
-def test_invalid_configs_are_refused_with_path_and_accepted_values(data: dict[str, Any], message: str) -> None:
+def test_invalid_configs_are_refused_with_path_and_accepted_values(
+    data: dict[str, Any], message: str
+) -> None:
     with pytest.raises(ValueError) as err:
         load_policy_config(data)
     assert message in str(err.value)
@@ -173,7 +203,9 @@ def test_yaml_files_and_whole_file_mode(tmp_path: Path) -> None:
 
 
 def test_token_budget_admission_params() -> None:
-    pol = build_policies({"admission": {"type": "token_budget", "params": {"prefill_tokens_per_s": 10}}})
+    pol = build_policies(
+        {"admission": {"type": "token_budget", "params": {"prefill_tokens_per_s": 10}}}
+    )
     assert isinstance(pol.admission, TokenBudgetAdmission)
     assert pol.admission.params.prefill_tokens_per_s == 10
 

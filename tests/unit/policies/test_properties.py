@@ -38,7 +38,9 @@ def replica_states(draw: st.DrawFn, min_size: int = 1, max_size: int = 10) -> Re
                 prefill_s_per_token=draw(st.floats(0.0, 1e-2)),
                 itl=(draw(st.floats(1e-4, 1.0)), draw(st.floats(0.0, 1.0))) if history else None,
                 itl_autocorr=draw(st.floats(-0.99, 0.99)),
-                prefill_step=(draw(st.floats(1e-4, 5.0)), draw(st.floats(0.0, 5.0))) if history else None,
+                prefill_step=(draw(st.floats(1e-4, 5.0)), draw(st.floats(0.0, 5.0)))
+                if history
+                else None,
                 heterogeneity=draw(st.floats(1.0, 10.0)),
                 cached=frozenset(draw(st.sets(st.integers(0, 6), max_size=6))),
             )
@@ -85,7 +87,9 @@ def test_rankings_are_permutations_and_filtered_replicas_never_appear(
         expected = set(router.candidates(req, view).tolist())
         assert sorted(ranking) == sorted(expected), name
         # a strict pool filter: only h100 replicas may appear, never another
-        pinned = build_router({**profile, "filters": [{"type": "pool", "params": {"pools": ["h100"]}}]})
+        pinned = build_router(
+            {**profile, "filters": [{"type": "pool", "params": {"pools": ["h100"]}}]}
+        )
         allowed = {i for i, p in enumerate(view.pools) if p == "h100"}
         ranked = pinned.rank(req, view, rng)
         assert set(ranked) == allowed, name
@@ -93,7 +97,9 @@ def test_rankings_are_permutations_and_filtered_replicas_never_appear(
 
 @SETTINGS
 @given(view=replica_states(max_size=1), req=requests, seed=st.integers(0, 2**32 - 1))
-def test_with_one_replica_every_policy_picks_it(view: ReplicaView, req: RequestInfo, seed: int) -> None:
+def test_with_one_replica_every_policy_picks_it(
+    view: ReplicaView, req: RequestInfo, seed: int
+) -> None:
     for name in PROFILES:
         assert build_router(name).rank(req, view, np.random.default_rng(seed)) == [0], name
 

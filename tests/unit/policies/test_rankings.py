@@ -79,7 +79,14 @@ CASES: list[tuple[str, Any, list[ReplicaSnapshot], dict[str, int], RequestInfo, 
     ),
     (
         "uncertainty: heterogeneous pools, P(SLO) prefers the steady A100",
-        {"scorers": [{"type": "uncertainty", "params": {"slos": {"default": {"ttft_s": 1.0, "tpot_s": 0.03}}}}]},
+        {
+            "scorers": [
+                {
+                    "type": "uncertainty",
+                    "params": {"slos": {"default": {"ttft_s": 1.0, "tpot_s": 0.03}}},
+                }
+            ]
+        },
         [
             snap("h100", itl=(0.020, 0.030), itl_autocorr=0.8, prefill_s_per_token=5e-5),
             snap("a100", pool="a100", accelerator="A100", itl=(0.028, 0.002), itl_autocorr=0.3),
@@ -90,7 +97,11 @@ CASES: list[tuple[str, Any, list[ReplicaSnapshot], dict[str, int], RequestInfo, 
     ),
     (
         "uncertainty mean only (κ = 0): the faster H100",
-        {"scorers": [{"type": "uncertainty", "params": {"objective": "mean_kappa_sigma", "kappa": 0.0}}]},
+        {
+            "scorers": [
+                {"type": "uncertainty", "params": {"objective": "mean_kappa_sigma", "kappa": 0.0}}
+            ]
+        },
         [
             snap("h100", itl=(0.020, 0.030), itl_autocorr=0.8, prefill_s_per_token=5e-5),
             snap("a100", pool="a100", accelerator="A100", itl=(0.028, 0.002), itl_autocorr=0.3),
@@ -101,7 +112,11 @@ CASES: list[tuple[str, Any, list[ReplicaSnapshot], dict[str, int], RequestInfo, 
     ),
     (
         "uncertainty mean + 2σ: the steadier A100",
-        {"scorers": [{"type": "uncertainty", "params": {"objective": "mean_kappa_sigma", "kappa": 2.0}}]},
+        {
+            "scorers": [
+                {"type": "uncertainty", "params": {"objective": "mean_kappa_sigma", "kappa": 2.0}}
+            ]
+        },
         [
             snap("h100", itl=(0.020, 0.030), itl_autocorr=0.8, prefill_s_per_token=5e-5),
             snap("a100", pool="a100", accelerator="A100", itl=(0.028, 0.002), itl_autocorr=0.3),
@@ -145,9 +160,17 @@ CASES: list[tuple[str, Any, list[ReplicaSnapshot], dict[str, int], RequestInfo, 
 ]
 
 
-@pytest.mark.parametrize(("spec", "snaps", "outstanding", "req", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    ("spec", "snaps", "outstanding", "req", "expected"),
+    [c[1:] for c in CASES],
+    ids=[c[0] for c in CASES],
+)
 def test_ranking(
-    spec: Any, snaps: list[ReplicaSnapshot], outstanding: dict[str, int], req: RequestInfo, expected: list[str]
+    spec: Any,
+    snaps: list[ReplicaSnapshot],
+    outstanding: dict[str, int],
+    req: RequestInfo,
+    expected: list[str],
 ) -> None:
     view = build_view(snaps, outstanding, 0.0)
     router = build_router(spec)
@@ -216,7 +239,9 @@ def test_prefix_tracker_learns_from_routing() -> None:
 
 def test_weighted_random_follows_scores() -> None:
     router = build_router({"scorers": [{"type": "kv_usage"}], "picker": "weighted_random"})
-    view = build_view([snap("a", kv_used=0), snap("b", kv_used=750), snap("c", kv_used=1000)], None, 0.0)
+    view = build_view(
+        [snap("a", kv_used=0), snap("b", kv_used=750), snap("c", kv_used=1000)], None, 0.0
+    )
     rng = np.random.default_rng(4)
     firsts = np.bincount([router.rank(request(), view, rng)[0] for _ in range(4000)], minlength=3)
     # scores 1.0, 0.25, 0.0 → first-pick shares 0.8, 0.2, 0

@@ -32,7 +32,10 @@ def test_arrays_follow_snapshot_order_and_values() -> None:
 
 def test_queue_wait_counts_waiting_prefill_work() -> None:
     v = build_view(
-        [snap("idle"), snap("busy", waiting=4, waiting_prefill_tokens=10_000, prefill_s_per_token=1e-4)],
+        [
+            snap("idle"),
+            snap("busy", waiting=4, waiting_prefill_tokens=10_000, prefill_s_per_token=1e-4),
+        ],
         None,
         0.0,
     )
@@ -56,12 +59,17 @@ def test_fresh_replica_gets_documented_defaults() -> None:
 def test_per_accelerator_priors() -> None:
     slow = ReplicaPrior(prefill_s_per_token=5e-4, itl_mean_s=0.05)
     v = build_view(
-        [snap("h", itl=None, prefill_s_per_token=0.0), snap("a", accelerator="A100", itl=None, prefill_s_per_token=0.0)],
+        [
+            snap("h", itl=None, prefill_s_per_token=0.0),
+            snap("a", accelerator="A100", itl=None, prefill_s_per_token=0.0),
+        ],
         None,
         0.0,
         priors={"A100": slow},
     )
-    np.testing.assert_allclose(v.load.prefill_s_per_token, [ReplicaPrior().prefill_s_per_token, 5e-4])
+    np.testing.assert_allclose(
+        v.load.prefill_s_per_token, [ReplicaPrior().prefill_s_per_token, 5e-4]
+    )
     np.testing.assert_allclose(v.load.itl_mean_s, [ReplicaPrior().itl_mean_s, 0.05])
 
 
@@ -78,7 +86,11 @@ def test_unseen_requests_add_queue_wait_and_with_outstanding_matches_rebuild() -
 
 
 def test_take_selects_a_consistent_subview() -> None:
-    v = build_view([snap("a", kv_used=100), snap("b", pool="a100", kv_used=200), snap("c", kv_used=300)], None, 0.0)
+    v = build_view(
+        [snap("a", kv_used=100), snap("b", pool="a100", kv_used=200), snap("c", kv_used=300)],
+        None,
+        0.0,
+    )
     sub = v.take(v.pool_indices("h100"))
     assert sub.replica_ids == ("a", "c")
     np.testing.assert_allclose(sub.kv_usage, [0.1, 0.3])
