@@ -84,6 +84,7 @@ class Controller:
         self._problem: RoutingProblem | None = None
         self._targets = {p.name: p.start_replicas for p in config.pools}
         self.rejected_snapshots = 0
+        self._rates: dict[str, float] = {}  # replica -> completions/s (last interval)
         self.view: ClusterView | None = None
         self.plan: Plan | None = None
 
@@ -135,12 +136,16 @@ class Controller:
             if snap.pool not in pools or (prev is not None and snap.time_s <= prev.time_s):
                 self.rejected_snapshots += snap.pool not in pools
                 continue
+            if prev is not None:
+                dt = snap.time_s - prev.time_s
+                self._rates[snap.replica_id] = max(snap.completed - prev.completed, 0) / dt
             self._latest[snap.replica_id] = snap
             fresh.append(snap)
         stale_after = self.config.loops.stale_after_s
         for rid, snap in list(self._latest.items()):
             if now_s - snap.time_s > stale_after:
                 del self._latest[rid]
+                self._rates.pop(rid, None)
                 for h in self._hier.values():
                     h.remove((snap.pool, rid))
         for snap in fresh:
@@ -246,13 +251,9 @@ class Controller:
         self._routing_reason = reason
 
     def _completion_rate(self, view: ClusterView) -> float:
-        """Requests/s completing across the cluster (from cumulative counters)."""
-        rate = 0.0
-        for snap in self._latest.values():
-            e2e = snap.summaries.get("e2e")
-            if e2e is not None and e2e.n and snap.time_s > 0:
-                rate += e2e.n / snap.time_s
-        return max(rate, 1e-3)
+        """Requests/s completing across the cluster, from the replicas' cumulative
+        ``completed`` counters between their last two snapshots."""
+        return max(sum(self._rates.get(r, 0.0) for r in self._latest), 1e-3)
 
     def _pool_telemetry(self, view: ClusterView) -> list[PoolTelemetry] | None:
         out = []
