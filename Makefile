@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.cascade-installed
-PURE   := uncertainty replicas policies optim experiments
+PURE   := uncertainty replicas policies optim orchestrator experiments
 
 .PHONY: demo test venv lint typecheck unit clean
 
