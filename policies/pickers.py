@@ -103,18 +103,33 @@ class RoundRobinPicker(Picker):
 
     def __init__(self) -> None:
         self._last: str | None = None
+        # id order of the last view's replicas: views refreshed per request share
+        # their replica_ids tuple, so the string sort runs once per membership
+        self._ids_key: tuple[str, ...] | None = None
+        self._sorted: tuple[np.ndarray, IntArray] | None = None
+
+    def _id_order(self, view: ReplicaView) -> tuple[np.ndarray, IntArray]:
+        if self._sorted is None or self._ids_key is not view.replica_ids:
+            ids = np.asarray(view.replica_ids)
+            by_id: IntArray = np.argsort(ids, kind="stable")
+            self._ids_key, self._sorted = view.replica_ids, (ids[by_id], by_id)
+        return self._sorted
 
     def order(
         self, scores: FloatArray, candidates: IntArray, view: ReplicaView, rng: np.random.Generator
     ) -> IntArray:
-        ids = np.asarray([view.replica_ids[i] for i in candidates])
-        by_id = np.argsort(ids, kind="stable")
+        if candidates.size == view.size:
+            sorted_ids, by_id = self._id_order(view)
+            ranked = by_id
+        else:
+            sorted_ids = np.asarray([view.replica_ids[i] for i in candidates])
+            local = np.argsort(sorted_ids, kind="stable")
+            sorted_ids, ranked = sorted_ids[local], candidates[local]
         if self._last is not None:
             # first position (in id order) strictly after the last routed id
-            start = int(np.searchsorted(ids[by_id], self._last, side="right"))
-            by_id = np.roll(by_id, -start)
-        out: IntArray = candidates[by_id]
-        return out
+            start = int(np.searchsorted(sorted_ids, self._last, side="right"))
+            ranked = np.roll(ranked, -start)
+        return ranked
 
     def on_routed(self, replica_id: str, request: RequestInfo) -> None:
         self._last = replica_id

@@ -217,18 +217,14 @@ def predict_latency(
     a, b = float(theta[1]), float(theta[2])
     log_sp2_to = np.log(t.sp_from2 + prefill_var)
     log1p_kv_to = np.log1p(np.minimum(t.kv_from + (p + output_tokens) * t.inv_capacity, 1.0))
-    if t.all_observed:
-        # observed σ scaled by the model's predicted change, squared:
-        # σ_obs² · exp(2 · log_ratio) = exp(k + a·log σ_p,to² + 2b·log(1 + kv_to))
-        itl_var = np.exp(t.log_var_offset(a, b) + a * log_sp2_to + (2.0 * b) * log1p_kv_to)
-        itl_sd = np.sqrt(itl_var)
-    else:
-        log_ratio = 0.5 * a * (log_sp2_to - t.log_sp2_from) + b * (log1p_kv_to - t.log1p_kv_from)
-        model_sigma = np.exp(
-            float(theta[0]) + 0.5 * a * log_sp2_to + b * log1p_kv_to + float(theta[3]) * t.log_h
-        )
-        itl_sd = np.where(t.observed, load.itl_std_s * np.exp(log_ratio), model_sigma)
-        itl_var = itl_sd * itl_sd
+    # Decode ITL variance with this request admitted, in one formula for every
+    # replica (the two cases of the docstring share their coefficients):
+    #   observed σ: σ_obs² · exp(2·log_ratio) = exp(log σ_obs² − a·log σ_p,from²
+    #               − 2b·log(1+kv_from) + a·log σ_p,to² + 2b·log(1+kv_to))
+    #   none yet:   σ_model² = exp(2θ0 + 2θ3·log h + a·log σ_p,to² + 2b·log(1+kv_to))
+    # so only a per-replica offset differs; it is cached per (load, θ).
+    itl_var = np.exp(t.log_var_offset(theta) + a * log_sp2_to + (2.0 * b) * log1p_kv_to)
+    itl_sd = np.sqrt(itl_var)
 
     n_dec = max(output_tokens - 1.0, 0.0)
     e2e_mean = np.add(ttft_mean, n_dec * load.itl_mean_s, out=mean[1])
@@ -253,7 +249,6 @@ class _LoadTerms:
 
     __slots__ = (
         "_offset",
-        "all_observed",
         "ar_factor",
         "inv_capacity",
         "itl_mean2",
@@ -279,18 +274,21 @@ class _LoadTerms:
         self.log_h = np.log(np.maximum(load.heterogeneity, 1.0))
         self.prefill_var_per_tok2 = (load.prefill_cv * load.prefill_s_per_token) ** 2
         self.observed = load.itl_std_s > 0
-        self.all_observed = bool(self.observed.all())
-        with np.errstate(divide="ignore"):
+        with np.errstate(divide="ignore"):  # σ_obs = 0 → −inf, replaced by the model
             self.log_var_obs = np.log(load.itl_std_s**2)
         rho = np.clip(load.itl_autocorr, -0.95, 0.95)
         self.ar_factor = (1.0 + rho) / (1.0 - rho)
         self.itl_mean2 = load.itl_mean_s**2
-        self._offset: tuple[float, float, FloatArray] | None = None
+        self._offset: tuple[tuple[float, float, float, float], FloatArray] | None = None
 
-    def log_var_offset(self, a: float, b: float) -> FloatArray:
-        """log σ_obs² − a·log σ_p,from² − 2b·log(1 + kv_from), cached per (a, b)."""
+    def log_var_offset(self, theta: FloatArray) -> FloatArray:
+        """Per-replica offset of log σ_ITL² (see predict_latency), cached per θ."""
         off = self._offset
-        if off is None or off[0] != a or off[1] != b:
-            k = self.log_var_obs - a * self.log_sp2_from - (2.0 * b) * self.log1p_kv_from
-            off = self._offset = (a, b, k)
-        return off[2]
+        key = (float(theta[0]), float(theta[1]), float(theta[2]), float(theta[3]))
+        if off is None or off[0] != key:
+            t0, a, b, t3 = key
+            shift = a * self.log_sp2_from + (2.0 * b) * self.log1p_kv_from
+            observed = self.log_var_obs - shift
+            model = 2.0 * t0 + (2.0 * t3) * self.log_h
+            off = self._offset = (key, np.where(self.observed, observed, model))
+        return off[1]

@@ -6,6 +6,7 @@ per element is printed, one per line.
 """
 
 BENCHMARKS: dict[str, str] = {
+    "router": "experiments.benchmarks.router",
     "uncertainty": "experiments.benchmarks.uncertainty",
     "sim": "experiments.benchmarks.sim",
     "optim": "experiments.benchmarks.optim",
