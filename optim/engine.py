@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from optim.checks import FloatArray
-from optim.compiled import FastSolver
+from optim.compiled import CANON_BACKEND, FastSolver
 from optim.cvx import cp
 from optim.formulation import Formulation, assign
 from optim.options import SolverOptions
@@ -65,13 +65,17 @@ class Engine:
         if self._options.fast_path and not self._fast_tried:
             # Compile lazily: cvxpy needs parameter values to canonicalize.
             self._fast_tried = True
-            assign(self._form, values)
-            self._fast = FastSolver.compile(
-                self._form.problem,
-                self._form.params,
-                self._outputs,
-                self._options.clarabel_settings(),
-            )
+            try:
+                assign(self._form, values)
+            except ValueError:
+                pass  # the portable path below reports it as a typed status
+            else:
+                self._fast = FastSolver.compile(
+                    self._form.problem,
+                    self._form.params,
+                    self._outputs,
+                    self._options.clarabel_settings(),
+                )
         if self._fast is not None:
             return self._solve_fast(values)
         return self._solve_cvxpy(values)
@@ -101,10 +105,11 @@ class Engine:
                 self._form.problem,
                 solver=cp.CLARABEL,
                 warm_start=True,
+                canon_backend=CANON_BACKEND,
                 presolve_enable=False,
                 **self._options.clarabel_settings(),
             )
-        except (cp.error.SolverError, ValueError, ArithmeticError) as exc:
+        except Exception as exc:  # solver trouble must not reach the controller loop
             return Outcome(SolveStatus.SOLVER_ERROR, f"error: {exc}", None, False)
         word = str(self._form.problem.status)
         status = _CVXPY.get(word)
