@@ -11,8 +11,9 @@ points near it are good candidates. The search:
 2. evaluate the roundings of ``n*`` (all floor/ceil combinations for up to
    :data:`FULL_ROUNDING_POOLS` pools, else nearest and ceiling), clipped to bounds
    and repaired into the GPU budget, with the routing problem (``n`` pinned);
-3. local search: best-improving ±1 moves and one-for-one moves between pools,
-   until no move improves or ``max_evaluations`` is spent.
+3. local search: first-improving ±1 moves (toward the relaxed optimum first) and,
+   where a GPU budget blocks an increase, one-for-one moves between pools of that
+   type, until no move improves or ``max_evaluations`` is spent.
 
 Every evaluation is a DPP re-solve of the routing problem, so the search costs a
 few ms per candidate at controller sizes.
@@ -196,16 +197,20 @@ class AllocationProblem:
                 break
             value(n)
         best = min(seen, key=lambda k: seen[k].total)
-        while len(seen) < self.max_evaluations:
-            moves = [m for m in self._neighbours(best) if m not in seen]
-            if not moves:
-                break
-            for m in moves[: self.max_evaluations - len(seen)]:
-                value(m)
-            candidate = min(seen, key=lambda k: seen[k].total)
-            if seen[candidate].total >= seen[best].total:
-                break
-            best = candidate
+        # First-improvement local search, most promising moves first: at 64 pools
+        # a full neighbourhood is hundreds of routing solves.
+        target = relaxed if relaxed is not None else np.array(best, dtype=np.float64)
+        improved = True
+        while improved and len(seen) < self.max_evaluations:
+            improved = False
+            for m in self._neighbours(best, target):
+                if m in seen:
+                    continue
+                if len(seen) >= self.max_evaluations:
+                    break
+                if value(m) < seen[best].total:
+                    best, improved = m, True
+                    break
         if not np.isfinite(seen[best].total):
             why = message or "no allocation tried meets the SLOs"
             return SearchResult(SolveStatus.INFEASIBLE, None, bound, relaxed, seen, why)
@@ -256,20 +261,34 @@ class AllocationProblem:
                 n[room[np.argmax(n[room] * self.gpus[i, room])]] -= 1
         return tuple(int(v) for v in n)
 
-    def _neighbours(self, n: tuple[int, ...]) -> Iterator[tuple[int, ...]]:
-        """±1 on one pool, and -1 on one pool with +1 on another, within the budget."""
+    def _neighbours(self, n: tuple[int, ...], target: FloatArray) -> Iterator[tuple[int, ...]]:
+        """Moves within bounds and budgets, most promising first.
+
+        ±1 on one pool, those toward the relaxed optimum ``target`` first (largest
+        distance first); then, where a GPU type's budget blocks a +1, one-for-one
+        moves between pools of that type.
+        """
         base = np.array(n, dtype=np.float64)
         p_n = len(n)
-        steps = [(p, d) for p in range(p_n) for d in (-1, 1)]
-        pairs = [(p, q) for p in range(p_n) for q in range(p_n) if p != q]
+        steps = sorted(
+            ((p, d) for p in range(p_n) for d in (-1, 1)),
+            key=lambda pd: -pd[1] * (target[pd[0]] - base[pd[0]]),
+        )
+        blocked = []
         for p, d in steps:
             m = base.copy()
             m[p] += d
             if self.within_budget(m):
                 yield tuple(int(v) for v in m)
-        for p, q in pairs:
-            m = base.copy()
-            m[p] -= 1
-            m[q] += 1
-            if self.within_budget(m):
-                yield tuple(int(v) for v in m)
+            elif d > 0 and m[p] <= self.n_max[p]:
+                blocked.append(p)  # only a GPU budget stops this increase
+        for q in blocked:
+            same_type = self.gpus[:, q] @ self.gpus > 0
+            for p in np.flatnonzero(same_type):
+                if p == q:
+                    continue
+                m = base.copy()
+                m[p] -= 1
+                m[q] += 1
+                if self.within_budget(m):
+                    yield tuple(int(v) for v in m)
