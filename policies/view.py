@@ -132,6 +132,10 @@ class ReplicaView:
         """Position of ``replica_id``; ``KeyError`` if it is not in the view."""
         return self._index[replica_id]
 
+    def find(self, replica_id: str) -> int | None:
+        """Position of ``replica_id``, or None if it is not in the view."""
+        return self._index.get(replica_id)
+
     @cached_property
     def ongoing(self) -> FloatArray:
         """Requests on each replica as this router best knows it:
@@ -170,7 +174,13 @@ class ReplicaView:
         out = _outstanding_array(self.replica_ids, outstanding)
         unseen = np.maximum(out - self.running - self.waiting, 0.0)
         load = _load_with_unseen(self.base_load, unseen * self.unseen_cost_s)
-        return replace(self, outstanding=_ro(out), unseen=_ro(unseen), load=load)
+        # Per-request hot path: everything but three arrays is shared and was
+        # validated when this view was built, so skip the constructor's checks.
+        new = object.__new__(ReplicaView)
+        new.__dict__.update(self.__dict__)
+        new.__dict__.pop("ongoing", None)  # cached from the old in-flight counts
+        new.__dict__.update(outstanding=_ro(out), unseen=_ro(unseen), load=load)
+        return new
 
 
 def _take_load(load: ReplicaLoad, idx: IntArray) -> ReplicaLoad:

@@ -28,11 +28,18 @@ from uncertainty.validation import FloatArray
 class PrefixTracker:
     """Router-local memory of the block hashes sent to each replica (LRU,
     at most ``max_blocks`` per replica; the oldest are forgotten first, as a
-    replica's cache evicts least recently used blocks)."""
+    replica's cache evicts least recently used blocks).
+
+    ``overlap`` only walks the replicas that hold the request's *first* block
+    (no other can reuse anything): one set lookup per replica, then a walk along
+    the prompt for the few holders. This relies on chained block hashes (as
+    vLLM's): a first block's hash never appears as a later block's.
+    """
 
     def __init__(self, max_blocks: int = 4096) -> None:
         self.max_blocks = max_blocks
         self._sent: dict[str, OrderedDict[int, None]] = {}
+        self._first: dict[int, set[str]] = {}  # first block hash → replicas sent it
 
     def record(self, replica_id: str, hashes: tuple[int, ...]) -> None:
         if not hashes or self.max_blocks == 0:
@@ -41,8 +48,14 @@ class PrefixTracker:
         for h in hashes:
             lru[h] = None
             lru.move_to_end(h)
+        self._first.setdefault(hashes[0], set()).add(replica_id)
         while len(lru) > self.max_blocks:
-            lru.popitem(last=False)
+            old, _ = lru.popitem(last=False)
+            holders = self._first.get(old)
+            if holders is not None:
+                holders.discard(replica_id)
+                if not holders:
+                    del self._first[old]
 
     def overlap(self, request: RequestInfo, view: ReplicaView, candidates: IntArray) -> FloatArray:
         """Leading prefix blocks of ``request`` each candidate holds (blocks)."""
@@ -50,13 +63,28 @@ class PrefixTracker:
         out = np.zeros(candidates.size)
         if not hashes:
             return out
-        for j, i in enumerate(candidates):
-            cached = view.cached_prefixes[i]
+        h0 = hashes[0]
+        cached = view.cached_prefixes
+        cand = candidates.tolist()
+        # positions (in candidates) of replicas holding block 0, by report or by routing
+        pos = [j for j, i in enumerate(cand) if h0 in cached[i]]
+        sent_to = self._first.get(h0)
+        if sent_to:
+            where = {i: j for j, i in enumerate(cand)} if len(cand) != view.size else None
+            for rid in sent_to:
+                i = view.find(rid)
+                if i is None:
+                    continue
+                j = i if where is None else where.get(i)
+                if j is not None and j not in pos:
+                    pos.append(j)
+        for j in pos:
+            i = cand[j]
+            held = cached[i]
             sent = self._sent.get(view.replica_ids[i])
             k = 0
-            # early exit: most replicas miss on the first block, one lookup each
             for h in hashes:
-                if h in cached or (sent is not None and h in sent):
+                if h in held or (sent is not None and h in sent):
                     k += 1
                 else:
                     break

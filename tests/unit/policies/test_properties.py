@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from policies import PROFILES, SCORERS, build_router, build_view
+from policies.scorers import PrefixTracker
 from policies.view import ReplicaView
 from replicas.telemetry import RequestInfo
 from tests.unit.policies.fakes import snap
@@ -124,3 +125,47 @@ def test_empty_view_ranks_nothing() -> None:
     view = build_view([], None, 0.0)
     for name in PROFILES:
         assert build_router(name).rank(RequestInfo("q", 1, 1), view, np.random.default_rng(0)) == []
+
+
+def _chain(tokens: list[int]) -> tuple[int, ...]:
+    """Chained block hashes, as vLLM's prefix cache keys blocks: block k's hash
+    identifies blocks 0..k, so a first block's hash is never a later block's."""
+    return tuple(hash(tuple(tokens[: k + 1])) for k in range(len(tokens)))
+
+
+prompts = st.lists(st.integers(0, 2), max_size=6)
+
+
+@SETTINGS
+@given(
+    request_tokens=prompts,
+    replicas=st.lists(st.lists(prompts, max_size=3), min_size=1, max_size=8),
+    routed=st.lists(st.tuples(st.integers(0, 7), prompts), max_size=8),
+    keep=st.lists(st.booleans(), min_size=8, max_size=8),
+)
+def test_prefix_overlap_equals_brute_force(
+    request_tokens: list[int],
+    replicas: list[list[list[int]]],
+    routed: list[tuple[int, list[int]]],
+    keep: list[bool],
+) -> None:
+    view = build_view(
+        [
+            snap(f"r{i}", cached=frozenset(h for p in cached for h in _chain(p)))
+            for i, cached in enumerate(replicas)
+        ],
+        None,
+        0.0,
+    )
+    tracker = PrefixTracker(max_blocks=5)  # small: evictions happen
+    for r, tokens in routed:
+        tracker.record(f"r{r}", _chain(tokens))
+    hashes = _chain(request_tokens)
+    cands = np.array([i for i in range(view.size) if keep[i]] or [0], dtype=np.intp)
+    got = tracker.overlap(RequestInfo("q", 1, 1, prefix_hashes=hashes), view, cands)
+    for j, i in enumerate(cands):
+        held = set(view.cached_prefixes[i]) | set(tracker._sent.get(view.replica_ids[i], ()))
+        k = 0
+        while k < len(hashes) and hashes[k] in held:
+            k += 1
+        assert got[j] == k
