@@ -38,6 +38,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic instance")
     parser.add_argument(
+        "--gap-instances",
+        type=int,
+        default=0,
+        help="also compare the allocation search with brute force on this many random "
+        "2-3 pool instances (half with binding GPU budgets); one extra JSON line",
+    )
+    parser.add_argument(
         "--sweep",
         action="store_true",
         help=f"one line per pool count in {SWEEP_POOLS} (with --classes), instead of --pools",
@@ -127,6 +134,48 @@ def bench_one(
     }
 
 
+def gap_sweep(count: int, seed: int) -> dict[str, Any]:
+    """Search vs brute force on ``count`` random small instances (the docs' gap figures)."""
+    gaps, interior, evaluations, infeasible = [], 0, [], 0
+    for i in range(count):
+        rng = np.random.default_rng(seed + 100 + i)
+        num_pools = 3 if i % 3 == 0 else 2
+        top = 5 if num_pools == 3 else 8
+        pools, classes = synthetic_specs(num_pools, 4, rng)
+        pools = tuple(replace(p, max_replicas=top) for p in pools)
+        inputs = synthetic_inputs(pools, classes, rng, load=rng.uniform(0.4, 0.9), replicas=2)
+        classes = feasible_classes(classes, inputs, headroom=rng.uniform(2.5, 5.0))
+        limits = None
+        if i % 2:  # GPU budgets at 60 % of the pools' maximums (never below the minimums)
+            types = {p.gpu_type for p in pools}
+            limits = {
+                t: max(
+                    int(0.6 * sum(p.tp_size * p.max_replicas for p in pools if p.gpu_type == t)),
+                    sum(p.tp_size * p.min_replicas for p in pools if p.gpu_type == t),
+                )
+                for t in types
+            }
+        problem = AllocationProblem(
+            pools, classes, gpu_limits=limits, cost_weight=10 ** rng.uniform(-3.5, -1.5)
+        )
+        found, exact = problem.search(inputs), problem.brute_force(inputs)
+        if found.best is None or exact is None:
+            infeasible += 1
+            continue
+        gaps.append((found.best.total - exact.total) / exact.total)
+        interior += any(1 < v < top for v in exact.replicas)
+        evaluations.append(len(found.evaluated))
+    return {
+        "gap_instances": count,
+        "gap_max": max(gaps) if gaps else None,
+        "gap_mean": float(np.mean(gaps)) if gaps else None,
+        "gap_over_1pct": sum(g > 0.01 for g in gaps),
+        "interior_optima": interior,
+        "infeasible_instances": infeasible,
+        "search_evaluations_max": max(evaluations) if evaluations else None,
+    }
+
+
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     cpu = pin_to_one_core()
     sizes = SWEEP_POOLS if args.sweep else (int(args.pools),)
@@ -141,4 +190,6 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         )
         row["cpu"] = cpu
         rows.append(row)
+    if args.gap_instances > 0:
+        rows.append(gap_sweep(int(args.gap_instances), int(args.seed)))
     return rows
