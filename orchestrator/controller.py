@@ -127,6 +127,10 @@ class Controller:
         )
         return self.plan
 
+    def latest_snapshots(self) -> list[ReplicaSnapshot]:
+        """The newest fresh snapshot of every live replica (routers read these)."""
+        return list(self._latest.values())
+
     # ---- ingestion -----------------------------------------------------------------
     def _ingest(self, now_s: float, snapshots: Sequence[ReplicaSnapshot]) -> None:
         pools = {p.name for p in self.config.pools}

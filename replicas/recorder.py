@@ -42,6 +42,7 @@ class _Req:
     arrival_s: float
     prompt_tokens: int
     idle_at_arrival: bool
+    streaming: bool = True
     times: list[float] = field(default_factory=list)
 
 
@@ -94,8 +95,10 @@ class TelemetryRecorder:
         return self._clock()
 
     # ---- the token path: O(1) appends only -----------------------------------------
-    def on_arrival(self, request_id: str, prompt_tokens: int) -> None:
-        self._live[request_id] = _Req(self.now(), max(prompt_tokens, 0), not self._live)
+    def on_arrival(self, request_id: str, prompt_tokens: int, *, streaming: bool = True) -> None:
+        """A request reached the engine. A non-streaming request yields one
+        response at the end: only its E2E is measured (no TTFT/ITL)."""
+        self._live[request_id] = _Req(self.now(), max(prompt_tokens, 0), not self._live, streaming)
 
     def on_token(self, request_id: str) -> None:
         req = self._live.get(request_id)
@@ -119,14 +122,16 @@ class TelemetryRecorder:
         done, self._done = self._done, []
         if not done:
             return
-        ttft = np.array([r.times[0] - r.arrival_s for r in done])
+        streamed = [r for r in done if r.streaming]
         e2e = np.array([r.times[-1] - r.arrival_s for r in done])
-        gaps = [np.diff(r.times) for r in done if len(r.times) > 1]
-        samples: dict[str, np.ndarray] = {TTFT: ttft, E2E: e2e}
+        samples: dict[str, np.ndarray] = {E2E: e2e}
+        if streamed:
+            samples[TTFT] = np.array([r.times[0] - r.arrival_s for r in streamed])
+        gaps = [np.diff(r.times) for r in streamed if len(r.times) > 1]
         if gaps:
             samples[ITL] = np.concatenate(gaps)
             samples[STEP] = samples[ITL]  # a streamed decode token is one engine step
-        idle = [r for r in done if r.idle_at_arrival and r.prompt_tokens > 0]
+        idle = [r for r in streamed if r.idle_at_arrival and r.prompt_tokens > 0]
         if idle:
             pre = np.array([r.times[0] - r.arrival_s for r in idle])
             samples[PREFILL_STEP] = pre

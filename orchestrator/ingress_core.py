@@ -1,0 +1,115 @@
+"""The pure half of the ingress: pick a pool by the Plan, then admit or defer.
+
+For each request: the pool comes from ``PoolSplitter`` on the Plan's weights for
+its SLO class (pools with live replicas only; proportional to replicas before
+the first Plan). Admission then runs the configured policy on that pool's
+replicas (``slo_feasible`` predicts P(meet SLO) with the cascade model), after
+the backpressure gate: a pool whose saturation is ≥ 1 holds new prefills and the
+request is deferred with a ``Retry-After`` estimate. Never raises on telemetry:
+an admission policy that fails admits (serving beats refusing on a bug) and is
+counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from orchestrator.contracts import Plan
+from policies import AdmissionDecision, PoolSplitter, build_view
+from policies.admission import Admission
+from policies.backpressure import BackpressureState
+from replicas.telemetry import ReplicaSnapshot, RequestInfo
+
+logger = logging.getLogger("cascade.ingress")
+
+HOLD_RETRY_S = 1.0  # backpressure holds re-check at about the controller's pace
+
+
+@dataclass(frozen=True, slots=True)
+class IngressDecision:
+    pool: str
+    admission: AdmissionDecision
+
+
+class IngressCore:
+    """Pool split + admission (see module docstring)."""
+
+    def __init__(
+        self,
+        pools: Sequence[str],
+        admission: Admission,
+        *,
+        rng: np.random.Generator | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.pools = list(pools)
+        self.admission = admission
+        self.splitter = PoolSplitter()
+        self.rng = rng or np.random.default_rng()
+        self.clock = clock
+        self.plan: Plan | None = None
+        self.snapshots: dict[str, list[ReplicaSnapshot]] = {p: [] for p in self.pools}
+        self.rejected = 0
+        self.admission_errors = 0
+
+    def update(self, plan: Plan | None, snapshots: Sequence[ReplicaSnapshot]) -> None:
+        if plan is not None:
+            self.plan = plan
+        by_pool: dict[str, list[ReplicaSnapshot]] = {p: [] for p in self.pools}
+        for s in snapshots:
+            if s.pool in by_pool:
+                by_pool[s.pool].append(s)
+        self.snapshots = by_pool
+
+    def choose_pool(self, slo_class: str) -> str:
+        live = {p: float(len(s)) for p, s in self.snapshots.items()}
+        if not any(live.values()):
+            live = {p: 1.0 for p in self.pools}  # no telemetry yet: every pool counts
+        weights: Mapping[str, Mapping[str, float]] | None = (
+            self.plan.routing if self.plan is not None else None
+        )
+        try:
+            return self.splitter.choose_pool(slo_class, weights, self.rng, available=live)
+        except ValueError:
+            return self.pools[int(self.rng.integers(len(self.pools)))]
+
+    def decide(
+        self, request: RequestInfo, inflight: Mapping[str, int] | None = None
+    ) -> IngressDecision:
+        pool = self.choose_pool(request.slo_class)
+        now = self.clock()
+        pp = self.plan.pools.get(pool) if self.plan is not None else None
+        if pp is not None and pp.saturation >= 1.0:
+            self.rejected += 1
+            return IngressDecision(
+                pool,
+                AdmissionDecision(
+                    admit=False,
+                    reason=f"backpressure: pool {pool} saturation {pp.saturation:.2f} >= 1",
+                    retry_after_s=HOLD_RETRY_S,
+                    defer=True,
+                ),
+            )
+        snaps = self.snapshots.get(pool) or []
+        if not snaps:
+            return IngressDecision(pool, AdmissionDecision(True, "no telemetry yet"))
+        pressure = (
+            BackpressureState(pool, now, pp.saturation, pp.admission_token_budget, 1.0, 0.0, "hold")
+            if pp is not None
+            else None
+        )
+        try:
+            view = build_view(snaps, inflight, now)
+            decision = self.admission.decide(request, view, now, pressure)
+        except Exception:
+            self.admission_errors += 1
+            logger.exception("admission policy failed; admitting")
+            decision = AdmissionDecision(True, "admission policy error: admitted")
+        if not decision.admit:
+            self.rejected += 1
+        return IngressDecision(pool, decision)

@@ -1,0 +1,112 @@
+"""``CascadeRequestRouter``: Ray Serve's ``RequestRouter`` driven by ``policies``.
+
+No policy logic lives here: ``choose_replicas`` asks ``RoutingCore`` (pure) to
+rank the candidates and returns one rank per replica, best first, as Serve
+expects. The latest snapshots come from the controller actor through a
+background refresh every ``refresh_s`` (≤ 250 ms old); a request never waits on
+the controller, and if the controller is gone the router keeps its last view and
+its own in-flight counts.
+
+Configured per pool deployment with
+``RequestRouterConfig(request_router_class=CascadeRequestRouter,
+request_router_kwargs={"config": <Cascade config as a dict>})``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from ray.serve.request_router import (
+    FIFOMixin,
+    PendingRequest,
+    ReplicaID,
+    RequestRouter,
+    RunningReplica,
+)
+
+from orchestrator.config import parse_config
+from orchestrator.routing_core import RoutingCore, request_info_from_body
+from policies import build_policies
+from replicas.deployment import CONTROLLER_NAME, CONTROLLER_NAMESPACE
+from replicas.telemetry import RequestInfo
+
+logger = logging.getLogger("cascade.router")
+
+
+class CascadeRequestRouter(FIFOMixin, RequestRouter):
+    """See the module docstring."""
+
+    def initialize_state(  # type: ignore[override]
+        self,
+        config: dict[str, Any] | None = None,
+        refresh_s: float = 0.25,
+        controller_name: str = CONTROLLER_NAME,
+        controller_namespace: str = CONTROLLER_NAMESPACE,
+    ) -> None:
+        cfg = parse_config(config or {"pools": [{"name": "default", "accelerator": "CPU"}]})
+        self.core = RoutingCore(build_policies(cfg.policy_config()).router)
+        self.refresh_s = refresh_s
+        self._controller_name = controller_name
+        self._controller_namespace = controller_namespace
+        self._controller: Any = None
+        self._refresh_task: asyncio.Task[None] | None = None
+        self._requests: dict[str, RequestInfo] = {}
+
+    # ---- background refresh (never on the request path) -----------------------------
+    def _ensure_refresh(self) -> None:
+        if self._refresh_task is None or self._refresh_task.done():
+            self._refresh_task = asyncio.get_running_loop().create_task(self._refresh())
+
+    async def _refresh(self) -> None:
+        import ray
+
+        while True:
+            try:
+                if self._controller is None:
+                    self._controller = ray.get_actor(
+                        self._controller_name, namespace=self._controller_namespace
+                    )
+                snaps = await self._controller.get_snapshots.remote()
+                self.core.update_snapshots(snaps)
+            except Exception:  # controller missing or restarting: keep the last view
+                self._controller = None
+            await asyncio.sleep(self.refresh_s)
+
+    # ---- Serve's hooks ----------------------------------------------------------------------
+    async def choose_replicas(
+        self,
+        candidate_replicas: list[RunningReplica],
+        pending_request: PendingRequest | None = None,
+    ) -> list[list[RunningReplica]]:
+        self._ensure_refresh()
+        if not candidate_replicas:
+            return []
+        info = self._request_info(pending_request)
+        ids = [r.replica_id.unique_id for r in candidate_replicas]
+        order = self.core.rank(ids, info)
+        return [[candidate_replicas[i]] for i in order]
+
+    def _request_info(self, pending: PendingRequest | None) -> RequestInfo:
+        rid = "unknown"
+        body: object = None
+        if pending is not None:
+            rid = str(pending.metadata.internal_request_id or pending.metadata.request_id)
+            body = pending.args[0] if pending.args else None
+        try:
+            info = request_info_from_body(body, rid)
+        except Exception:  # a body we cannot read still gets routed
+            info = RequestInfo(request_id=rid, prompt_tokens=0, max_tokens=16)
+        return info
+
+    def on_request_routed(
+        self, pending_request: PendingRequest, replica_id: ReplicaID, result: Any
+    ) -> None:
+        info = self._request_info(pending_request)
+        self._requests[str(pending_request.metadata.internal_request_id)] = info
+        self.core.on_routed(replica_id.unique_id, info)
+
+    def on_request_completed(self, replica_id: ReplicaID, internal_request_id: str) -> None:
+        info = self._requests.pop(str(internal_request_id), None)
+        self.core.on_completed(replica_id.unique_id, info)

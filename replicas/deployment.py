@@ -1,0 +1,167 @@
+"""The Serve deployment of one pool's replicas: ``CascadeLLMServer``.
+
+A subclass of Ray Serve LLM's ``LLMServer`` (so the OpenAI API, the engine
+lifecycle and Ray's own LLM metrics come from Ray) that adds Cascade's telemetry:
+
+* every streamed chunk of a chat/completions response is timestamped at the
+  replica (``TelemetryRecorder.on_token``: one list append on the token path);
+* every ``snapshot_period_s`` (~250 ms) a background task builds a
+  ``ReplicaSnapshot`` (the engine's own when it has one, e.g. ``SimLLMEngine``;
+  else the recorder's) and pushes it to the controller actor, fire-and-forget,
+  skipping a period while the previous push is still in flight;
+* ``record_routing_stats`` returns the latest snapshot for Serve's router stats.
+
+If the controller is missing (not started yet, or gone), pushes are skipped and
+retried: serving never depends on the controller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncGenerator
+from typing import Any
+
+from ray import serve
+from ray.serve.llm import LLMServer
+
+from replicas.prompts import chat_text, count_prompt_tokens
+from replicas.recorder import TelemetryRecorder
+from replicas.telemetry import ReplicaSnapshot
+
+logger = logging.getLogger("cascade.replica")
+
+CONTROLLER_NAME = "cascade-controller"
+CONTROLLER_NAMESPACE = "cascade"
+
+
+def _request_id(request: Any) -> str:
+    rid = getattr(request, "request_id", None)
+    return str(rid) if rid else f"req-{id(request)}"
+
+
+def _prompt_tokens(request: Any) -> int:
+    if hasattr(request, "messages"):
+        return count_prompt_tokens(chat_text(request.messages))
+    return count_prompt_tokens(getattr(request, "prompt", ""))
+
+
+class CascadeLLMServer(LLMServer):
+    """``LLMServer`` + replica telemetry pushed to the Cascade controller."""
+
+    async def __init__(  # type: ignore[misc]
+        self,
+        llm_config: Any,
+        *,
+        pool: str,
+        accelerator: str = "unknown",
+        engine_cls: Any = None,
+        telemetry: bool = True,
+        snapshot_period_s: float = 0.25,
+        controller_name: str = CONTROLLER_NAME,
+        controller_namespace: str = CONTROLLER_NAMESPACE,
+    ) -> None:
+        try:
+            self.replica_id = serve.get_replica_context().replica_id.unique_id
+        except Exception:  # outside Serve (direct tests): a local id
+            self.replica_id = f"{pool}-local"
+        self.pool = pool
+        self.telemetry = telemetry
+        self.snapshot_period_s = snapshot_period_s
+        self._controller_name = controller_name
+        self._controller_namespace = controller_namespace
+        self._recorder = TelemetryRecorder(
+            self.replica_id, pool, accelerator=accelerator, clock=time.time
+        )
+        self._last: ReplicaSnapshot | None = None
+        self._controller: Any = None
+        self._inflight_push: Any = None
+        self.pushes = 0
+        await super().__init__(llm_config, engine_cls=engine_cls)
+        self._task = asyncio.get_running_loop().create_task(self._push_loop())
+
+    # ---- the token path -----------------------------------------------------------------
+    async def _run_request(  # type: ignore[override]
+        self,
+        request: Any,
+        *,
+        engine_method: str,
+        batch_output_stream: bool = False,
+        raw_request_info: Any = None,
+    ) -> AsyncGenerator[Any, None]:
+        await self._maybe_add_request_id_to_request(request)
+        await self._maybe_resolve_lora_from_multiplex()
+        is_stream = bool(getattr(request, "stream", False))
+        stream = getattr(self.engine, engine_method)(request, raw_request_info)
+        if self.telemetry and engine_method in ("chat", "completions"):
+            stream = self._timed(request, stream, streaming=is_stream)
+        if is_stream and batch_output_stream:
+            return self._batch_output_stream(stream)
+        return stream
+
+    async def _timed(
+        self, request: Any, stream: AsyncGenerator[Any, None], *, streaming: bool
+    ) -> AsyncGenerator[Any, None]:
+        rec = self._recorder
+        rid = _request_id(request)
+        rec.on_arrival(rid, _prompt_tokens(request), streaming=streaming)
+        try:
+            async for item in stream:
+                if not (isinstance(item, str) and item.startswith("data: [DONE]")):
+                    rec.on_token(rid)
+                yield item
+        finally:
+            rec.on_finish(rid)
+
+    # ---- off the token path ---------------------------------------------------------------
+    def build_snapshot(self) -> ReplicaSnapshot:
+        engine_snapshot = getattr(self.engine, "snapshot", None)
+        snap = engine_snapshot() if callable(engine_snapshot) else self._recorder.snapshot()
+        self._last = snap
+        return snap
+
+    async def _push_loop(self) -> None:
+        import ray
+
+        while True:
+            await asyncio.sleep(self.snapshot_period_s)
+            if not self.telemetry:
+                continue
+            try:
+                snap = self.build_snapshot()
+                if self._controller is None:
+                    self._controller = ray.get_actor(
+                        self._controller_name, namespace=self._controller_namespace
+                    )
+                if self._inflight_push is not None and not self._inflight_push.done():
+                    continue  # the controller is slow: drop this period, keep the newest
+                self._inflight_push = asyncio.ensure_future(self._controller.push.remote([snap]))
+                self.pushes += 1
+            except ValueError:
+                self._controller = None  # not started yet: retry next period
+            except Exception:  # a broken push must never disturb serving
+                logger.exception("snapshot push failed; retrying")
+                self._controller = None
+
+    async def record_routing_stats(self) -> dict[str, Any]:
+        snap = self._last or self.build_snapshot()
+        return {
+            "running": snap.running,
+            "waiting": snap.waiting,
+            "kv_usage": snap.kv_usage,
+            "time_s": snap.time_s,
+        }
+
+    async def cascade_snapshot(self) -> ReplicaSnapshot:
+        """The replica's current snapshot (tests, ``cascade status``)."""
+        return self.build_snapshot()
+
+    async def __del__(self) -> None:  # type: ignore[override]
+        task = getattr(self, "_task", None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await super().__del__()
