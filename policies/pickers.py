@@ -103,13 +103,13 @@ class RoundRobinPicker(Picker):
 
     def __init__(self) -> None:
         self._last: str | None = None
-        # id order of the last view's replicas: views refreshed per request share
-        # their replica_ids tuple, so the string sort runs once per membership
+        # id order of the last view's replicas: membership rarely changes, so the
+        # string sort runs once per membership (the tuple compare is cheap)
         self._ids_key: tuple[str, ...] | None = None
         self._sorted: tuple[np.ndarray, IntArray] | None = None
 
     def _id_order(self, view: ReplicaView) -> tuple[np.ndarray, IntArray]:
-        if self._sorted is None or self._ids_key is not view.replica_ids:
+        if self._sorted is None or self._ids_key != view.replica_ids:
             ids = np.asarray(view.replica_ids)
             by_id: IntArray = np.argsort(ids, kind="stable")
             self._ids_key, self._sorted = view.replica_ids, (ids[by_id], by_id)

@@ -17,9 +17,10 @@ decision (untimed) so stateful policies see realistic state.
 Each row is the best of ``--rounds`` rounds (lowest p50), as the other
 benchmarks report best-of loops on these shared machines.
 ``decision_cpu_us_p50/p99`` are the thread's CPU time (what the machine's other
-tenants cannot inflate); ``ref_op_us`` is one 64-element numpy multiply on the
-same core at the same moment, to compare runs on machines of different speed or
-load.
+tenants cannot inflate); ``ref_op_us`` is one 64-element numpy multiply and
+``ref_50ops_us`` a chain of 50 of them on the same core at the same moment, to
+compare runs on machines of different speed or load (a decision is a few dozen
+such array operations, so its time scales with them).
 """
 
 from __future__ import annotations
@@ -144,16 +145,29 @@ def _requests(
     return reqs
 
 
-def _ref_op_us() -> float:
+def _ref_ops_us() -> tuple[float, float]:
+    """(one 64-element multiply, a chain of 50 of them in a Python loop), µs:
+    the machine's numpy speed at this moment, to read the other figures by."""
     a = np.linspace(1.0, 2.0, 64)
     b = np.linspace(2.0, 3.0, 64)
-    best = float("inf")
+
+    def chain() -> None:
+        x = a
+        for _ in range(25):
+            x = x * b
+            x = x + a
+
+    one = chain50 = float("inf")
     for _ in range(7):
         t0 = time.perf_counter_ns()
         for _ in range(2000):
             a * b
-        best = min(best, (time.perf_counter_ns() - t0) / 2000 / 1e3)
-    return best
+        one = min(one, (time.perf_counter_ns() - t0) / 2000 / 1e3)
+        t0 = time.perf_counter_ns()
+        for _ in range(200):
+            chain()
+        chain50 = min(chain50, (time.perf_counter_ns() - t0) / 200 / 1e3)
+    return one, chain50
 
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -169,7 +183,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     rng = np.random.default_rng(int(args.seed))
     prefixes = [tuple(int(h) for h in rng.integers(0, 2**62, size=64)) for _ in range(32)]
     reqs = _requests(rng, n_dec, prefixes)
-    ref = _ref_op_us()
+    ref_one, ref_chain = _ref_ops_us()
     rows: list[dict[str, Any]] = []
     for count in counts:
         bases = [
@@ -195,7 +209,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 "decision_cpu_us_p50": round(float(np.percentile(cpu_t, 50)), 2),
                 "decision_cpu_us_p99": round(float(np.percentile(cpu_t, 99)), 2),
                 "view_refresh_us_p50": round(float(np.percentile(refresh, 50)), 2),
-                "ref_op_us": round(ref, 3),
+                "ref_op_us": round(ref_one, 3),
+                "ref_50ops_us": round(ref_chain, 2),
                 "cpu": cpu,
             }
             if name == BAR["policy"] and count == BAR["replicas"]:
