@@ -146,9 +146,9 @@ def simulate(
     i = 0
     tick = max(1, n // 100)
 
-    def start(k: int, t: float) -> None:
+    def start(k: int, t: float, horizon: float) -> None:
         nonlocal seq
-        d = engines[k].begin_step(t)
+        d = engines[k].begin_step(t, horizon)
         busy[k] = d is not None
         if d is not None:
             seq += 1
@@ -172,7 +172,7 @@ def simulate(
                     preempt[j] = r.preemptions
                     outstanding[ids[k]] -= 1
                     router.on_completed(ids[k], inflight.pop(j))
-                d = e.begin_step(t)
+                d = e.begin_step(t, arr[i] if i < n else math.inf)
                 if d is None:
                     busy[k] = False
                     due[k] = math.inf
@@ -237,7 +237,7 @@ def simulate(
             inflight[i] = info
             router.on_routed(ids[k], info)
             if not busy[k]:
-                start(k, t)
+                start(k, t, arr[i + 1] if i + 1 < n else math.inf)
             else:
                 cut = e.interrupt(t)
                 if cut is not None:

@@ -195,9 +195,8 @@ class EngineModel:
         # per-step log for the simulator's metrics (duration, decode sequences)
         self.log_dur = array("d")
         self.log_decodes = array("l")
-        self._version = 0  # bumps on every change a snapshot can see
         self._snap: ReplicaSnapshot | None = None
-        self._snap_version = -1
+        self._snap_key: tuple[int, ...] = ()
         self._fold_t = -math.inf
         self._recent_stats: dict[str, DecayedStats] | None = None
         # telemetry: samples pending since the last snapshot, folded in lazily
@@ -239,7 +238,6 @@ class EngineModel:
         hashes = info.prefix_hashes if cfg.enable_prefix_caching else ()
         req = SimRequest(info.request_id, info.prompt_tokens, out, hashes, now_s, idx)
         self.waiting.append(req)
-        self._version += 1
         return req
 
     def abort(self, request_id: str) -> bool:
@@ -254,7 +252,6 @@ class EngineModel:
                 if r.request_id == request_id:
                     queue.remove(r)
                     self._free(r)
-                    self._version += 1
                     return True
         return False
 
@@ -344,7 +341,7 @@ class EngineModel:
         self.waiting.appendleft(r)
 
     # ---- stepping ----------------------------------------------------------------
-    def begin_step(self, now_s: float) -> float | None:
+    def begin_step(self, now_s: float, horizon_s: float = math.inf) -> float | None:
         """Schedule the next step at ``now_s``; return its duration (s) or None if idle.
 
         With ``fast_forward``, when nothing waits and every running request is
@@ -353,11 +350,12 @@ class EngineModel:
         scheduled at once and the returned duration covers all k (each step still
         draws its own time). ``interrupt(t)`` cuts such a run at the first step
         boundary after t (an arrival must join at the next step, as in vLLM).
+        ``horizon_s`` (the next arrival, when the caller knows it) ends a run at the
+        first step boundary at or after it, so no step is drawn in vain.
         """
         self._macro_k = 0
-        self._version += 1
         if self.fast_forward and not self.waiting and self.running:
-            d = self._begin_run(now_s)
+            d = self._begin_run(now_s, horizon_s)
             if d is not None:
                 return d
         cfg = self.config
@@ -455,7 +453,7 @@ class EngineModel:
 
     _MAX_RUN = 256  # steps per fast-forwarded run
 
-    def _begin_run(self, now_s: float) -> float | None:
+    def _begin_run(self, now_s: float, horizon_s: float) -> float | None:
         running = self.running
         n = len(running)
         if n > self.config.max_num_batched_tokens:
@@ -463,6 +461,7 @@ class EngineModel:
         bs = self.config.block_size
         ub = self._unit_blocks
         k = self._MAX_RUN
+        k_room = k
         kv = 0
         for r in running:
             c = r.computed
@@ -472,9 +471,23 @@ class EngineModel:
             room = (len(r.units) * ub + r.blocks) * bs - c  # steps before a new block
             if left < k:
                 k = left
-            if room < k:
-                k = room
+            if room < k_room:
+                k_room = room
             kv += c + 1
+        if k_room < k:
+            # Blocks the run will need: take them now if empty blocks cover them all
+            # (then no step of the run would evict or preempt, as in step-by-step
+            # allocation); otherwise stop the run where the first block is needed.
+            needs = [
+                max(0, -(-(r.computed + k) // bs) - len(r.units) * ub - r.blocks) for r in running
+            ]
+            total = sum(needs)
+            if total <= self._empty:
+                self._empty -= total
+                for r, extra in zip(running, needs, strict=True):
+                    r.blocks += extra
+            else:
+                k = k_room
         if k < 2:
             return None
         z = self._z
@@ -505,6 +518,9 @@ class EngineModel:
             else:
                 t += mean
             ends.append(t)
+            if t >= horizon_s:
+                break
+        k = len(ends)
         self._zi = zi + k
         self._macro_k = k
         self._step_start = now_s
@@ -537,19 +553,14 @@ class EngineModel:
         start = self._step_start
         n = len(self.running)
         used = self.kv_blocks_used
-        prev = start
-        log_dur, log_dec = self.log_dur, self.log_decodes
-        steps_pending = self._pending[STEP]
+        durs = [b - a for a, b in zip([start, *ends[:-1]], ends, strict=True)]
+        self.log_dur.extend(durs)
+        self.log_decodes.extend([n] * k)
+        self._pending[STEP].extend(durs)
         itl_v, itl_n = self._pend_itl_v, self._pend_itl_n
-        for t in ends:
-            d = t - prev
-            log_dur.append(d)
-            log_dec.append(n)
-            steps_pending.append(d)
-            if prev != start:
-                itl_v.append(d)
-                itl_n.append(n)
-            prev = t
+        if k > 1:  # steps after the first: every sequence's ITL is the step time
+            itl_v.extend(durs[1:])
+            itl_n.extend([n] * (k - 1))
         last = ends[-1]
         span = last - start
         self.steps += k
@@ -590,7 +601,6 @@ class EngineModel:
     def end_step(self, now_s: float) -> list[SimRequest]:
         """Finish the step (or fast-forwarded run) begun last, at ``now_s`` (its end);
         return the requests that completed in it (``finish_s`` set, blocks freed)."""
-        self._version += 1
         if self._macro_k:
             return self._end_run(now_s)
         dur = now_s - self._step_start
@@ -672,13 +682,20 @@ class EngineModel:
         mergeable ``summaries`` (the simulator's fast path: routers read ``recent``);
         samples seen then are not in later summaries."""
         snap = self._snap
-        if not full and snap is not None and self._snap_version == self._version:
-            # nothing changed: the same content, stamped now (skips re-validation)
+        fold = full or now_s - self._fold_t >= self.config.fold_interval_s
+        key = (
+            len(self.running), len(self.waiting), self._empty, len(self._evictable),
+            self.completed, self.preemptions, self.rejected, self.last_prefill_tokens,
+            self.last_decode_seqs,
+        )  # fmt: skip
+        if not full and not fold and snap is not None and key == self._snap_key:
+            # nothing a snapshot shows has changed (the batch heterogeneity drifts
+            # within a decode run and is refreshed with the batch): re-stamp it
             fresh = copy.copy(snap)
             object.__setattr__(fresh, "time_s", max(now_s, 0.0))
             self._snap = fresh
             return fresh
-        if full or now_s - self._fold_t >= self.config.fold_interval_s:
+        if fold:
             self._fold(full)
             self._fold_t = now_s
         waiting_prefill = sum(r.prompt + r.generated - r.computed for r in self.waiting)
@@ -725,5 +742,5 @@ class EngineModel:
             cached_prefix_hashes=cached,
         )
         if not full:
-            self._snap, self._snap_version = snap, self._version
+            self._snap, self._snap_key = snap, key
         return snap
