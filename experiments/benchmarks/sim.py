@@ -9,7 +9,8 @@ requests within 2 GiB peak memory. Rows (one JSON object each):
 * ``scale-R-N``: R replicas, N synthetic Poisson requests at ``--load`` (with
   ``--scale``; also smaller grid points with ``--grid``, for growth curves).
 
-Each row reports ``wall_s``, ``events``, ``events_per_s`` and ``peak_rss_mib``
+Each row reports ``wall_s``, ``cpu_s`` (process CPU time: the figure to read on a
+shared machine), ``events``, ``events_per_s`` and ``peak_rss_mib``
 (the process's peak resident memory so far; rows run in order, so a row's peak
 includes earlier ones: run a scale row alone for its own figure).
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import resource
 import sys
+import time
 from typing import Any
 
 import numpy as np
@@ -44,13 +46,15 @@ def _peak_rss_mib() -> float:
 def _row(name: str, setup: Any, trace: Any, policy: str) -> dict[str, Any]:
     from experiments.simulator import simulate
 
+    c0 = time.process_time()
     res = simulate(setup, trace, policy)
+    cpu_s = time.process_time() - c0
     m = res.metrics
     keep = ("requests", "completed", "wall_s", "events", "events_per_s", "e2e_p99_s",
             "ttft_p99_s", "gpu_util", "preemptions")  # fmt: skip
     return {
         "bench": "sim", "row": name, "replicas": setup.replicas, "policy": policy,
-        **{k: m[k] for k in keep}, "peak_rss_mib": _peak_rss_mib(),
+        **{k: m[k] for k in keep}, "cpu_s": cpu_s, "peak_rss_mib": _peak_rss_mib(),
     }  # fmt: skip
 
 
