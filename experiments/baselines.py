@@ -1,8 +1,9 @@
 """Baseline routers for the simulator, and the lookup of routers by name.
 
-``make_router(name, ...)`` returns ``policies.build_router(name)`` when the policies
-package provides that name, else one of the local baselines here (so the simulator
-runs before, and independently of, the policies package):
+``make_router(name, ...)`` returns ``policies.build_router(name)`` (``-`` read as
+``_``: ``least-outstanding`` is the policies profile ``least_outstanding``) when the
+policies package provides that name, else one of the local baselines here (so the
+simulator runs before, and independently of, the policies package):
 
 * ``round-robin``: cycle through the candidates.
 * ``random``: uniform, from the injected generator.
@@ -124,12 +125,15 @@ def make_router(name: str, engines: Sequence[EngineModel]) -> RouterLike:
 
         build = getattr(policies, "build_router", None)
         if build is not None:
-            try:
-                router: RouterLike = build(name)
-                return router
-            except ValueError:
-                if name not in LOCAL_ROUTERS:
-                    raise
+            # policies names its profiles with underscores (least_outstanding)
+            for candidate in dict.fromkeys((name, name.replace("-", "_"))):
+                try:
+                    router: RouterLike = build(candidate)
+                    return router
+                except ValueError:
+                    continue
+            if name not in LOCAL_ROUTERS:
+                build(name)  # raises, listing the accepted profile names
     except ImportError:  # pragma: no cover - policies is part of the package
         pass
     local: dict[str, type[_Base]] = {
