@@ -1,0 +1,23 @@
+"""KubeRay manifests rendered from the one Cascade config, and their offline validation.
+
+``render_manifests(config, RenderOptions(...))`` -> RayService, PodMonitor and the
+Grafana dashboard ConfigMap; ``to_yaml`` prints them as one stream.
+``validate_documents`` / ``validate_file`` check manifests against the KubeRay
+v1.7.0 CRDs (defaults applied, nulls dropped, unknown fields rejected), the
+operator's own rules and Cascade's checks. ``k8s/manifests/`` holds the rendered
+example (``examples/cluster.yaml``); the CLI is ``cascade k8s``.
+
+This package imports no Kubernetes client and no Ray.
+"""
+
+from k8s.render import RenderOptions, render_manifests, to_yaml
+from k8s.validate import Issue, validate_documents, validate_file
+
+__all__ = [
+    "Issue",
+    "RenderOptions",
+    "render_manifests",
+    "to_yaml",
+    "validate_documents",
+    "validate_file",
+]

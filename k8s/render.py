@@ -1,0 +1,325 @@
+"""Render Kubernetes manifests from the one Cascade config.
+
+``render_manifests(config, options)`` returns three documents:
+
+1. a KubeRay ``RayService`` (``ray.io/v1``): a head group (Ray dashboard, GCS,
+   Serve's HTTP proxy, the Cascade controller actor and ingress; environment that
+   embeds Grafana in the Ray dashboard) and one GPU worker group per Cascade pool.
+   A worker pod holds one Serve replica: ``tp_size`` GPUs (``nvidia.com/gpu``),
+   a node selector on the GPU product label, a toleration for the GPU taint, the
+   Ray custom resource ``accelerator_type:<GPU>`` (so the Ray autoscaler knows
+   which group to grow for a replica of that pool), and the pool's
+   ``min_replicas``/``max_replicas``/``initial_replicas`` as the group's bounds,
+   with the in-tree Ray autoscaler on. ``serveConfigV2`` runs
+   ``orchestrator.app:build_app`` with the Cascade config inline as its
+   ``config`` argument, so the cluster needs no config file or volume.
+2. a Prometheus-operator ``PodMonitor`` scraping every Ray pod of this service
+   (port ``metrics``, plus the head's autoscaler and dashboard metrics ports).
+3. a ``ConfigMap`` holding the Grafana dashboard JSON, labelled for the Grafana
+   sidecar of kube-prometheus-stack (``grafana_dashboard: "1"``).
+
+``to_yaml(docs)`` prints them as one multi-document YAML stream. Everything is
+pure (no Kubernetes client); ``k8s.validate`` checks the result offline.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from orchestrator.config import CascadeConfig, PoolConfig
+from orchestrator.dashboard import DASHBOARD_UID, dashboard_json, ray_dashboard_env
+
+APP_IMPORT_PATH = "orchestrator.app:build_app"
+APP_NAME = "cascade"
+RAY_VERSION = "2.60.0"
+DEFAULT_IMAGE = "cascade-serve:0.1.0"  # built from this repository (docs/deploy.md)
+GPU_RESOURCE = "nvidia.com/gpu"
+METRICS_PORT = 8080
+SERVE_PORT = 8000
+DASHBOARD_PORT = 8265
+# Ray's defaults for the head's autoscaler and dashboard metrics endpoints.
+AUTOSCALER_METRICS_PORT = 44217
+DASHBOARD_METRICS_PORT = 44227
+LABEL_NAME = "app.kubernetes.io/name"
+LABEL_INSTANCE = "app.kubernetes.io/instance"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+LABEL_POOL = "cascade.io/pool"
+
+
+class _Dumper(yaml.SafeDumper):
+    """Block style for multi-line strings (serveConfigV2, the dashboard JSON)."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str)
+
+
+def _dump(data: Any) -> str:
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, width=100, allow_unicode=True)
+
+
+@dataclass(frozen=True, slots=True)
+class RenderOptions:
+    """Cluster-specific settings that are not part of the Cascade config.
+
+    Hosts are URLs as seen from inside the cluster (``grafana_host``,
+    ``prometheus_host``) and from the user's browser (``grafana_iframe_host``);
+    the defaults are kube-prometheus-stack installed as release ``prometheus`` in
+    namespace ``prometheus-system`` and Grafana port-forwarded to localhost:3000.
+    """
+
+    image: str = DEFAULT_IMAGE
+    namespace: str | None = None
+    ray_version: str = RAY_VERSION
+    grafana_host: str = "http://prometheus-grafana.prometheus-system.svc:80"
+    grafana_iframe_host: str = "http://127.0.0.1:3000"
+    prometheus_host: str = "http://prometheus-kube-prometheus-prometheus.prometheus-system.svc:9090"
+    prometheus_release: str = "prometheus"  # PodMonitor label the Prometheus selects
+    head_cpu: str = "8"
+    head_memory: str = "32Gi"
+    cpus_per_gpu: int = 8
+    memory_per_gpu_gi: int = 64
+    gpu_toleration_key: str = GPU_RESOURCE
+    hf_token_secret: str | None = "hf-token"  # Secret with key HF_TOKEN (optional in the pod)
+    idle_timeout_s: int = 300  # seconds an idle GPU worker stays before the autoscaler drops it
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+
+
+def _labels(config: CascadeConfig, component: str, pool: str | None = None) -> dict[str, str]:
+    out = {LABEL_NAME: "cascade", LABEL_INSTANCE: config.name, LABEL_COMPONENT: component}
+    if pool is not None:
+        out[LABEL_POOL] = pool
+    return out
+
+
+def _meta(name: str, labels: Mapping[str, str], namespace: str | None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "labels": dict(labels)}
+    if namespace:
+        meta["namespace"] = namespace
+    return meta
+
+
+def inline_config(config: CascadeConfig) -> str:
+    """The Cascade config as YAML text for the app's ``config`` argument (defaults
+    omitted; parses back to an equal ``CascadeConfig``)."""
+    body = _dump(config.model_dump(mode="json", exclude_defaults=True))
+    return f"# Cascade config {config.name!r} (cascade k8s render; defaults omitted)\n{body}"
+
+
+def serve_config(config: CascadeConfig) -> dict[str, Any]:
+    """Ray Serve's config file (the content of ``serveConfigV2``)."""
+    return {
+        "proxy_location": "EveryNode",
+        "http_options": {"host": "0.0.0.0", "port": SERVE_PORT},
+        "applications": [
+            {
+                "name": APP_NAME,
+                "route_prefix": "/",
+                "import_path": APP_IMPORT_PATH,
+                "args": {"config": inline_config(config)},
+            }
+        ],
+    }
+
+
+def _env(pairs: Mapping[str, str]) -> list[dict[str, Any]]:
+    return [{"name": k, "value": v} for k, v in pairs.items()]
+
+
+def _secret_env(options: RenderOptions) -> list[dict[str, Any]]:
+    if not options.hf_token_secret:
+        return []
+    ref = {"name": options.hf_token_secret, "key": "HF_TOKEN", "optional": True}
+    return [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": ref}}]
+
+
+def _head(config: CascadeConfig, options: RenderOptions) -> dict[str, Any]:
+    env = ray_dashboard_env(
+        options.grafana_host,
+        options.prometheus_host,
+        grafana_iframe_host=options.grafana_iframe_host,
+    )
+    env.update(options.extra_env)
+    ports = [
+        ("gcs", 6379),
+        ("dashboard", DASHBOARD_PORT),
+        ("client", 10001),
+        ("serve", SERVE_PORT),
+        ("metrics", METRICS_PORT),
+        ("as-metrics", AUTOSCALER_METRICS_PORT),
+        ("dash-metrics", DASHBOARD_METRICS_PORT),
+    ]
+    resources = {"cpu": options.head_cpu, "memory": options.head_memory}
+    return {
+        # The head runs no GPU work: the controller actor, the ingress and Serve's proxy.
+        "rayStartParams": {"dashboard-host": "0.0.0.0"},
+        "template": {
+            "metadata": {"labels": _labels(config, "ray-head")},
+            "spec": {
+                "containers": [
+                    {
+                        "name": "ray-head",
+                        "image": options.image,
+                        "env": _env(env) + _secret_env(options),
+                        "ports": [{"name": n, "containerPort": p} for n, p in ports],
+                        "resources": {"requests": dict(resources), "limits": dict(resources)},
+                    }
+                ]
+            },
+        },
+    }
+
+
+def _worker_group(
+    config: CascadeConfig, pool: PoolConfig, options: RenderOptions
+) -> dict[str, Any]:
+    gpus = pool.tp_size
+    resources = {
+        "cpu": str(options.cpus_per_gpu * gpus),
+        "memory": f"{options.memory_per_gpu_gi * gpus}Gi",
+        GPU_RESOURCE: str(gpus),
+    }
+    pod_spec: dict[str, Any] = {
+        "containers": [
+            {
+                "name": "ray-worker",
+                "image": options.image,
+                "env": _env(dict(options.extra_env)) + _secret_env(options),
+                "ports": [{"name": "metrics", "containerPort": METRICS_PORT}],
+                "resources": {"requests": dict(resources), "limits": dict(resources)},
+                # vLLM's workers share tensors through /dev/shm
+                "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
+            }
+        ],
+        "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory"}}],
+        "tolerations": [
+            {"key": options.gpu_toleration_key, "operator": "Exists", "effect": "NoSchedule"}
+        ],
+    }
+    if pool.node_selector:
+        pod_spec["nodeSelector"] = dict(pool.node_selector)
+    return {
+        "groupName": pool.name,
+        "replicas": pool.start_replicas,
+        "minReplicas": pool.min_replicas,
+        "maxReplicas": pool.max_replicas,
+        "idleTimeoutSeconds": options.idle_timeout_s,
+        # Advertised before any pod exists, so the autoscaler grows the right group
+        # for a pending replica of this pool (Ray also detects it on the node).
+        "resources": {f"accelerator_type:{pool.accelerator}": "1"},
+        "rayStartParams": {},
+        "template": {
+            "metadata": {"labels": _labels(config, "ray-worker", pool.name)},
+            "spec": pod_spec,
+        },
+    }
+
+
+def render_rayservice(
+    config: CascadeConfig, options: RenderOptions | None = None
+) -> dict[str, Any]:
+    """The RayService for ``config`` (see the module docstring)."""
+    options = options or RenderOptions()
+    return {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayService",
+        "metadata": _meta(config.name, _labels(config, "rayservice"), options.namespace),
+        "spec": {
+            "upgradeStrategy": {"type": "NewCluster"},
+            "serveConfigV2": _dump(serve_config(config)),
+            "rayClusterConfig": {
+                "rayVersion": options.ray_version,
+                "enableInTreeAutoscaling": True,
+                # v2: per-group idle timeouts; pods keep restartPolicy unset (v2 needs
+                # Never or unset)
+                "autoscalerOptions": {
+                    "version": "v2",
+                    "upscalingMode": "Default",
+                    "idleTimeoutSeconds": options.idle_timeout_s,
+                },
+                "headGroupSpec": _head(config, options),
+                "workerGroupSpecs": [_worker_group(config, p, options) for p in config.pools],
+            },
+        },
+    }
+
+
+def render_podmonitor(
+    config: CascadeConfig, options: RenderOptions | None = None
+) -> dict[str, Any]:
+    """A PodMonitor for every Ray pod of this service, created next to it."""
+    options = options or RenderOptions()
+    relabel = [
+        {
+            "action": "replace",
+            "sourceLabels": ["__meta_kubernetes_pod_label_ray_io_cluster"],
+            "targetLabel": "ray_io_cluster",
+        }
+    ]
+    labels = _labels(config, "metrics")
+    labels["release"] = options.prometheus_release
+    endpoints = [
+        {"port": port, "path": "/metrics", "interval": "10s", "relabelings": relabel}
+        for port in ("metrics", "as-metrics", "dash-metrics")  # the last two: head only
+    ]
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PodMonitor",
+        "metadata": _meta(f"{config.name}-ray", labels, options.namespace),
+        "spec": {
+            "jobLabel": LABEL_INSTANCE,
+            "selector": {
+                "matchLabels": {LABEL_NAME: "cascade", LABEL_INSTANCE: config.name},
+            },
+            "podMetricsEndpoints": endpoints,
+        },
+    }
+
+
+def render_dashboard_configmap(
+    config: CascadeConfig, options: RenderOptions | None = None
+) -> dict[str, Any]:
+    """The Grafana dashboard in a ConfigMap the Grafana sidecar loads."""
+    options = options or RenderOptions()
+    labels = _labels(config, "dashboard")
+    labels["grafana_dashboard"] = "1"
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(f"{config.name}-dashboard", labels, options.namespace),
+        "data": {f"{DASHBOARD_UID}.json": dashboard_json(config)},
+    }
+
+
+def render_manifests(
+    config: CascadeConfig, options: RenderOptions | None = None
+) -> list[dict[str, Any]]:
+    """RayService, PodMonitor, dashboard ConfigMap (in apply order)."""
+    options = options or RenderOptions()
+    return [
+        render_rayservice(config, options),
+        render_podmonitor(config, options),
+        render_dashboard_configmap(config, options),
+    ]
+
+
+def to_yaml(docs: Sequence[Mapping[str, Any]], header: str = "") -> str:
+    """One multi-document YAML stream (``---`` between documents)."""
+    body = yaml.dump_all(
+        [json.loads(json.dumps(d)) for d in docs],
+        Dumper=_Dumper,
+        sort_keys=False,
+        width=100,
+        explicit_start=True,
+        allow_unicode=True,
+    )
+    return header + body
