@@ -18,6 +18,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("experiments.demo", "run the main end-to-end job"),
     "simulate": ("experiments.simulate_cli", "replay a trace through the simulated cluster"),
     "profile": ("experiments.profile_cli", "measure a local engine and write a step profile"),
+    "k8s": ("orchestrator.k8s_cli", "render KubeRay manifests from a config; validate manifests"),
+    "dashboard": ("orchestrator.dashboard_cli", "export or push the Grafana dashboard"),
 }
 
 
