@@ -10,4 +10,5 @@ BENCHMARKS: dict[str, str] = {
     "uncertainty": "experiments.benchmarks.uncertainty",
     "sim": "experiments.benchmarks.sim",
     "optim": "experiments.benchmarks.optim",
+    "overhead": "experiments.benchmarks.overhead",
 }
