@@ -276,6 +276,8 @@ def parameter_values(
         "e": np.sqrt(eta),
         "rho_max": np.array(inputs.rho_max),
         "kv_max": np.array(inputs.kv_max),
+        # Not a parameter: the factor that maps the solver's objective back to s².
+        "objective_scale": np.array(scale),
     }
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.optimize import brentq
 
-from optim import RoutingProblem, SolveStatus, predict
+from optim import RoutingProblem, SolverOptions, SolveStatus, predict
 from tests.unit.optim import instances
 
 # The solver stops at an objective gap of 1e-7; near a smooth minimum that fixes
@@ -66,21 +66,40 @@ def test_twice_as_fast_gpu_term_matches_kkt() -> None:
     assert 0.15 < x_star < 0.3  # sanity: the fast pool takes most of the load
 
 
-def test_objective_matches_numpy_model_and_is_minimal() -> None:
+def test_plan_is_a_minimum_of_the_numpy_model() -> None:
+    # The cvxpy model (perspective cones) and optim.predict (plain formulas) are
+    # written separately: no feasible perturbation of the solver's plan may score
+    # better under the numpy model.
     problem = RoutingProblem(instances.pools(2), instances.classes(2))
     inputs = _twice_as_fast_two_classes()
     result = problem.solve(inputs)
-    assert result.objective == pytest.approx(
-        predict(problem.pools, problem.classes, inputs, result.x).objective
-    )
-    # No feasible perturbation of the plan does better (first-order optimality).
+    assert result.status is SolveStatus.OPTIMAL
     rng = np.random.default_rng(0)
-    for _ in range(20):
+    checked = 0
+    for _ in range(40):
         shift = rng.uniform(-0.05, 0.05, size=2)
         x = np.clip(result.x + np.column_stack([shift, -shift]), 0, 1)
         other = predict(problem.pools, problem.classes, inputs, x)
         if other.feasible:
+            checked += 1
             assert other.objective >= result.objective - 1e-9
+    assert checked >= 10
+
+
+def test_cvxpy_objective_equals_the_numpy_model() -> None:
+    from optim.formulation import parameter_values
+    from optim.model import eligible_pairs
+
+    problem = RoutingProblem(
+        instances.pools(2), instances.classes(2), SolverOptions(fast_path=False)
+    )
+    inputs = _twice_as_fast_two_classes()
+    result = problem.solve(inputs)
+    mask = eligible_pairs(problem.classes, inputs, inputs.replicas > 0)
+    scale = float(parameter_values(problem.pools, problem.classes, inputs, mask)["objective_scale"])
+    solver_objective = problem.formulation.problem.value * scale
+    assert solver_objective == pytest.approx(result.objective, rel=1e-4)
+    assert result.objective > 0
 
 
 def _twice_as_fast_two_classes():  # type: ignore[no-untyped-def]
