@@ -251,6 +251,21 @@ def _rows(config: CascadeConfig | None) -> list[tuple[str, list[_Panel]]]:
                 ),
             ),
         ),
+        _Panel(
+            "Samples behind the statistics ($metric)",
+            "How many samples each pool's and the cluster's statistics rest on: a σ or P99 "
+            "from few samples is itself uncertain.",
+            (
+                _Q(
+                    f"max by (level, pool, metric) "
+                    f'({_n("cascade_latency_samples")}{{level=~"pool|cluster", '
+                    f'metric=~"$metric"}})',
+                    "{{level}} {{pool}} {{metric}}",
+                ),
+            ),
+            unit="none",
+            width=24,
+        ),
     ]
 
     coef = _n("cascade_model_coefficient")
@@ -272,7 +287,7 @@ def _rows(config: CascadeConfig | None) -> list[tuple[str, list[_Panel]]]:
             "prefill σ and KV usage (batch heterogeneity taken as 1), against the observed.",
             (
                 _Q(
-                    f'exp(scalar(max({coef}{{coefficient="log_scale"}}))) * '
+                    f'scalar(exp(max({coef}{{coefficient="log_scale"}}))) * '
                     f"(max by (pool) ({pre}{{{_POOL}}}) ^ "
                     f'scalar(max({coef}{{coefficient="a_prefill"}}))) * '
                     f"((1 + max by (pool) ({kv}{{{_POOL}}})) ^ "
@@ -367,6 +382,34 @@ def _rows(config: CascadeConfig | None) -> list[tuple[str, list[_Panel]]]:
                 _Q(
                     f"max by (pool) ({_n('cascade_pool_waiting_requests')}{{{_POOL}}})",
                     "{{pool}} waiting",
+                ),
+            ),
+            unit="none",
+            width=12,
+        ),
+        _Panel(
+            "KV-cache usage per replica",
+            "Fraction of each replica's KV blocks in use (exported by the replica).",
+            (
+                _Q(
+                    f"max by (pool, replica) ({_n('cascade_replica_kv_usage_ratio')}{{{_POOL}}})",
+                    "{{replica}}",
+                ),
+            ),
+            unit="percentunit",
+            width=12,
+        ),
+        _Panel(
+            "Running and waiting requests per replica",
+            "Each replica's batch and queue (exported by the replica).",
+            (
+                _Q(
+                    f"max by (pool, replica) ({_n('cascade_replica_running_requests')}{{{_POOL}}})",
+                    "{{replica}} running",
+                ),
+                _Q(
+                    f"max by (pool, replica) ({_n('cascade_replica_waiting_requests')}{{{_POOL}}})",
+                    "{{replica}} waiting",
                 ),
             ),
             unit="none",

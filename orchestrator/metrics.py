@@ -278,7 +278,7 @@ def validate_table(table: Iterable[MetricDef] = METRICS) -> list[str]:
 
     problems: list[str] = []
     seen: set[str] = set()
-    name_re = re.compile(r"^cascade_[a-z][a-z0-9_]*[a-z0-9]$")
+    name_re = re.compile(r"^cascade_[a-z]([a-z0-9_]*[a-z0-9])?$")
     label_re = re.compile(r"^[a-z][a-z0-9_]*$")
     for m in table:
         where = m.name
