@@ -128,7 +128,7 @@ def build_app(args: Mapping[str, Any] | None = None) -> Application:
         options = {
             "name": pool.name,
             "request_router_config": RequestRouterConfig(
-                request_router_class=CascadeRequestRouter,
+                request_router_class=CascadeRequestRouter,  # type: ignore[arg-type]
                 request_router_kwargs={"config": cfg_dict},
             ),
             "autoscaling_config": AutoscalingConfig(
@@ -156,7 +156,7 @@ def build_app(args: Mapping[str, Any] | None = None) -> Application:
     first = cfg.pools[0].name
     model_id = cfg.model.name
     ingress_cls = make_fastapi_ingress(CascadeIngress)
-    return serve.deployment(
+    return serve.deployment(  # type: ignore[attr-defined]
         ingress_cls, name=INGRESS_NAME, ray_actor_options={"num_cpus": INGRESS_CPUS}
     ).bind(
         llm_deployments={model_id: pool_apps[first]},

@@ -25,7 +25,8 @@ def plan_policy(ctx: Any) -> tuple[int, dict[str, Any]]:
     current = int(ctx.current_num_replicas)
     try:
         actor = ray.get_actor(CONTROLLER_NAME, namespace=CONTROLLER_NAMESPACE)
-        targets = ray.get(actor.get_targets.remote(), timeout=_TIMEOUT_S)
+        ref: Any = actor.get_targets.remote()
+        targets: dict[str, int] = ray.get(ref, timeout=_TIMEOUT_S)
         target = int(targets.get(ctx.deployment_name, current))
         state["source"] = "plan"
     except Exception:

@@ -29,7 +29,7 @@ from uncertainty import DecayedWelford
 logger = logging.getLogger("cascade.controller")
 
 
-@ray.remote(num_cpus=0, max_concurrency=64)
+@ray.remote(num_cpus=0, max_concurrency=64)  # type: ignore[call-overload]
 class ControllerActor:
     """See the module docstring. ``config`` is the validated config as a dict."""
 

@@ -21,9 +21,12 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
+from ray.llm._internal.serve.core.configs.openai_api_models import (
+    ChatCompletionRequest,
+    CompletionRequest,
+)
 from ray.serve.handle import DeploymentHandle
 from ray.serve.llm.ingress import OpenAiIngress
-from ray.serve.llm.openai_api_models import ChatCompletionRequest, CompletionRequest
 
 from orchestrator.config import parse_config
 from orchestrator.ingress_core import IngressCore
@@ -95,7 +98,7 @@ class CascadeIngress(OpenAiIngress):
     def _get_configured_serve_handle(self, model_id: str) -> DeploymentHandle:
         pool = _POOL.get()
         if pool is None or pool not in self._pool_handles:
-            return super()._get_configured_serve_handle(model_id)  # type: ignore[no-any-return]
+            return super()._get_configured_serve_handle(model_id)
         handle = self._pool_stream_handles.get(pool)
         if handle is None:
             handle = self._pool_handles[pool].options(stream=True)
@@ -127,7 +130,7 @@ class CascadeIngress(OpenAiIngress):
         try:
             # the pool's handle is taken before the first chunk is returned, so
             # the context variable is still set when Ray's ingress asks for it
-            return await call(body, request)  # type: ignore[no-any-return]
+            return await call(body, request)
         finally:
             _POOL.reset(token)
 

@@ -83,7 +83,7 @@ class CascadeLLMServer(LLMServer):
         self._task = asyncio.get_running_loop().create_task(self._push_loop())
 
     # ---- the token path -----------------------------------------------------------------
-    async def _run_request(  # type: ignore[override]
+    async def _run_request(
         self,
         request: Any,
         *,
@@ -158,7 +158,7 @@ class CascadeLLMServer(LLMServer):
         """The replica's current snapshot (tests, ``cascade status``)."""
         return self.build_snapshot()
 
-    async def __del__(self) -> None:  # type: ignore[override]
+    async def __del__(self) -> None:
         task = getattr(self, "_task", None)
         if task is not None:
             task.cancel()

@@ -50,7 +50,9 @@ def _serve_replica_id() -> str | None:
         return None
 
 
-class SimLLMEngine(LLMEngine):  # type: ignore[misc,valid-type]
+# Ray's protocol declares its endpoints as `async def ... -> AsyncGenerator` (coroutines,
+# to mypy); LLMServer iterates them as async generators, which is what ours are.
+class SimLLMEngine(LLMEngine):
     """See the module docstring."""
 
     def __init__(self, llm_config: Any) -> None:
@@ -104,13 +106,15 @@ class SimLLMEngine(LLMEngine):  # type: ignore[misc,valid-type]
         raise NotImplementedError("SimLLMEngine serves no LoRA adapters")
 
     # ---- OpenAI endpoints -----------------------------------------------------------------
-    async def completions(
+    async def completions(  # type: ignore[override]
         self, request: Any, raw_request_info: Any = None
     ) -> AsyncGenerator[Any, None]:
         async for item in self._generate(request, count_prompt_tokens(request.prompt), chat=False):
             yield item
 
-    async def chat(self, request: Any, raw_request_info: Any = None) -> AsyncGenerator[Any, None]:
+    async def chat(  # type: ignore[override]
+        self, request: Any, raw_request_info: Any = None
+    ) -> AsyncGenerator[Any, None]:
         prompt = count_prompt_tokens(chat_text(request.messages))
         async for item in self._generate(request, prompt, chat=True):
             yield item
@@ -222,13 +226,13 @@ class SimLLMEngine(LLMEngine):  # type: ignore[misc,valid-type]
             }
         )
 
-    async def embeddings(
+    async def embeddings(  # type: ignore[override]
         self, request: Any, raw_request_info: Any = None
     ) -> AsyncGenerator[Any, None]:
         async for item in self._unsupported("embeddings"):
             yield item
 
-    async def transcriptions(
+    async def transcriptions(  # type: ignore[override]
         self, request: Any, raw_request_info: Any = None
     ) -> AsyncGenerator[Any, None]:
         async for item in self._unsupported("transcriptions"):

@@ -1,0 +1,1 @@
+"""Integration tests: local Ray + SimEngine replicas (no model)."""

@@ -1,0 +1,142 @@
+"""The Cascade Serve app on local Ray with SimEngine replicas in two pools.
+
+One Ray start for the module (the expensive part on 2 cores): an H100 pool and an
+A100 pool of one simulated Llama-2-7B replica each, emulated with custom
+resources, running 10x faster than real time. Asserts outcomes over HTTP and in
+the controller: serving, streaming, telemetry, the Plan, and clear 4xx errors
+after which the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+
+ray = pytest.importorskip("ray")
+from ray import serve  # noqa: E402
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+URL = "http://127.0.0.1:8000"
+CONFIG: dict[str, Any] = {
+    "name": "it",
+    "model": {"name": "sim-llama", "engine": "sim", "max_model_len": 4096, "max_num_seqs": 64},
+    "pools": [
+        {
+            "name": "llm-h100",
+            "accelerator": "H100",
+            "min_replicas": 1,
+            "max_replicas": 2,
+            "initial_replicas": 1,
+        },
+        {
+            "name": "llm-a100",
+            "accelerator": "A100",
+            "min_replicas": 1,
+            "max_replicas": 2,
+            "initial_replicas": 1,
+        },
+    ],
+    "slos": {"classes": [{"name": "default", "ttft_s": 2.0, "tpot_s": 0.1, "e2e_s": 20.0}]},
+    "router": "cascade",
+    "admission": {"type": "always"},
+    "loops": {"routing_period_s": 1.0},
+}
+
+
+@pytest.fixture(scope="module")
+def app() -> Iterator[Any]:
+    ray.init(
+        num_cpus=8,
+        resources={"accelerator_type:H100": 4, "accelerator_type:A100": 4},
+        include_dashboard=False,
+        namespace="cascade",
+    )
+    from orchestrator.app import build_app
+
+    serve.start(http_options={"host": "127.0.0.1", "port": 8000})
+    serve.run(build_app({"config": CONFIG, "time_scale": 0.1}), name="cascade", route_prefix="/")
+    controller = ray.get_actor("cascade-controller", namespace="cascade")
+    yield controller
+    serve.shutdown()
+    ray.shutdown()
+
+
+def _complete(prompt_chars: int = 400, max_tokens: int = 32, **extra: Any) -> requests.Response:
+    body = {"model": "sim-llama", "prompt": "a" * prompt_chars, "max_tokens": max_tokens, **extra}
+    return requests.post(f"{URL}/v1/completions", json=body, timeout=60)
+
+
+def test_completion_and_streaming_chat(app: Any) -> None:
+    r = _complete(max_tokens=12)
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["completion_tokens"] == 12
+    chat = requests.post(
+        f"{URL}/v1/chat/completions",
+        json={
+            "model": "sim-llama",
+            "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": 6,
+            "stream": True,
+        },
+        stream=True,
+        timeout=60,
+    )
+    assert chat.status_code == 200
+    events = [ln for ln in chat.iter_lines() if ln.startswith(b"data: ")]
+    assert events[-1] == b"data: [DONE]"
+    chunks = [json.loads(e[6:]) for e in events[:-1]]
+    assert sum(1 for c in chunks if c["choices"][0]["delta"].get("content")) == 6
+
+
+def test_telemetry_reaches_the_controller_and_the_plan_is_solved(app: Any) -> None:
+    for _ in range(24):
+        assert _complete(prompt_chars=2000, max_tokens=48).status_code == 200
+    deadline = time.time() + 60
+    status: dict[str, Any] = {}
+    plan = None
+    while time.time() < deadline:
+        status = ray.get(app.status.remote())
+        plan = ray.get(app.get_plan.remote())
+        view = ray.get(app.get_view.remote())
+        done = view is not None and "e2e" in view.cluster and view.cluster["e2e"].n >= 24
+        if (
+            len(status["replicas"]) == 2
+            and plan is not None
+            and plan.status.value == "optimal"
+            and done
+        ):
+            break
+        time.sleep(1.0)
+    assert len(status["replicas"]) == 2, status
+    view = ray.get(app.get_view.remote())
+    itl = view.pools["llm-h100"].metrics["itl"]
+    # simulated Llama-2-7B on an H100 at 10x speed: decode steps of ~1-10 ms
+    assert 1e-4 < itl.p50 < 0.05, itl
+    assert view.cluster["e2e"].n >= 24
+    assert plan is not None and plan.status.value == "optimal", plan
+    assert abs(sum(plan.routing["default"].values()) - 1.0) < 1e-6
+
+
+@pytest.mark.parametrize(
+    ("request_kwargs", "status"),
+    [
+        ({"data": "{not json", "headers": {"content-type": "application/json"}}, 400),
+        ({"json": {"model": "no-such-model", "prompt": "x", "max_tokens": 4}}, 404),
+        ({"json": {"model": "sim-llama", "prompt": "x", "max_tokens": -3}}, 400),
+        ({"json": {"model": "sim-llama", "prompt": "a" * 40_000, "max_tokens": 8}}, 400),
+    ],
+)
+def test_bad_requests_get_a_clear_4xx_and_serving_continues(
+    app: Any, request_kwargs: dict[str, Any], status: int
+) -> None:
+    r = requests.post(f"{URL}/v1/completions", timeout=60, **request_kwargs)
+    assert 400 <= r.status_code < 500, (r.status_code, r.text)
+    assert r.status_code == status or (status == 400 and r.status_code == 422), r.text
+    assert "error" in r.json() or "detail" in r.json()
+    assert _complete(max_tokens=4).status_code == 200

@@ -1,0 +1,112 @@
+"""RoutingCore and IngressCore: the pure halves of the Ray adapters."""
+
+import numpy as np
+import pytest
+
+from orchestrator.contracts import Plan, PoolPlan, SolveStatus
+from orchestrator.ingress_core import IngressCore
+from orchestrator.routing_core import RoutingCore, request_info_from_body
+from policies import build_policies, build_router
+from replicas.telemetry import DecayedStats, ReplicaSnapshot, RequestInfo
+
+REQ = RequestInfo("r1", prompt_tokens=500, max_tokens=100)
+
+
+def _snap(rid: str, pool: str = "p", running: int = 0, kv: int = 0) -> ReplicaSnapshot:
+    return ReplicaSnapshot(
+        replica_id=rid,
+        pool=pool,
+        time_s=1.0,
+        running=running,
+        kv_blocks_used=kv,
+        kv_blocks_total=100,
+        recent={"itl": DecayedStats(0.02, 0.005, 100.0, 0.5)},
+    )
+
+
+def test_policy_ranking_is_used_and_inflight_counts_follow_the_hooks() -> None:
+    core = RoutingCore(build_router("least_outstanding"), rng=np.random.default_rng(0))
+    core.update_snapshots([_snap("a"), _snap("b")])
+    core.on_routed("a", REQ)
+    core.on_routed("a", REQ)
+    assert core.rank(["a", "b"], REQ)[0] == 1  # b has fewer in flight
+    core.on_completed("a", REQ)
+    core.on_completed("a", REQ)
+    core.on_completed("a", REQ)  # an extra completion never goes negative
+    assert core.inflight["a"] == 0
+
+
+def test_a_failing_policy_falls_back_to_least_outstanding_and_is_counted() -> None:
+    class Broken:
+        def rank(self, *a, **k):  # type: ignore[no-untyped-def]
+            raise ZeroDivisionError("bad telemetry")
+
+        def on_routed(self, *a, **k): ...  # type: ignore[no-untyped-def]
+        def on_completed(self, *a, **k): ...  # type: ignore[no-untyped-def]
+
+    core = RoutingCore(Broken(), rng=np.random.default_rng(0))  # type: ignore[arg-type]
+    core.inflight = {"a": 3, "b": 0, "c": 1}
+    assert core.rank(["a", "b", "c"], REQ) == [1, 2, 0]
+    assert core.rank(["a", "b", "c"], REQ) == [1, 2, 0]
+    assert core.fallbacks == 2
+
+
+def test_replicas_without_snapshots_are_still_ranked() -> None:
+    core = RoutingCore(build_router("cascade"), rng=np.random.default_rng(0))
+    order = core.rank(["new-1", "new-2"], REQ, pool="p")
+    assert sorted(order) == [0, 1] and core.fallbacks == 0
+
+
+def test_request_info_from_openai_bodies() -> None:
+    class Completion:
+        prompt = "x" * 400
+        max_tokens = 50
+
+    class Chat:
+        messages = ({"role": "user", "content": "y" * 40},)
+        max_tokens = None
+        max_completion_tokens = 7
+
+    assert request_info_from_body(Completion(), "a").prompt_tokens == 100
+    chat = request_info_from_body(Chat(), "b")
+    assert chat.prompt_tokens == 10 and chat.max_tokens == 7
+    ids = type("Ids", (), {"prompt": [1, 2, 3], "max_tokens": 4})()
+    assert request_info_from_body(ids, "c").prompt_tokens == 3
+
+
+def _plan(saturation: float = 0.0, weights: dict[str, float] | None = None) -> Plan:
+    return Plan(
+        time_s=1.0,
+        version=1,
+        routing={"default": weights or {"h": 1.0, "a": 0.0}},
+        pools={"h": PoolPlan(10_000, saturation, 1), "a": PoolPlan(10_000, 0.0, 1)},
+        status=SolveStatus.OPTIMAL,
+    )
+
+
+def test_ingress_follows_plan_weights_and_holds_saturated_pools() -> None:
+    admission = build_policies({"admission": {"type": "always"}}).admission
+    core = IngressCore(["h", "a"], admission, rng=np.random.default_rng(1))
+    core.update(_plan(), [_snap("h0", "h"), _snap("a0", "a")])
+    picks = {core.decide(REQ).pool for _ in range(50)}
+    assert picks == {"h"}
+    core.update(_plan(saturation=1.2), [_snap("h0", "h"), _snap("a0", "a")])
+    d = core.decide(REQ)
+    assert not d.admission.admit and d.admission.retry_after_s and d.admission.retry_after_s > 0
+    assert "backpressure" in d.admission.reason and core.rejected == 1
+
+
+def test_ingress_before_any_plan_spreads_over_pools() -> None:
+    admission = build_policies({"admission": {"type": "always"}}).admission
+    core = IngressCore(["h", "a"], admission, rng=np.random.default_rng(2))
+    pools = [core.decide(REQ).pool for _ in range(200)]
+    assert 60 < pools.count("h") < 140
+    assert all(core.decide(REQ).admission.admit for _ in range(5))
+
+
+@pytest.mark.parametrize("weights", [{"h": 0.5, "a": 0.5}])
+def test_ingress_skips_pools_without_live_replicas(weights: dict[str, float]) -> None:
+    admission = build_policies({"admission": {"type": "always"}}).admission
+    core = IngressCore(["h", "a"], admission, rng=np.random.default_rng(3))
+    core.update(_plan(weights=weights), [_snap("a0", "a")])  # pool h has no replica
+    assert {core.decide(REQ).pool for _ in range(30)} == {"a"}
