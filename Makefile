@@ -23,8 +23,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy $(PURE)
 
+# Tiers run as separate pytest processes: unit tests forbid Ray/vLLM imports,
+# the Ray tiers import them for real.
 test: $(STAMP) lint typecheck
-	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(PY) -m pytest -q -p no:cacheprovider tests/unit
+	$(PY) -m pytest -q -p no:cacheprovider tests/integration $(wildcard tests/e2e)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

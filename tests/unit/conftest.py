@@ -2,6 +2,8 @@
 
 A meta-path finder refuses ``ray`` and ``vllm`` (and their submodules), so a
 pure module that grows a Ray/vLLM import fails its unit tests immediately.
+Unit tests run in their own pytest process (see the Makefile): the Ray tiers
+import Ray for real and must not share a process with this finder.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ class _BlockAdapters(importlib.abc.MetaPathFinder):
         return None
 
 
-for _name in list(sys.modules):
-    if _name.split(".")[0] in _BLOCKED:
-        del sys.modules[_name]
+if any(name.split(".")[0] in _BLOCKED for name in sys.modules):
+    raise RuntimeError(
+        "Ray or vLLM is already imported: run tests/unit in its own pytest process "
+        "(make test does), not together with tests/integration or tests/e2e"
+    )
 sys.meta_path.insert(0, _BlockAdapters())
