@@ -130,7 +130,7 @@ def _rows(config: CascadeConfig | None) -> list[tuple[str, list[_Panel]]]:
                 _Q(_hq(0.99, lat_hist, "pool", f'metric="e2e", {_POOL}'), "{{pool}} P99"),
                 _Q(_hq(0.5, lat_hist, "pool", f'metric="e2e", {_POOL}'), "{{pool}} P50"),
             ),
-            thresholds=((slo.e2e_s, "red"),) if slo else (),
+            thresholds=((float(slo.e2e_s), "red"),) if slo and slo.e2e_s is not None else (),
         ),
         _Panel(
             "SLO attainment by class (E2E)",

@@ -49,6 +49,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     v.add_argument("--quiet", action="store_true", help="print problems only")
 
 
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository when inside it (stable rendered headers)."""
+    try:
+        return str(path.resolve().relative_to(EXAMPLES_DIR.parent))
+    except ValueError:
+        return str(path)
+
+
 def _render(args: argparse.Namespace) -> int:
     from k8s.render import RenderOptions, render_manifests, to_yaml
     from k8s.validate import validate_documents
@@ -69,7 +77,8 @@ def _render(args: argparse.Namespace) -> int:
         for issue in issues:
             print(f"cascade k8s render: {issue}", file=sys.stderr)
         return 1
-    header = f"# Rendered by `cascade k8s render --config {args.config}`; do not edit by hand.\n"
+    shown = _shown(args.config)
+    header = f"# Rendered by `cascade k8s render --config {shown}`; do not edit by hand.\n"
     text = to_yaml(docs, header=header)
     if args.out is None:
         sys.stdout.write(text)

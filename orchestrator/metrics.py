@@ -577,10 +577,22 @@ class ReplicaMetrics(_Exporter):
 
 @dataclass(frozen=True, slots=True)
 class SloThresholds:
-    """One class's objectives (seconds), for counting violations at the ingress."""
+    """One class's objectives (seconds), for counting violations at the ingress.
+
+    Without ``e2e_s`` the E2E objective follows the request's length,
+    ``ttft_s + tpot_s · (output_tokens − 1)`` (needs ``tpot_s`` and the count).
+    """
 
     ttft_s: float
-    e2e_s: float
+    e2e_s: float | None = None
+    tpot_s: float | None = None
+
+    def e2e_limit(self, output_tokens: int | None) -> float | None:
+        if self.e2e_s is not None:
+            return self.e2e_s
+        if self.tpot_s is None or output_tokens is None or output_tokens < 1:
+            return None
+        return self.ttft_s + self.tpot_s * (output_tokens - 1)
 
 
 class IngressMetrics(_Exporter):
@@ -605,7 +617,10 @@ class IngressMetrics(_Exporter):
     @classmethod
     def from_config(cls, config: Any, backend: MetricsBackend | None = None) -> IngressMetrics:
         """Thresholds from a ``CascadeConfig``'s SLO classes."""
-        slos = {c.name: SloThresholds(c.ttft_s, c.e2e_s) for c in config.slos.classes}
+        slos = {
+            c.name: SloThresholds(c.ttft_s, getattr(c, "e2e_s", None), getattr(c, "tpot_s", None))
+            for c in config.slos.classes
+        }
         return cls(backend, slos=slos)
 
     def observe_admission(self, slo_class: str, outcome: str) -> None:
@@ -622,13 +637,15 @@ class IngressMetrics(_Exporter):
         e2e_s: float | None = None,
         predicted_ttft_p99_s: float | None = None,
         predicted_e2e_p99_s: float | None = None,
+        output_tokens: int | None = None,
     ) -> None:
         """A finished request: observed TTFT/E2E (seconds) and, when the router
-        predicted them, the P99s it predicted. Exceedance = observed > predicted P99."""
+        predicted them, the P99s it predicted. Exceedance = observed > predicted P99.
+        ``output_tokens`` sets a length-dependent E2E objective (see ``SloThresholds``)."""
         slo = self.slos.get(slo_class)
         for m, observed, predicted, limit in (
             (TTFT, ttft_s, predicted_ttft_p99_s, slo.ttft_s if slo else None),
-            (E2E, e2e_s, predicted_e2e_p99_s, slo.e2e_s if slo else None),
+            (E2E, e2e_s, predicted_e2e_p99_s, slo.e2e_limit(output_tokens) if slo else None),
         ):
             labels = {"pool": pool, "class": slo_class, "metric": m}
             if predicted is not None and math.isfinite(predicted):

@@ -199,3 +199,15 @@ def test_every_name_in_by_name_is_in_the_table() -> None:
     assert set(BY_NAME) == {m.name for m in METRICS}
     with pytest.raises(KeyError, match="unknown metric"):
         metric("cascade_nope")
+
+
+def test_e2e_objective_follows_the_length_when_the_class_sets_none() -> None:
+    b = RecordingBackend()
+    slo = SloThresholds(ttft_s=1.0, tpot_s=0.05)  # E2E target = 1 + 0.05 (n - 1)
+    ing = IngressMetrics(b, slos={"chat": slo})
+    ing.observe_request("p", "chat", e2e_s=5.0, output_tokens=101)  # target 6.0: met
+    ing.observe_request("p", "chat", e2e_s=5.0, output_tokens=61)  # target 4.0: missed
+    ing.observe_request("p", "chat", e2e_s=50.0)  # no length: no objective to miss
+    labels = {"pool": "p", "class": "chat", "metric": "e2e"}
+    assert b.value("cascade_slo_violations_total", **labels) == 1.0
+    assert SloThresholds(ttft_s=1.0, e2e_s=30.0).e2e_limit(1000) == 30.0
