@@ -14,6 +14,7 @@ modules again), so the unit tests that follow still see the rule.
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import sys
 from collections.abc import Iterator
@@ -55,6 +56,12 @@ def adapters_importable() -> Iterator[None]:
         yield
     finally:
         if blockers:
+            worker = sys.modules.get("ray._private.worker")
+            if worker is not None:
+                # Ray's atexit hook would import ray.dag at exit, under the block.
+                if worker.is_initialized():
+                    worker.shutdown()
+                atexit.unregister(worker.shutdown)
             for name in list(sys.modules):
                 if name.split(".")[0] in _ADAPTERS:
                     del sys.modules[name]
