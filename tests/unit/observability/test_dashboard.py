@@ -280,3 +280,9 @@ def test_ray_dashboard_env_needs_schemes_and_defaults_the_iframe_host() -> None:
     }
     with pytest.raises(ValueError, match="RAY_PROMETHEUS_HOST"):
         ray_dashboard_env("http://grafana:3000", "prom:9090")
+
+
+def test_the_docs_list_every_metric_under_its_prometheus_name() -> None:
+    text = (Path(__file__).resolve().parents[3] / "docs" / "observability.md").read_text()
+    for m in METRICS:
+        assert f"`{m.prometheus_name}" in text, m.prometheus_name
