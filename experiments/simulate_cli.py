@@ -71,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
             setup = default_setup()
     else:
         setup = load_setup(args.config)
+    stack = _stack_factory(args.config)
     trace = load_trace(args.trace, rng=np.random.default_rng(args.seed))
     capacity = measure_capacity(setup, trace, seed=args.seed)
     scaled = trace.scaled_to_rate(args.load * capacity)
@@ -81,9 +82,9 @@ def run(args: argparse.Namespace) -> int:
         "rate_rps": args.load * capacity, "replicas": setup.replicas, "gpus": setup.gpus,
     }  # fmt: skip
     if args.json:
-        results = run_policies(setup, scaled, policies, seed=args.seed)
+        results = run_policies(setup, scaled, policies, seed=args.seed, stack_factory=stack)
     else:
-        results = _run_with_progress(setup, scaled, policies, args.seed)
+        results = _run_with_progress(setup, scaled, policies, args.seed, stack)
     rows = [_clean({**r.metrics, **header}) for r in results]
     if args.json:
         for row in rows:
@@ -98,7 +99,22 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_with_progress(setup: Any, trace: Any, policies: list[str], seed: int) -> list[Any]:
+def _stack_factory(config_path: str | None) -> Any:
+    """The ``cascade`` policy runs the controller + admission of the config file
+    (``experiments.cascade_stack``); None when the config cannot be loaded."""
+    from experiments.cascade_stack import stack_for
+    from orchestrator.config import DEFAULT_CONFIG, load_config
+
+    try:
+        cfg = load_config(config_path or DEFAULT_CONFIG)
+    except (ValueError, FileNotFoundError):
+        cfg = None
+    return lambda name: stack_for(name, cfg)
+
+
+def _run_with_progress(
+    setup: Any, trace: Any, policies: list[str], seed: int, stack: Any = None
+) -> list[Any]:
     from rich.progress import Progress
 
     from experiments.simulator import run_policies
@@ -109,7 +125,7 @@ def _run_with_progress(setup: Any, trace: Any, policies: list[str], seed: int) -
         def cb(name: str, frac: float) -> None:
             prog.update(tasks[name], completed=frac)
 
-        return run_policies(setup, trace, policies, seed=seed, progress=cb)
+        return run_policies(setup, trace, policies, seed=seed, progress=cb, stack_factory=stack)
 
 
 def _table(rows: list[dict[str, Any]]) -> None:

@@ -309,13 +309,16 @@ def run_policies(
     seed: int = 0,
     progress: Callable[[str, float], None] | None = None,
     admission: AdmissionLike | None = None,
-    controller_factory: Callable[[], ControllerLike] | None = None,
+    stack_factory: Callable[[str], tuple[ControllerLike | None, AdmissionLike | None]]
+    | None = None,
 ) -> list[SimResult]:
-    """Run several policies on the same arrivals and seeds."""
+    """Run several policies on the same arrivals and seeds. ``stack_factory(name)``
+    gives a policy its own controller and admission (``experiments.cascade_stack``);
+    ``admission`` applies to policies it gives none."""
     out = []
     for name in policies:
         cb = (lambda f, name=name: progress(name, f)) if progress is not None else None
-        ctrl = controller_factory() if controller_factory is not None else None
-        out.append(simulate(setup, trace, name, seed=seed, progress=cb, admission=admission,
-                            controller=ctrl))  # fmt: skip
+        ctrl, adm = stack_factory(name) if stack_factory is not None else (None, None)
+        out.append(simulate(setup, trace, name, seed=seed, progress=cb,
+                            admission=adm or admission, controller=ctrl))  # fmt: skip
     return out

@@ -85,18 +85,23 @@ class PoolConfig(_Strict):
 
 
 class SloClass(_Strict):
-    """A request class and its latency objectives (seconds) at ``quantile``."""
+    """A request class and its latency objectives (seconds) at ``quantile``.
+
+    Without ``e2e_s`` the end-to-end target follows the request's length:
+    ``ttft_s + tpot_s · (output_tokens − 1)``, so long answers are not refused
+    for being long.
+    """
 
     name: str = Field(min_length=1)
     ttft_s: float = Field(gt=0)
     tpot_s: float = Field(gt=0)
-    e2e_s: float = Field(gt=0)
+    e2e_s: float | None = Field(default=None, gt=0)
     quantile: float = Field(default=0.99, gt=0.5, lt=1.0)
     max_prompt_tokens: int | None = Field(default=None, ge=1, description="class by prompt length")
 
 
 class SloConfig(_Strict):
-    classes: tuple[SloClass, ...] = (SloClass(name="default", ttft_s=2.0, tpot_s=0.1, e2e_s=30.0),)
+    classes: tuple[SloClass, ...] = (SloClass(name="default", ttft_s=2.0, tpot_s=0.1),)
     default_class: str = "default"
 
     @model_validator(mode="after")
@@ -124,7 +129,9 @@ class OptimizerConfig(_Strict):
     w_net: float = Field(default=1.0, ge=0)
     w_cost: float = Field(default=0.0, ge=0, description="GPU-cost weight (allocation)")
     rho_max: float = Field(default=0.9, gt=0, lt=1)
-    tail: Literal["cantelli", "lognormal"] = "cantelli"
+    # κ of the SLO chance constraint mean + κσ ≤ SLO: Cantelli's distribution-free
+    # bound (κ ≈ 9.95 at P99: safe but conservative) or the Gaussian quantile (2.33)
+    tail: Literal["cantelli", "gaussian"] = "cantelli"
 
 
 class LoopConfig(_Strict):

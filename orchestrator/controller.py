@@ -29,6 +29,7 @@ import numpy as np
 
 from optim.routing import RoutingProblem
 from optim.specs import ClassSpec, PoolSpec
+from optim.tail import gaussian_kappa
 from orchestrator.config import CascadeConfig
 from orchestrator.contracts import (
     ClusterView,
@@ -308,8 +309,11 @@ class Controller:
         return [
             ClassSpec(
                 name=c.name,
-                slo_s=c.e2e_s,
+                slo_s=c.e2e_s or c.ttft_s + c.tpot_s * max(load.output_tokens - 1.0, 1.0),
                 quantile=c.quantile,
+                tail_factor=None
+                if self.config.optimizer.tail == "cantelli"
+                else gaussian_kappa(c.quantile),
                 prompt_tokens=load.prompt_tokens,
                 output_tokens=max(load.output_tokens, 1.0),
             )
