@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.cascade-installed
-PURE   := uncertainty replicas policies optim orchestrator experiments
+PURE   := uncertainty replicas policies optim orchestrator experiments k8s
 
 .PHONY: demo test venv lint typecheck unit clean
 
