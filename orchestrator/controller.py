@@ -15,8 +15,13 @@ step, on the injected clock:
    optimizer's typed fallback, and any error becomes a STATIC plan with a reason:
    a step never raises because of telemetry or the solver.
 
-Replica targets stay at the configured start (``initial_replicas``) clipped to
-each pool's bounds; the allocator updates them when one is attached.
+6. every ``loops.allocation_period_s``: the elastic allocator (``optim.Allocator``:
+   integer replicas per pool within min/max, variance + ``w_cost`` × $/hour, with
+   cooldown ``loops.allocation_cooldown_s`` and no move for a change inside the
+   arrival-rate confidence interval) sets each pool's ``target_replicas``, which
+   the Serve autoscaling policy applies.
+
+Until the first allocation, targets are the configured ``initial_replicas``.
 """
 
 from __future__ import annotations
@@ -27,6 +32,9 @@ from typing import Any
 
 import numpy as np
 
+from optim.allocation import AllocationProblem
+from optim.hysteresis import Allocator, HysteresisConfig
+from optim.results import AllocationResult
 from optim.routing import RoutingProblem
 from optim.specs import ClassSpec, PoolSpec
 from optim.tail import gaussian_kappa
@@ -83,6 +91,9 @@ class Controller:
         self._solve_ms = 0.0
         self._next_solve_s = -math.inf
         self._problem: RoutingProblem | None = None
+        self._allocator: Allocator | None = None
+        self._next_alloc_s = -math.inf
+        self.allocation: AllocationResult | None = None
         self._targets = {p.name: p.start_replicas for p in config.pools}
         self.rejected_snapshots = 0
         self._rates: dict[str, float] = {}  # replica -> completions/s (last interval)
@@ -102,6 +113,9 @@ class Controller:
         self._ingest(now_s, snapshots)
         view = self._build_view(now_s)
         self.view = view
+        if now_s >= self._next_solve_s:
+            self._next_solve_s = now_s + self.config.loops.routing_period_s
+            self._solve(now_s, view, class_load)
         pool_plans: dict[str, PoolPlan] = {}
         for pool in self.config.pools:
             pv = view.pools.get(pool.name)
@@ -113,9 +127,6 @@ class Controller:
                 saturation=float(state.saturation),
                 target_replicas=target,
             )
-        if now_s >= self._next_solve_s:
-            self._next_solve_s = now_s + self.config.loops.routing_period_s
-            self._solve(view, class_load)
         self._version += 1
         self.plan = Plan(
             time_s=now_s,
@@ -207,7 +218,9 @@ class Controller:
         weights = proportional_weights(live)
         return {c.name: dict(weights) for c in self.config.slos.classes}
 
-    def _solve(self, view: ClusterView, class_load: Mapping[str, ClassLoad] | None) -> None:
+    def _solve(
+        self, now_s: float, view: ClusterView, class_load: Mapping[str, ClassLoad] | None
+    ) -> None:
         opt = self.config.optimizer
         if not opt.enabled:
             self._set_static(view, "optimizer disabled")
@@ -249,6 +262,40 @@ class Controller:
         self._routing_status = SolveStatus.OPTIMAL if result.status.ok else SolveStatus.FALLBACK
         self._routing_reason = result.message or str(result.status)
         self._solve_ms = float(result.solve_ms)
+        if now_s >= self._next_alloc_s:
+            self._next_alloc_s = now_s + self.config.loops.allocation_period_s
+            self._allocate(now_s, telemetry, loads, inputs)
+
+    def _allocate(
+        self,
+        now_s: float,
+        telemetry: Sequence[PoolTelemetry],
+        loads: Sequence[ClassLoad],
+        inputs: Any,
+    ) -> None:
+        """The slow decision: replicas per pool (see the module docstring)."""
+        try:
+            if self._allocator is None:
+                loops = self.config.loops
+                problem = AllocationProblem(
+                    self._pool_specs(telemetry),
+                    self._class_specs(loads),
+                    cost_weight=self.config.optimizer.w_cost,
+                )
+                self._allocator = Allocator(
+                    problem,
+                    HysteresisConfig(
+                        up_cooldown_s=loops.allocation_cooldown_s / 2,
+                        down_cooldown_s=loops.allocation_cooldown_s,
+                    ),
+                )
+            result = self._allocator.decide(inputs, now_s)
+        except (ValueError, ArithmeticError) as exc:
+            self._routing_reason += f"; allocation skipped: {exc}"
+            return
+        self.allocation = result
+        for pool, n in zip(self.config.pools, np.asarray(result.replicas), strict=True):
+            self._targets[pool.name] = int(n)
 
     def _set_static(self, view: ClusterView, reason: str) -> None:
         self._routing = self._static_routing(view)

@@ -79,7 +79,8 @@ def test_plan_prefers_the_faster_pool_and_merges_levels_exactly() -> None:
     w = plan.routing["default"]
     assert math.isclose(sum(w.values()), 1.0, abs_tol=1e-6)
     assert w["llm-h100"] > w["llm-a100"]
-    assert plan.pools["llm-h100"].target_replicas == 8  # initial_replicas
+    assert ctl.allocation is not None  # the first step also runs the allocator
+    assert 2 <= plan.pools["llm-h100"].target_replicas <= 16
 
 
 def test_stale_and_foreign_snapshots_are_dropped() -> None:
@@ -125,3 +126,18 @@ def test_optimizer_disabled_gives_static_proportional_routing() -> None:
     plan = Controller(cfg).step(1.0, _snaps(1.0)[:6])  # 4 H100 + 2 A100 replicas
     assert plan.status is SolveStatus.STATIC
     assert plan.routing["default"] == pytest.approx({"llm-h100": 4 / 6, "llm-a100": 2 / 6})
+
+
+def test_allocator_sets_replica_targets_from_demand() -> None:
+    cfg = load_config()  # pools: min 2, max 16, initial 8 each
+    low, high = Controller(cfg), Controller(cfg)
+    p_low = low.step(1.0, _snaps(1.0), {"default": ClassLoad(rate_per_s=0.5)})
+    p_high = high.step(1.0, _snaps(1.0), {"default": ClassLoad(rate_per_s=400.0)})
+    assert low.allocation is not None and high.allocation is not None
+    t_low = sum(p.target_replicas for p in p_low.pools.values())
+    t_high = sum(p.target_replicas for p in p_high.pools.values())
+    assert t_low < 16 < t_high, (t_low, t_high)
+    for plan in (p_low, p_high):
+        for name, pp in plan.pools.items():
+            pool = cfg.pool(name)
+            assert pool.min_replicas <= pp.target_replicas <= pool.max_replicas
