@@ -96,6 +96,7 @@ class Controller:
         self.allocation: AllocationResult | None = None
         self._targets = {p.name: p.start_replicas for p in config.pools}
         self.rejected_snapshots = 0
+        self.solved_last_step = False  # did the last step run the routing optimizer
         self._rates: dict[str, float] = {}  # replica -> completions/s (last interval)
         self.view: ClusterView | None = None
         self.plan: Plan | None = None
@@ -113,7 +114,8 @@ class Controller:
         self._ingest(now_s, snapshots)
         view = self._build_view(now_s)
         self.view = view
-        if now_s >= self._next_solve_s:
+        self.solved_last_step = now_s >= self._next_solve_s
+        if self.solved_last_step:
             self._next_solve_s = now_s + self.config.loops.routing_period_s
             self._solve(now_s, view, class_load)
         pool_plans: dict[str, PoolPlan] = {}

@@ -22,6 +22,7 @@ from orchestrator.config import CascadeConfig, parse_config
 from orchestrator.contracts import ClusterView, Plan
 from orchestrator.controller import Controller
 from orchestrator.estimates import ClassLoad
+from orchestrator.metrics import ControllerMetrics
 from replicas.deployment import CONTROLLER_NAME, CONTROLLER_NAMESPACE
 from replicas.telemetry import ReplicaSnapshot
 from uncertainty import DecayedWelford
@@ -46,6 +47,8 @@ class ControllerActor:
         self.step_errors = 0
         self.received = 0
         self._task: asyncio.Task[None] | None = None
+        self.metrics = ControllerMetrics()
+        self.metric_errors = 0
 
     async def ready(self) -> bool:
         if self._task is None:
@@ -90,6 +93,14 @@ class ControllerActor:
                 logger.exception("controller step failed")
                 continue
             self._plan, self._view = plan, self.core.view
+            try:
+                if self._view is not None:
+                    solved = self.core.solved_last_step and plan.status.value != "static"
+                    self.metrics.export(
+                        self._view, plan, solve_ms=plan.solve_ms if solved else None
+                    )
+            except Exception:  # metrics must never stop the control loop
+                self.metric_errors += 1
             self._snapshots = tuple(self.core.latest_snapshots())
             self.steps += 1
 

@@ -13,6 +13,7 @@ optimizer's λ_c).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import itertools
 import math
@@ -20,7 +21,7 @@ import time
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from ray.llm._internal.serve.core.configs.openai_api_models import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -30,6 +31,7 @@ from ray.serve.llm.ingress import OpenAiIngress
 
 from orchestrator.config import parse_config
 from orchestrator.ingress_core import IngressCore
+from orchestrator.metrics import IngressMetrics
 from orchestrator.routing_core import request_info_from_body
 from policies import build_policies
 from replicas.deployment import CONTROLLER_NAME, CONTROLLER_NAMESPACE
@@ -62,6 +64,7 @@ class CascadeIngress(OpenAiIngress):
         self._task: asyncio.Task[None] | None = None
         self._ids = itertools.count()
         self._arrivals: dict[str, list[float]] = {}
+        self._metrics = IngressMetrics.from_config(cfg)
 
     # ---- background: Plan + snapshots in, arrivals out ----------------------------------
     def _ensure_refresh(self) -> None:
@@ -113,6 +116,12 @@ class CascadeIngress(OpenAiIngress):
         tally[1] += info.prompt_tokens
         tally[2] += info.max_tokens
         decision = self.core.decide(info)
+        outcome = (
+            "admitted"
+            if decision.admission.admit
+            else ("deferred" if decision.admission.defer else "rejected")
+        )
+        self._metrics.observe_admission(info.slo_class, outcome)
         if not decision.admission.admit:
             retry = decision.admission.retry_after_s or 1.0
             return JSONResponse(
@@ -126,13 +135,70 @@ class CascadeIngress(OpenAiIngress):
                     }
                 },
             )
+        predicted = self.core.predicted_p99(info, decision.pool)
+        t0 = time.perf_counter()
         token = _POOL.set(decision.pool)
         try:
             # the pool's handle is taken before the first chunk is returned, so
             # the context variable is still set when Ray's ingress asks for it
-            return await call(body, request)
+            response = await call(body, request)
         finally:
             _POOL.reset(token)
+        if isinstance(response, StreamingResponse):
+            response.body_iterator = self._timed_stream(
+                response.body_iterator,
+                t0,
+                info.slo_class,
+                decision.pool,
+                predicted,
+                info.max_tokens,
+            )
+        elif response.status_code < 400:
+            self._observe(
+                decision.pool,
+                info.slo_class,
+                None,
+                time.perf_counter() - t0,
+                predicted,
+                info.max_tokens,
+            )
+        return response
+
+    async def _timed_stream(
+        self,
+        chunks: Any,
+        t0: float,
+        slo_class: str,
+        pool: str,
+        predicted: tuple[float, float] | None,
+        max_tokens: int,
+    ) -> Any:
+        ttft: float | None = None
+        async for chunk in chunks:
+            if ttft is None:
+                ttft = time.perf_counter() - t0
+            yield chunk
+        self._observe(pool, slo_class, ttft, time.perf_counter() - t0, predicted, max_tokens)
+
+    def _observe(
+        self,
+        pool: str,
+        slo_class: str,
+        ttft: float | None,
+        e2e: float,
+        predicted: tuple[float, float] | None,
+        output_tokens: int,
+    ) -> None:
+        with contextlib.suppress(Exception):  # metrics must never fail a request
+            self._metrics.observe_request(
+                pool,
+                slo_class,
+                ttft_s=ttft,
+                e2e_s=e2e,
+                predicted_ttft_p99_s=predicted[0] if predicted else None,
+                predicted_e2e_p99_s=predicted[1] if predicted else None,
+                output_tokens=output_tokens,
+            )
 
     async def completions(self, body: CompletionRequest, request: Request) -> Response:
         return await self._admitted(body, super().completions, request)

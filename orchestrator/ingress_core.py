@@ -23,7 +23,9 @@ from orchestrator.contracts import Plan
 from policies import AdmissionDecision, PoolSplitter, build_view
 from policies.admission import Admission
 from policies.backpressure import BackpressureState
+from policies.slo import predict_request
 from replicas.telemetry import ReplicaSnapshot, RequestInfo
+from uncertainty import CascadeModel
 
 logger = logging.getLogger("cascade.ingress")
 
@@ -56,6 +58,7 @@ class IngressCore:
         self.snapshots: dict[str, list[ReplicaSnapshot]] = {p: [] for p in self.pools}
         self.rejected = 0
         self.admission_errors = 0
+        self.cascade = CascadeModel()
 
     def update(self, plan: Plan | None, snapshots: Sequence[ReplicaSnapshot]) -> None:
         if plan is not None:
@@ -113,3 +116,19 @@ class IngressCore:
         if not decision.admit:
             self.rejected += 1
         return IngressDecision(pool, decision)
+
+    def predicted_p99(self, request: RequestInfo, pool: str) -> tuple[float, float] | None:
+        """Predicted (TTFT, E2E) P99 in seconds of ``request`` on the best replica
+        of ``pool`` (the one a latency-aware router would pick); None without
+        telemetry. Feeds the coverage metric: ~1% of requests should exceed it."""
+        snaps = self.snapshots.get(pool) or []
+        if not snaps:
+            return None
+        try:
+            view = build_view(snaps, None, self.clock())
+            pred = predict_request(self.cascade, view, request, 0.0)
+            e2e = pred.e2e_quantile(0.99)
+            best = int(np.argmin(e2e))
+            return float(pred.ttft_quantile(0.99)[best]), float(e2e[best])
+        except Exception:
+            return None

@@ -15,7 +15,9 @@ request_router_kwargs={"config": <Cascade config as a dict>})``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from typing import Any
 
 from ray.serve.request_router import (
@@ -27,6 +29,7 @@ from ray.serve.request_router import (
 )
 
 from orchestrator.config import parse_config
+from orchestrator.metrics import RouterMetrics
 from orchestrator.routing_core import RoutingCore, request_info_from_body
 from policies import build_policies
 from replicas.deployment import CONTROLLER_NAME, CONTROLLER_NAMESPACE
@@ -53,6 +56,8 @@ class CascadeRequestRouter(FIFOMixin, RequestRouter):
         self._controller: Any = None
         self._refresh_task: asyncio.Task[None] | None = None
         self._requests: dict[str, RequestInfo] = {}
+        self._metrics = RouterMetrics()
+        self._policy = cfg.router.profile or "custom"
 
     # ---- background refresh (never on the request path) -----------------------------
     def _ensure_refresh(self) -> None:
@@ -83,9 +88,15 @@ class CascadeRequestRouter(FIFOMixin, RequestRouter):
         self._ensure_refresh()
         if not candidate_replicas:
             return []
+        t0 = time.perf_counter()
         info = self._request_info(pending_request)
         ids = [r.replica_id.unique_id for r in candidate_replicas]
         order = self.core.rank(ids, info)
+        pool = (
+            self.core.snapshots[ids[order[0]]].pool if ids[order[0]] in self.core.snapshots else ""
+        )
+        with contextlib.suppress(Exception):
+            self._metrics.observe_decision(time.perf_counter() - t0, self._policy, pool)
         return [[candidate_replicas[i]] for i in order]
 
     def _request_info(self, pending: PendingRequest | None) -> RequestInfo:

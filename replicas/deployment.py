@@ -79,6 +79,9 @@ class CascadeLLMServer(LLMServer):
         self._controller: Any = None
         self._inflight_push: Any = None
         self.pushes = 0
+        from orchestrator.metrics import ReplicaMetrics
+
+        self._metrics = ReplicaMetrics()
         await super().__init__(llm_config, engine_cls=engine_cls)
         self._task = asyncio.get_running_loop().create_task(self._push_loop())
 
@@ -131,6 +134,8 @@ class CascadeLLMServer(LLMServer):
                 continue
             try:
                 snap = self.build_snapshot()
+                with contextlib.suppress(Exception):  # metrics never disturb serving
+                    self._metrics.export(snap)
                 if self._controller is None:
                     self._controller = ray.get_actor(
                         self._controller_name, namespace=self._controller_namespace
