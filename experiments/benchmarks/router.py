@@ -26,6 +26,7 @@ such array operations, so its time scales with them).
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from typing import Any
 
@@ -221,6 +222,12 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                     and row["decision_us_p99"] <= BAR["p99_us"]
                 )
             rows.append(row)
+            # progress on stderr (stdout carries only the JSON rows)
+            print(
+                f"router bench: {name} × {count}: p50 {row['decision_us_p50']} µs",
+                file=sys.stderr,
+                flush=True,
+            )
     return rows
 
 
@@ -243,8 +250,9 @@ def _time_decisions(
     for k in range(-min(200, n), n):  # negative k: warm-up (lazy caches, first calls)
         base = bases[k % len(bases)]
         ids = base.replica_ids
-        busy = rng.integers(0, len(ids), size=min(8, len(ids)))
-        outstanding = {ids[int(i)]: int(rng.integers(1, 80)) for i in busy}
+        busy = rng.integers(0, len(ids), size=min(8, len(ids))).tolist()
+        counts = rng.integers(1, 80, size=len(busy)).tolist()
+        outstanding = {ids[i]: c for i, c in zip(busy, counts, strict=True)}
         t0 = time.perf_counter_ns()
         view = base.with_outstanding(outstanding)
         t1 = time.perf_counter_ns()

@@ -107,3 +107,13 @@ def test_errors() -> None:
 def test_empty_view() -> None:
     v = build_view([], None, 0.0)
     assert v.size == 0 and v.load.size == 0
+
+
+def test_with_outstanding_refreshes_derived_counts() -> None:
+    base = build_view([snap("a", running=1), snap("b")], None, 0.0)
+    np.testing.assert_allclose(base.ongoing, [1, 0])  # cached on the base view
+    v = base.with_outstanding({"b": 4})
+    np.testing.assert_allclose(v.ongoing, [1, 4])
+    np.testing.assert_allclose(v.unseen, [0, 4])
+    assert v.find("b") == 1 and v.find("zz") is None
+    np.testing.assert_allclose(base.ongoing, [1, 0])  # the base is unchanged
