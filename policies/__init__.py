@@ -8,7 +8,8 @@ Views
         Struct of arrays over candidate replicas (frozen, read-only arrays) with
         router-local in-flight counts and an ``uncertainty.ReplicaLoad`` (``view.load``).
         ``view.with_outstanding(mapping)`` refreshes the in-flight counts cheaply;
-        ``view.take(indices)`` / ``view.pool_indices(pool)`` select replicas.
+        ``view.take(indices)`` / ``view.pool_indices(pool)`` select replicas;
+        ``view.find(replica_id)`` / ``view.index_of(replica_id)`` locate one.
         ``ReplicaPrior``: documented defaults for metrics a fresh replica lacks.
 
 Routing
@@ -32,7 +33,8 @@ Admission and backpressure
         admitted_prefill_tokens_per_s=None) -> BackpressureState``
         ``BackpressureState(pool, time_s, saturation, prefill_token_budget,
         budget_fraction, sigma_eff_s, action)``; saturation ≥ 1 means hold.
-        Types: uncertainty, none (``BACKPRESSURES``). ``TokenBucket`` enforces a budget.
+        Types: uncertainty, none (``BACKPRESSURES``). ``PrefillGate`` (a ``TokenBucket``
+        per pool) enforces the budget at the ingress.
 
 Config
     ``load_policy_config(path | mapping, *, whole_file=False) -> PolicyConfig``
@@ -54,6 +56,7 @@ from policies.backpressure import (
     Backpressure,
     BackpressureState,
     NoBackpressure,
+    PrefillGate,
     TokenBucket,
     UncertaintyBackpressure,
 )
@@ -93,6 +96,7 @@ __all__ = [
     "Policies",
     "PolicyConfig",
     "PoolSplitter",
+    "PrefillGate",
     "QueueCapAdmission",
     "Registry",
     "ReplicaPrior",
