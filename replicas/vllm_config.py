@@ -19,7 +19,7 @@ tiny model's shape instead (e.g. 2 layers for the "H100" pool, 4 for "A100").
   ``intermediate_size``: the tiny model's shape (only with ``model_path: tiny``).
 - ``device`` (``cpu``/``gpu``), ``num_cpus`` (logical CPUs of the replica actor,
   default 0.1 on CPU), ``engine_cpus`` (logical CPUs of the engine's placement
-  bundle, default 1 on CPU), ``cpu_threads_bind`` (``VLLM_CPU_OMP_THREADS_BIND``
+  bundle, default 0.8 on CPU), ``cpu_threads_bind`` (``VLLM_CPU_OMP_THREADS_BIND``
   for this pool's engines, e.g. ``"1"`` or ``"nobind"``): Cascade's own keys.
 - anything else is a vLLM engine argument (``gpu_memory_utilization``,
   ``max_num_seqs``, ``dtype``, ...) and replaces the value derived from
@@ -61,11 +61,15 @@ TINY_SHAPE_KEYS = ("num_layers", "hidden_size", "num_heads", "num_kv_heads", "in
 CASCADE_KEYS = ("device", "num_cpus", "engine_cpus", "cpu_threads_bind")
 
 # CPU defaults: 10 % of RAM for KV (a 2-layer, 256-wide float32 model keeps
-# 4 KiB per token, so 10 % of 24 GiB holds ~600k tokens), a tenth of a logical
-# CPU for the replica actor (it only relays streams), one for the engine.
+# 4 KiB per token, so 10 % of 24 GiB holds ~600k tokens). A replica reserves
+# 0.8 (engine bundle) + 0.1 (replica actor, merged into that bundle) = 0.9
+# logical CPUs: a Ray node started with one logical CPU per core holds one
+# replica per core, and the 0.1 per core left over seats the ingress and the
+# controller (checked: two pools of one replica each plus two OpenAI ingresses
+# at num_cpus=0.1 start on `ray.init(num_cpus=2)`; with 1 + 0.1 they do not).
 CPU_KV_FRACTION = 0.1
 CPU_REPLICA_NUM_CPUS = 0.1
-CPU_ENGINE_CPUS = 1.0
+CPU_ENGINE_CPUS = 0.8
 # vLLM's CPU attention needs KV blocks of a multiple of 32 tokens (it refuses
 # 16: "No common block size for 16 (CPU_ATTN: [MultipleOf(32)])").
 CPU_BLOCK_MULTIPLE = 32

@@ -73,8 +73,8 @@ def deploy(model_cache: Path) -> str:
     app = build_openai_app(
         {
             "llm_configs": [build_llm_config(MODEL, POOL)],
-            # The ingress asks for a whole CPU by default: on 2 logical CPUs it
-            # would wait forever behind the replica's 1.1 CPUs.
+            # The ingress asks for a whole CPU by default: next to a replica's
+            # 0.9 CPUs it would wait forever on a 1-core Ray node.
             "ingress_deployment_config": {"ray_actor_options": {"num_cpus": INGRESS_NUM_CPUS}},
         }
     )
@@ -136,7 +136,7 @@ def test_llm_config_reserves_cpus_that_fit_next_to_the_ingress(
     opts = LLMServer.get_deployment_options(cfg)
     assert opts["name"] == "llm-h100"
     (bundle,) = opts["placement_group_bundles"]
-    assert bundle == pytest.approx({"CPU": 1.1, "GPU": 0})
+    assert bundle == pytest.approx({"CPU": 0.9, "GPU": 0})  # one replica per core
     assert bundle["CPU"] + INGRESS_NUM_CPUS <= ray_cluster.cluster_resources()["CPU"]
     assert cfg.accelerator_type is None
     assert cfg.engine_kwargs["load_format"] == "dummy"
