@@ -1,5 +1,6 @@
 """The generated tiny Llama directory: files vLLM needs, a tokenizer that round-trips text,
-a vocabulary that matches the model config, and idempotent, shape-keyed caching."""
+a vocabulary that matches the model config, idempotent, shape-keyed caching, and the
+per-pool shape and CPU defaults that ``replicas.vllm_config`` derives (plain data)."""
 
 from __future__ import annotations
 
@@ -129,3 +130,60 @@ def test_cache_dir_follows_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_
     assert ensure_tiny_model().parent == tmp_path / "cache"
     monkeypatch.delenv(CACHE_ENV)
     assert default_cache_dir() == Path.home() / ".cache" / "cascade" / "models"
+
+
+# ---- the pools' tiny shapes, as replicas.vllm_config reads them (plain data, no Ray) --
+
+
+def test_pool_overrides_pick_the_tiny_shape_and_cpu_defaults(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from orchestrator.config import ModelConfig, PoolConfig
+    from replicas.vllm_config import llm_config_kwargs
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    model = ModelConfig(engine="vllm", model_path="tiny")
+    fast = PoolConfig(name="llm-h100", accelerator="H100", engine_overrides={"num_layers": 2})
+    slow = PoolConfig(
+        name="llm-a100",
+        accelerator="A100",
+        min_replicas=1,
+        max_replicas=3,
+        engine_overrides={"num_layers": 4, "max_num_seqs": 8, "cpu_threads_bind": "1"},
+    )
+    a = llm_config_kwargs(model, fast, device="cpu")
+    b = llm_config_kwargs(model, slow, device="cpu")
+    dir_a = Path(a["model_loading_config"]["model_source"])
+    dir_b = Path(b["model_loading_config"]["model_source"])
+    assert _json(dir_a / "config.json")["num_hidden_layers"] == 2
+    assert _json(dir_b / "config.json")["num_hidden_layers"] == 4
+    assert a["model_loading_config"]["model_id"] == model.name
+    for kw in (a, b):
+        ek = kw["engine_kwargs"]
+        assert ek["load_format"] == "dummy" and ek["enforce_eager"] is True
+        assert ek["gpu_memory_utilization"] <= 0.2  # a share of RAM on CPU, not 0.9
+        assert ek["block_size"] % 32 == 0
+        assert "num_layers" not in ek and "cpu_threads_bind" not in ek  # Cascade's keys
+        assert "accelerator_type" not in kw  # Ray refuses it with CPU bundles
+        assert sum(kw["placement_group_config"]["bundles"][0].values()) < 1.0
+    assert b["engine_kwargs"]["max_num_seqs"] == 8
+    assert b["runtime_env"] == {"env_vars": {"VLLM_CPU_OMP_THREADS_BIND": "1"}}
+    assert b["deployment_config"]["name"] == "llm-a100"
+    assert b["deployment_config"]["autoscaling_config"] == {
+        "min_replicas": 1,
+        "max_replicas": 3,
+        "initial_replicas": 1,
+    }
+
+
+def test_pool_config_refuses_what_cannot_run(tmp_path: Path) -> None:
+    from orchestrator.config import ModelConfig, PoolConfig
+    from replicas.vllm_config import llm_config_kwargs
+
+    pool = PoolConfig(name="p", accelerator="H100", engine_overrides={"num_layers": 4})
+    with pytest.raises(ValueError, match="engine: vllm"):
+        llm_config_kwargs(ModelConfig(engine="sim"), pool)
+    with pytest.raises(ValueError, match="only apply to model_path: tiny"):
+        llm_config_kwargs(ModelConfig(engine="vllm", model_path="/models/llama"), pool)
+    with pytest.raises(ValueError, match="device"):
+        llm_config_kwargs(ModelConfig(engine="vllm"), pool, model_dir=tmp_path, device="tpu")  # type: ignore[arg-type]
