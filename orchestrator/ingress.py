@@ -110,6 +110,10 @@ class CascadeIngress(OpenAiIngress):
 
     async def _admitted(self, body: Any, call: Any, request: Request) -> Response:
         self._ensure_refresh()
+        for field in ("max_tokens", "max_completion_tokens"):
+            value = getattr(body, field, None)
+            if value is not None and value < 1:
+                return _error(400, f"{field} must be >= 1, got {value}", "BadRequestError")
         info = request_info_from_body(body, f"ingress-{next(self._ids)}")
         tally = self._arrivals.setdefault(info.slo_class, [0.0, 0.0, 0.0])
         tally[0] += 1
@@ -124,16 +128,11 @@ class CascadeIngress(OpenAiIngress):
         self._metrics.observe_admission(info.slo_class, outcome)
         if not decision.admission.admit:
             retry = decision.admission.retry_after_s or 1.0
-            return JSONResponse(
-                status_code=429,
+            return _error(
+                429,
+                f"request not admitted: {decision.admission.reason}",
+                "RateLimitError",
                 headers={"Retry-After": str(max(1, math.ceil(retry)))},
-                content={
-                    "error": {
-                        "message": f"request not admitted: {decision.admission.reason}",
-                        "type": "RateLimitError",
-                        "code": 429,
-                    }
-                },
             )
         predicted = self.core.predicted_p99(info, decision.pool)
         t0 = time.perf_counter()
@@ -205,3 +204,14 @@ class CascadeIngress(OpenAiIngress):
 
     async def chat(self, body: ChatCompletionRequest, request: Request) -> Response:
         return await self._admitted(body, super().chat, request)
+
+
+def _error(
+    code: int, message: str, kind: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """An OpenAI-style error body (what the ``openai`` client parses)."""
+    return JSONResponse(
+        status_code=code,
+        headers=headers,
+        content={"error": {"message": message, "type": kind, "code": code}},
+    )

@@ -129,6 +129,17 @@ class SimLLMEngine(LLMEngine):
         )
 
         max_tokens = getattr(request, "max_completion_tokens", None) or request.max_tokens or 16
+        if max_tokens < 1:
+            yield ErrorResponse.model_validate(
+                {
+                    "error": {
+                        "message": f"max_tokens must be >= 1, got {max_tokens}",
+                        "type": "BadRequestError",
+                        "code": 400,
+                    }
+                }
+            )
+            return
         rid = str(getattr(request, "request_id", None) or uuid.uuid4().hex)
         created = int(time.time())
         kind = "chat.completion" if chat else "text_completion"
