@@ -1,7 +1,9 @@
 """The ``cascade`` command line: one entry point, one subcommand per capability.
 
-Subcommands are registered in ``COMMANDS`` as ``name -> "module"``; each module
-exposes ``add_arguments(parser)`` and ``run(args) -> int``. Modules are imported
+Subcommands are registered in ``COMMANDS`` as ``name -> (module, help)``; each
+module exposes ``add_arguments(parser)`` and ``run(args) -> int``, or, for a
+module serving several commands (``"module:"``), ``add_<name>_arguments`` and
+``run_<name>``. Modules are imported
 lazily so that ``cascade bench uncertainty`` never imports Ray or vLLM.
 """
 
@@ -15,6 +17,10 @@ from collections.abc import Sequence
 # name -> (module, one-line help). Later capabilities add a line here.
 COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("experiments.benchmarks.cli", "run a benchmark and print JSON"),
+    "up": ("orchestrator.serve_cli:", "start local Ray and deploy the app; prints the URL"),
+    "status": ("orchestrator.serve_cli:", "pools, replicas, sigma per level, and the Plan"),
+    "load": ("orchestrator.serve_cli:", "replay a trace through the HTTP API"),
+    "down": ("orchestrator.serve_cli:", "shut the app, the controller and Ray down"),
     "demo": ("experiments.demo", "run the main end-to-end job"),
     "simulate": ("experiments.simulate_cli", "replay a trace through the simulated cluster"),
     "profile": ("experiments.profile_cli", "measure a local engine and write a step profile"),
@@ -34,9 +40,13 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     for name, (module_name, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         if name == chosen:
-            module = importlib.import_module(module_name)
-            module.add_arguments(p)
-            p.set_defaults(_module=module)
+            module = importlib.import_module(module_name.rstrip(":"))
+            if module_name.endswith(":"):
+                getattr(module, f"add_{name}_arguments")(p)
+                p.set_defaults(_run=getattr(module, f"run_{name}"))
+            else:
+                module.add_arguments(p)
+                p.set_defaults(_run=module.run)
     return parser
 
 
@@ -45,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     try:
-        return int(args._module.run(args))
+        return int(args._run(args))
     except (ValueError, FileNotFoundError) as exc:
         # Bad input is reported as one line naming what and where, not a traceback.
         print(f"cascade {args.command}: error: {exc}", file=sys.stderr)
