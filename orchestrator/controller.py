@@ -54,6 +54,10 @@ from replicas.telemetry import ITL, METRICS, PREFILL_STEP, STEP, ReplicaSnapshot
 from uncertainty import CascadeModel, Hierarchy, Summary
 
 _QS = (0.5, 0.9, 0.99)
+# Merged latency statistics (replica → pool → cluster) are recomputed at most this
+# often, and always before a solve: routers act on snapshots, not on these, and a
+# full re-merge of 1,000 replicas costs ~0.1 s.
+MERGE_PERIOD_S = 1.0
 
 
 def _level(s: Summary) -> LevelStats:
@@ -98,6 +102,10 @@ class Controller:
         self.rejected_snapshots = 0
         self.solved_last_step = False  # did the last step run the routing optimizer
         self._rates: dict[str, float] = {}  # replica -> completions/s (last interval)
+        self._merged_t = -math.inf
+        self._pool_metrics: dict[str, dict[str, LevelStats]] = {}
+        self._cluster_metrics: dict[str, LevelStats] = {}
+        self._stale: tuple[str, ...] = ()
         self.view: ClusterView | None = None
         self.plan: Plan | None = None
 
@@ -160,18 +168,22 @@ class Controller:
             self._latest[snap.replica_id] = snap
             fresh.append(snap)
         stale_after = self.config.loops.stale_after_s
+        stale = []
         for rid, snap in list(self._latest.items()):
             if now_s - snap.time_s > stale_after:
+                stale.append(rid)
                 del self._latest[rid]
                 self._rates.pop(rid, None)
                 for h in self._hier.values():
                     h.remove((snap.pool, rid))
+        self._stale = tuple(stale)
         for snap in fresh:
             if snap.replica_id not in self._latest:
                 continue
             for metric, summary in snap.summaries.items():
                 if metric in self._hier and summary.n:
-                    self._hier[metric].put((snap.pool, snap.replica_id), summary)
+                    # snapshots are immutable by contract: no copy
+                    self._hier[metric].put((snap.pool, snap.replica_id), summary, copy=False)
         self._fit_cascade(fresh)
 
     def _fit_cascade(self, fresh: Sequence[ReplicaSnapshot]) -> None:
@@ -192,12 +204,21 @@ class Controller:
         by_pool: dict[str, list[ReplicaSnapshot]] = {p.name: [] for p in self.config.pools}
         for snap in self._latest.values():
             by_pool[snap.pool].append(snap)
+        if now_s - self._merged_t >= MERGE_PERIOD_S or now_s >= self._next_solve_s:
+            self._merged_t = now_s
+            self._pool_metrics = {
+                name: {
+                    m: _level(h.summary((name,)))
+                    for m, h in self._hier.items()
+                    if name in h.children()
+                }
+                for name in by_pool
+            }
+            self._cluster_metrics = {
+                m: _level(h.summary()) for m, h in self._hier.items() if h.summary().n
+            }
         pools: dict[str, PoolView] = {}
         for name, snaps in by_pool.items():
-            metrics = {}
-            for m, h in self._hier.items():
-                if (name,) in {(c,) for c in h.children()}:
-                    metrics[m] = _level(h.summary((name,)))
             pools[name] = PoolView(
                 name=name,
                 replicas=tuple(sorted(s.replica_id for s in snaps)),
@@ -206,12 +227,15 @@ class Controller:
                 kv_usage=float(np.mean([s.kv_usage for s in snaps])) if snaps else 0.0,
                 itl_sigma_s=_mean_recent(snaps, ITL, "std"),
                 prefill_sigma_s=_mean_recent(snaps, PREFILL_STEP, "std"),
-                arrival_rate_per_s=0.0,
-                metrics=metrics,
+                arrival_rate_per_s=sum(self._rates.get(s.replica_id, 0.0) for s in snaps),
+                metrics=self._pool_metrics.get(name, {}),
             )
-        cluster = {m: _level(h.summary()) for m, h in self._hier.items() if h.summary().n}
         return ClusterView(
-            time_s=now_s, pools=pools, cluster=cluster, cascade=self.cascade.coefficients
+            time_s=now_s,
+            pools=pools,
+            cluster=self._cluster_metrics,
+            cascade=self.cascade.coefficients,
+            stale_replicas=self._stale,
         )
 
     # ---- routing -----------------------------------------------------------------------

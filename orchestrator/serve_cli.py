@@ -53,6 +53,13 @@ def add_down_arguments(parser: argparse.ArgumentParser) -> None:
     pass
 
 
+def _ray_cli() -> str:
+    """The ``ray`` command of this interpreter's environment (the venv may not be
+    on PATH)."""
+    local = Path(sys.executable).parent / "ray"
+    return str(local) if local.exists() else "ray"
+
+
 # ---- up -------------------------------------------------------------------------------
 def _resources(cfg: Any) -> dict[str, float]:
     from orchestrator.app import accelerator_resource
@@ -82,7 +89,7 @@ def run_up(args: argparse.Namespace) -> int:
     if not _connect():
         console.print(f"[cascade up] starting a local Ray head ({args.num_cpus} logical CPUs)")
         subprocess.run(
-            ["ray", "start", "--head", f"--num-cpus={args.num_cpus}",
+            [_ray_cli(), "start", "--head", f"--num-cpus={args.num_cpus}",
              f"--resources={json.dumps(_resources(cfg))}", "--include-dashboard=true",
              "--dashboard-host=127.0.0.1", "--disable-usage-stats"],
             check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -293,7 +300,7 @@ def run_down(args: argparse.Namespace) -> int:
             with contextlib.suppress(ValueError):  # no controller: nothing to kill
                 ray.kill(ray.get_actor(CONTROLLER_NAME, namespace=CONTROLLER_NAMESPACE))
             ray.shutdown()
-    subprocess.run(["ray", "stop", "--force"], check=False, stdout=subprocess.DEVNULL,
+    subprocess.run([_ray_cli(), "stop", "--force"], check=False, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL)  # fmt: skip
     print("[cascade down] stopped", file=sys.stderr)
     return 0

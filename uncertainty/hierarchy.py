@@ -61,16 +61,17 @@ class Hierarchy:
         node.own.update(values, what=f"samples at {self._where(path)}")
         self._invalidate(path)
 
-    def put(self, path: tuple[str, ...], summary: Summary) -> None:
+    def put(self, path: tuple[str, ...], summary: Summary, *, copy: bool = True) -> None:
         """Replace the subtree at ``path`` by ``summary`` (e.g. the latest summary a
-        replica sent in its snapshot). The summary is copied, not aliased."""
+        replica sent in its snapshot). The summary is copied unless ``copy=False``:
+        the caller then promises never to mutate it (snapshots are immutable)."""
         self._check(path)
         if not path:
             raise ValueError("put: cannot replace the root; put its children")
         parent = self._walk(path[:-1], create=True)
         assert parent is not None
         node = _Node(self.alpha)
-        node.own = summary.copy()
+        node.own = summary.copy() if copy else summary
         parent.children[path[-1]] = node
         self._invalidate(path)
 

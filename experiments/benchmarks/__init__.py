@@ -8,6 +8,7 @@ per element is printed, one per line.
 BENCHMARKS: dict[str, str] = {
     "router": "experiments.benchmarks.router",
     "uncertainty": "experiments.benchmarks.uncertainty",
+    "controller": "experiments.benchmarks.controller",
     "sim": "experiments.benchmarks.sim",
     "optim": "experiments.benchmarks.optim",
     "overhead": "experiments.benchmarks.overhead",
