@@ -4,8 +4,10 @@ For each request: the pool comes from ``PoolSplitter`` on the Plan's weights for
 its SLO class (pools with live replicas only; proportional to replicas before
 the first Plan). Admission then runs the configured policy on that pool's
 replicas (``slo_feasible`` predicts P(meet SLO) with the cascade model), after
-the backpressure gate: a pool whose saturation is ≥ 1 holds new prefills and the
-request is deferred with a ``Retry-After`` estimate. Never raises on telemetry:
+the backpressure gate: a pool whose saturation is ≥ 1 holds new prefills, so the
+request spills to the best other pool with live replicas that is not held (by
+Plan weight); only when every pool is held is it deferred with a ``Retry-After``
+estimate. Never raises on telemetry:
 an admission policy that fails admits (serving beats refusing on a bug) and is
 counted.
 """
@@ -86,6 +88,8 @@ class IngressCore:
     ) -> IngressDecision:
         pool = self.choose_pool(request.slo_class)
         now = self.clock()
+        if self._held(pool):
+            pool = self._spill(request.slo_class, pool)
         pp = self.plan.pools.get(pool) if self.plan is not None else None
         if pp is not None and pp.saturation >= 1.0:
             self.rejected += 1
@@ -116,6 +120,21 @@ class IngressCore:
         if not decision.admit:
             self.rejected += 1
         return IngressDecision(pool, decision)
+
+    def _held(self, pool: str) -> bool:
+        pp = self.plan.pools.get(pool) if self.plan is not None else None
+        return pp is not None and pp.saturation >= 1.0
+
+    def _spill(self, slo_class: str, held: str) -> str:
+        """The highest-weighted pool that has live replicas and is not held; the
+        held pool itself when there is none."""
+        weights = self.plan.routing.get(slo_class, {}) if self.plan is not None else {}
+        candidates = [
+            p for p in self.pools if p != held and self.snapshots.get(p) and not self._held(p)
+        ]
+        if not candidates:
+            return held
+        return max(candidates, key=lambda p: weights.get(p, 0.0))
 
     def predicted_p99(self, request: RequestInfo, pool: str) -> tuple[float, float] | None:
         """Predicted (TTFT, E2E) P99 in seconds of ``request`` on the best replica

@@ -210,3 +210,36 @@ def test_every_dashboard_query_returns_data_from_the_live_app(app: Any) -> None:
     finally:
         prom.terminate()
         prom.wait(timeout=30)
+
+
+def test_serve_autoscaling_follows_the_plan_targets(app: Any) -> None:
+    """The custom autoscaling policy returns the controller's target (clipped to
+    the deployment's bounds), and Serve converges each pool to it."""
+    from types import SimpleNamespace
+
+    from orchestrator.autoscale import plan_policy
+
+    targets = ray.get(app.get_targets.remote())
+    assert set(targets) == {"llm-h100", "llm-a100"}
+    for pool, target in targets.items():
+        ctx = SimpleNamespace(
+            policy_state={}, current_num_replicas=1, deployment_name=pool,
+            capacity_adjusted_min_replicas=1, capacity_adjusted_max_replicas=2,
+        )  # fmt: skip
+        n, state = plan_policy(ctx)
+        assert n == min(max(target, 1), 2) and state["source"] == "plan"
+    deadline = time.time() + 180
+    running: dict[str, int] = {}
+    while time.time() < deadline:
+        targets = ray.get(app.get_targets.remote())
+        deployments = serve.status().applications["cascade"].deployments
+        running = {
+            p: sum(
+                n for s, n in deployments[p].replica_states.items() if str(s).endswith("RUNNING")
+            )
+            for p in targets
+        }
+        if all(running[p] == min(max(t, 1), 2) for p, t in targets.items()):
+            break
+        time.sleep(2.0)
+    assert all(running[p] == min(max(t, 1), 2) for p, t in targets.items()), (running, targets)

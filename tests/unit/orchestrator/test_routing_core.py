@@ -91,7 +91,15 @@ def test_ingress_follows_plan_weights_and_holds_saturated_pools() -> None:
     picks = {core.decide(REQ).pool for _ in range(50)}
     assert picks == {"h"}
     core.update(_plan(saturation=1.2), [_snap("h0", "h"), _snap("a0", "a")])
-    d = core.decide(REQ)
+    d = core.decide(REQ)  # h is held: the request spills to a
+    assert d.admission.admit and d.pool == "a"
+    held_both = Plan(
+        time_s=1.0, version=2, routing={"default": {"h": 1.0, "a": 0.0}},
+        pools={"h": PoolPlan(10_000, 1.5, 1), "a": PoolPlan(10_000, 1.1, 1)},
+        status=SolveStatus.OPTIMAL,
+    )  # fmt: skip
+    core.update(held_both, [_snap("h0", "h"), _snap("a0", "a")])
+    d = core.decide(REQ)  # every pool held: defer with Retry-After
     assert not d.admission.admit and d.admission.retry_after_s and d.admission.retry_after_s > 0
     assert "backpressure" in d.admission.reason and core.rejected == 1
 
