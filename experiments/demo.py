@@ -1,62 +1,103 @@
-"""The main job behind ``make demo``.
+"""The main job behind ``make demo``: Cascade on Ray Serve with real vLLM, then
+the same decision code in the simulator against the baselines.
 
-Until the Ray Serve system exists (issue 6: real vLLM replicas, the uncertainty
-router in Ray, the controller actor), the most complete end-to-end path is the
-simulator: it replays a slice of the real Azure 2023 conversation trace through a
-heterogeneous H100 + A100 cluster (step times drawn from the measured vidur
-profiles), running the baselines, Cascade's policies and the controller core side
-by side on the same arrivals and seeds, then prints the latency table and writes
-plots. The demo says so when it starts.
+1. ``cascade up`` with ``examples/demo-cpu.yaml``: local Ray, two pools of real
+   vLLM-CPU replicas of different speed (a 2-layer and a 4-layer tiny Llama with
+   random weights, standing in for H100 and A100), the Cascade router, ingress,
+   controller and Plan-driven autoscaling.
+2. ``cascade load``: replay a slice of the real Azure 2023 conversation trace,
+   scaled to what two cores serve (prompts 1/8, outputs 1/4, ~3 req/s), over the
+   OpenAI HTTP API with streaming; print P50/P90/P99 TTFT/ITL/E2E, σ(P99) across
+   windows and SLO attainment; write plots.
+3. ``cascade status``: what the controller saw and did (σ per level, the cascade
+   fit, backpressure, the Plan).
+4. ``cascade down``; then ``cascade simulate`` on a longer slice of the same
+   trace at GPU scale (8 H100 + 8 A100 replicas of Llama-2-7B, measured vidur
+   profiles): baselines vs Cascade vs the oracle, with plots.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import os
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 
-DEMO_POLICIES = "round_robin,pow2,least_outstanding,kv_usage,cascade,oracle"
+DEMO_CONFIG = Path(__file__).resolve().parent.parent / "examples" / "demo-cpu.yaml"
+SIM_POLICIES = "round_robin,pow2,least_outstanding,cascade,oracle"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--config", default=None, help="Cascade YAML (default: examples/default.yaml)"
-    )
-    parser.add_argument("--load", type=float, default=0.85, help="fraction of measured capacity")
-    parser.add_argument(
-        "--duration", type=float, default=900.0, help="seconds of the trace to replay"
-    )
-    parser.add_argument("--policies", default=DEMO_POLICIES)
-    parser.add_argument("--out", default="out/demo", help="directory for plots")
+    parser.add_argument("--config", default=str(DEMO_CONFIG), help="Cascade YAML for the Ray part")
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds of trace to replay")
+    parser.add_argument("--rate", type=float, default=3.0, help="request rate on the CPU cluster")
+    parser.add_argument("--sim-duration", type=float, default=120.0)
+    parser.add_argument("--out", default="out/demo", help="directory for the report and plots")
+    parser.add_argument("--skip-ray", action="store_true", help="run only the simulator part")
 
 
 def run(args: argparse.Namespace) -> int:
-    from experiments import simulate_cli
-
-    # the table has many columns: do not squeeze it into an 80-column pipe
-    os.environ.setdefault("COLUMNS", "180")
+    os.environ.setdefault("COLUMNS", "160")  # wide tables even through a pipe
     console = Console()
-    console.rule("[bold]Cascade demo")
-    console.print(
-        "The Ray Serve system (real vLLM replicas + controller actor) is not built yet;\n"
-        "this demo runs the best end-to-end path that exists: the cluster simulator with\n"
-        "the same policy and controller code, on the real Azure 2023 conversation trace,\n"
-        f"at load {args.load} of measured capacity, first {args.duration:.0f} s of the trace.\n"
-    )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    sim_args = argparse.Namespace(
-        config=args.config,
-        trace="azure-conv",
-        load=args.load,
-        policies=args.policies,
-        duration=args.duration,
-        seed=0,
-        json=False,
-        plot=str(out),
+    console.rule("[bold]Cascade demo")
+    if not args.skip_ray:
+        _ray_part(args, console, out)
+    _sim_part(args, console, out)
+    console.print(f"\n[bold]Report and plots in {out.resolve()}")
+    return 0
+
+
+def _ray_part(args: argparse.Namespace, console: Console, out: Path) -> None:
+    from experiments.loadgen import replay, report
+    from experiments.traces import load_trace
+    from orchestrator import serve_cli
+
+    console.print(
+        "[bold]1. Ray Serve + real vLLM-CPU[/]: two pools (2-layer and 4-layer tiny Llama), "
+        "Cascade router, ingress, controller"
     )
-    rc = simulate_cli.run(sim_args)
-    console.print(f"\nPlots written to {out.resolve()}")
-    return rc
+    up = argparse.Namespace(
+        config=args.config, port=8000, num_cpus=4, time_scale=1.0, timeout=900.0
+    )
+    serve_cli.run_up(up)
+    try:
+        trace = load_trace("azure-conv", rng=np.random.default_rng(0))
+        trace = trace.scaled_to_rate(args.rate).head(duration_s=args.duration)
+        console.print(
+            f"[bold]2. Replaying {len(trace)} requests[/] of azure2023_conv "
+            f"({args.duration:.0f} s at {args.rate} req/s; prompts 1/8, outputs 1/4)"
+        )
+        records = asyncio.run(
+            replay(trace, "http://127.0.0.1:8000/v1", "cascade-tiny",
+                   prompt_scale=0.125, output_scale=0.25)
+        )  # fmt: skip
+        result = report(records, ttft_slo_s=1.0, tpot_slo_s=0.05)
+        serve_cli.print_report(result)
+        for path in serve_cli.plot_load(records, out):
+            console.print(f"wrote {path}")
+        (out / "ray_load_report.json").write_text(json.dumps(result, indent=2, sort_keys=True))
+        console.print("[bold]3. What the controller saw and did")
+        serve_cli.run_status(argparse.Namespace())
+    finally:
+        serve_cli.run_down(argparse.Namespace())
+
+
+def _sim_part(args: argparse.Namespace, console: Console, out: Path) -> None:
+    from experiments import simulate_cli
+
+    console.print(
+        "\n[bold]4. The same decision code in the simulator[/]: first "
+        f"{args.sim_duration:.0f} s of azure2023_conv at 0.85 of capacity "
+        "on 8 H100 + 8 A100 Llama-2-7B replicas"
+    )
+    sim = argparse.Namespace(
+        config=None, trace="azure-conv", load=0.85, policies=SIM_POLICIES,
+        duration=args.sim_duration, seed=0, json=False, plot=str(out),
+    )  # fmt: skip
+    simulate_cli.run(sim)
