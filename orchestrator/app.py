@@ -121,6 +121,10 @@ def build_app(args: Mapping[str, Any] | None = None) -> Application:
         llm_config = pool_llm_config(cfg, pool, time_scale=time_scale)
         llm_configs[pool.name] = llm_config
         engine_cls: Any = None
+        if cfg.model.engine == "vllm":
+            from replicas.vllm_stats import CascadeVLLMEngine
+
+            engine_cls = CascadeVLLMEngine  # Ray's VLLMEngine + scheduler stats
         if cfg.model.engine == "sim":
             engine_cls = functools.partial(
                 _SimEngineFactory, options=_sim_options(cfg, pool, time_scale)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncGenerator
@@ -79,6 +80,9 @@ class CascadeLLMServer(LLMServer):
         self._controller: Any = None
         self._inflight_push: Any = None
         self.pushes = 0
+        from replicas.gpu import GpuSampler
+
+        self._gpu = GpuSampler()  # disabled cleanly without a GPU
         from orchestrator.metrics import ReplicaMetrics
 
         self._metrics = ReplicaMetrics()
@@ -121,7 +125,16 @@ class CascadeLLMServer(LLMServer):
     # ---- off the token path ---------------------------------------------------------------
     def build_snapshot(self) -> ReplicaSnapshot:
         engine_snapshot = getattr(self.engine, "snapshot", None)
-        snap = engine_snapshot() if callable(engine_snapshot) else self._recorder.snapshot()
+        if callable(engine_snapshot):  # SimLLMEngine: the engine model knows everything
+            snap = engine_snapshot()
+        else:
+            sink = getattr(self.engine, "stats_sink", None)  # CascadeVLLMEngine
+            if sink is not None:
+                self._recorder.set_engine_state(sink.state)
+            snap = self._recorder.snapshot()
+        gpu = self._gpu.sample()
+        if gpu is not None:
+            snap = dataclasses.replace(snap, gpu=gpu)
         self._last = snap
         return snap
 
