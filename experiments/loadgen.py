@@ -150,7 +150,11 @@ def report(
     ttft = np.array([r.ttft_s for r in ok])
     e2e = np.array([r.e2e_s for r in ok])
     itl = np.concatenate([np.asarray(r.itls) for r in ok if len(r.chunks) > 1] or [np.zeros(0)])
-    for name, x in (("ttft", ttft), ("itl", itl), ("e2e", e2e)):
+    # TPOT = (E2E − TTFT)/(tokens − 1) per request: unaffected by how the server
+    # groups tokens into stream chunks (Ray Serve LLM batches them every few ms, so
+    # client-side gaps between chunks, "itl" here, are often 0)
+    tpot = np.array([(r.e2e_s - r.ttft_s) / max(len(r.chunks) - 1, 1) for r in ok])
+    for name, x in (("ttft", ttft), ("tpot", tpot), ("itl", itl), ("e2e", e2e)):
         for q in (50, 90, 99):
             out[f"{name}_p{q}_s"] = float(np.percentile(x, q)) if x.size else None
     sent = np.array([r.sent_s for r in ok])

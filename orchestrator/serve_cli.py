@@ -68,8 +68,11 @@ def _resources(cfg: Any) -> dict[str, float]:
 
 
 def _connect() -> bool:
+    """Connect to the running local Ray cluster (once per process); False if none."""
     import ray
 
+    if ray.is_initialized():
+        return True
     try:
         ray.init(
             address="auto", namespace="cascade", logging_level=logging.ERROR, log_to_driver=False
