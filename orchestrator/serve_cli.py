@@ -237,7 +237,7 @@ def print_report(out: dict[str, Any]) -> None:
                     f"{out['errors']} errors, {out['rejected_429']} deferred (429)")  # fmt: skip
     for col in ("metric", "P50", "P90", "P99"):
         t.add_column(col, justify="right")
-    for m in ("ttft", "itl", "e2e"):
+    for m in ("ttft", "tpot", "e2e"):
         vals = [out.get(f"{m}_p{q}_s") for q in (50, 90, 99)]
         t.add_row(m.upper(), *("-" if v is None else f"{v:.3f} s" for v in vals))
     Console().print(t)
