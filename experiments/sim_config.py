@@ -76,7 +76,7 @@ class PoolSetup:
             max_num_seqs=self.max_num_seqs,
             max_num_batched_tokens=self.max_num_batched_tokens,
             max_model_len=self.max_model_len,
-            fold_interval_s=1.0,
+            fold_interval_s=2.0,
         )
 
 

@@ -63,6 +63,8 @@ from replicas.telemetry import (
 from uncertainty import DecayedWelford, Summary
 
 _Z_BLOCK = 4096  # standard normals drawn per refill
+_SPARSE_BATCH = 16  # per-request metrics fold once this many samples are pending,
+_SPARSE_LAG = 5  # or after this many fold intervals (see EngineModel._fold)
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +200,7 @@ class EngineModel:
         self._snap: ReplicaSnapshot | None = None
         self._snap_key: tuple[int, ...] = ()
         self._fold_t = -math.inf
+        self._sparse_fold_t = -math.inf  # last fold of the sparse metrics (see _fold)
         self._recent_stats: dict[str, DecayedStats] | None = None
         # telemetry: samples pending since the last snapshot, folded in lazily
         self._pending: dict[str, list[float]] = {
@@ -658,10 +661,24 @@ class EngineModel:
         return finished
 
     # ---- telemetry ---------------------------------------------------------------
-    def _fold(self, full: bool) -> None:
+    def _has_pending(self) -> bool:
+        return bool(self._pend_itl_v or self._pend_pstp or any(self._pending.values()))
+
+    def _fold(self, full: bool, now_s: float = math.inf) -> None:
+        """Fold pending samples into the estimators. With a ``fold_interval_s``
+        (the DES), the per-request metrics (a few samples per interval) wait until
+        ``_SPARSE_BATCH`` samples are pending or ``_SPARSE_LAG`` intervals passed:
+        a fold costs ~50 µs whatever its size, and a handful of samples moves a
+        read-out of half-life ``recent_halflife`` samples by a few % at most."""
+        if not self._has_pending():
+            return
         self._recent_stats = None
+        interval = self.config.fold_interval_s
+        sparse_due = full or interval <= 0 or now_s - self._sparse_fold_t >= _SPARSE_LAG * interval
+        if sparse_due:
+            self._sparse_fold_t = now_s
         for metric, vals in self._pending.items():
-            if vals:
+            if vals and (sparse_due or len(vals) >= _SPARSE_BATCH):
                 self._recent[metric].update(vals)
                 if full:
                     self._summaries[metric].update(vals)
@@ -673,7 +690,7 @@ class EngineModel:
                 self._summaries[ITL].update(x)
             self._pend_itl_v.clear()
             self._pend_itl_n.clear()
-        if self._pend_pstp:
+        if self._pend_pstp and (sparse_due or len(self._pend_pstp) >= _SPARSE_BATCH):
             self._recent_pstp.update(self._pend_pstp)
             self._pend_pstp.clear()
 
@@ -683,6 +700,9 @@ class EngineModel:
         samples seen then are not in later summaries."""
         snap = self._snap
         fold = full or now_s - self._fold_t >= self.config.fold_interval_s
+        if fold and not full and not self._has_pending():
+            fold = False  # nothing to fold in: the read-outs are unchanged
+            self._fold_t = now_s
         key = (
             len(self.running), len(self.waiting), self._empty, len(self._evictable),
             self.completed, self.preemptions, self.rejected, self.last_prefill_tokens,
@@ -696,7 +716,7 @@ class EngineModel:
             self._snap = fresh
             return fresh
         if fold:
-            self._fold(full)
+            self._fold(full, now_s)
             self._fold_t = now_s
         waiting_prefill = sum(r.prompt + r.generated - r.computed for r in self.waiting)
         ctx = [r.computed for r in self.running]
