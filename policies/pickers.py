@@ -28,7 +28,9 @@ class MaxScorePicker(Picker):
         self, scores: FloatArray, candidates: IntArray, view: ReplicaView, rng: np.random.Generator
     ) -> IntArray:
         # lexsort: last key is primary → sort by −score, then by a random key
-        idx = np.lexsort((rng.random(scores.size), -scores))
+        idx: IntArray = np.lexsort((rng.random(scores.size), -scores))
+        if candidates is view.indices:  # every replica, in view order
+            return idx
         out: IntArray = candidates[idx]
         return out
 

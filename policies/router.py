@@ -59,7 +59,7 @@ class Router:
     # ---- the decision -----------------------------------------------------------
     def candidates(self, request: RequestInfo, view: ReplicaView) -> IntArray:
         """View indices that survive the filters (soft filters never empty it)."""
-        cand: IntArray = np.arange(view.size)
+        cand: IntArray = view.indices
         for f in self.filters:
             if cand.size == 0:
                 break

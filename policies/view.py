@@ -125,6 +125,14 @@ class ReplicaView:
         return len(self.replica_ids)
 
     @cached_property
+    def indices(self) -> IntArray:
+        """``arange(size)``, read-only, made once per view (``with_outstanding``
+        keeps it): a router's candidate set when no filter drops anything."""
+        out: IntArray = np.arange(len(self.replica_ids))
+        out.setflags(write=False)
+        return out
+
+    @cached_property
     def _index(self) -> dict[str, int]:
         return {rid: i for i, rid in enumerate(self.replica_ids)}
 

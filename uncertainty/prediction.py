@@ -178,6 +178,23 @@ def _lognormal_cdf_log(mean: FloatArray, var: FloatArray, log_x: float | FloatAr
     return out
 
 
+def _lognormal_cdf_log_inplace(mean: FloatArray, var: FloatArray, log_x: FloatArray) -> FloatArray:
+    # _lognormal_cdf_log, operation for operation (same results), in place:
+    # ``var`` is overwritten, ``mean`` is kept
+    m = np.maximum(mean, _EPS)
+    s2 = m * m
+    np.divide(var, s2, out=s2)
+    np.log1p(s2, out=s2)
+    z = np.log(m, out=m)
+    np.subtract(log_x, z, out=z)
+    z += np.multiply(0.5, s2, out=var)
+    np.sqrt(s2, out=s2)
+    np.maximum(s2, _EPS, out=s2)
+    z /= s2
+    out: FloatArray = ndtr(z, out=z)
+    return out
+
+
 def predict_latency(
     model: CascadeModel,
     load: ReplicaLoad,
@@ -193,8 +210,53 @@ def predict_latency(
 
     Hot path (a router calls it per request): the request-independent terms of
     ``load`` are computed once per ``ReplicaLoad`` and cached on it, so a call
-    is ~30 array operations (treat a ``ReplicaLoad``'s arrays as immutable).
+    is ~20 array operations (treat a ``ReplicaLoad``'s arrays as immutable).
+    A router that only needs P(meet SLO) calls ``predict_slo_probability``,
+    which skips building this object.
     """
+    _check_lengths(prompt_tokens, output_tokens, output_tokens_std)
+    rows, itl_var = _predict_rows(
+        model, load, float(prompt_tokens), output_tokens, output_tokens_std
+    )
+    mean, var = rows[0:2], rows[2:4]
+    return LatencyPrediction(
+        ttft_mean_s=mean[0],
+        ttft_var_s2=var[0],
+        e2e_mean_s=mean[1],
+        e2e_var_s2=var[1],
+        itl_std_s=np.sqrt(itl_var),
+        _rows=(mean, var),
+    )
+
+
+def predict_slo_probability(
+    model: CascadeModel,
+    load: ReplicaLoad,
+    prompt_tokens: int,
+    output_tokens: float,
+    output_tokens_std: float,
+    ttft_slo_s: float,
+    e2e_slo_s: float,
+) -> tuple[FloatArray, FloatArray]:
+    """(P(TTFT ≤ ``ttft_slo_s`` and E2E ≤ ``e2e_slo_s``), E2E mean) per replica:
+    the same numbers, computed by the same operations in the same order, as
+    ``predict_latency(...).prob_within(ttft_slo_s, e2e_slo_s)`` and its
+    ``e2e_mean_s``, without building the ``LatencyPrediction`` (the router's
+    per-request path: ~30 array operations, most of them in place).
+
+    Raises ``ValueError`` for bad lengths (as ``predict_latency``) or an SLO ≤ 0.
+    """
+    _check_lengths(prompt_tokens, output_tokens, output_tokens_std)
+    if not (ttft_slo_s > 0 and e2e_slo_s > 0):
+        raise ValueError(f"SLO must be > 0 seconds, got {ttft_slo_s!r}, {e2e_slo_s!r}")
+    rows, _ = _predict_rows(model, load, float(prompt_tokens), output_tokens, output_tokens_std)
+    log_x = np.array((math.log(ttft_slo_s), math.log(e2e_slo_s)))[:, None]
+    both = _lognormal_cdf_log_inplace(rows[0:2], rows[2:4], log_x)
+    out: FloatArray = both[0] * both[1]
+    return out, rows[1]
+
+
+def _check_lengths(prompt_tokens: int, output_tokens: float, output_tokens_std: float) -> None:
     if prompt_tokens < 0 or not math.isfinite(output_tokens) or output_tokens < 1:
         raise ValueError(
             f"request lengths: prompt_tokens={prompt_tokens!r} must be >= 0 and "
@@ -202,45 +264,54 @@ def predict_latency(
         )
     if not math.isfinite(output_tokens_std) or output_tokens_std < 0:
         raise ValueError(f"output_tokens_std={output_tokens_std!r} must be finite and >= 0")
-    t = load._terms
-    p = float(prompt_tokens)
-    # rows: (TTFT, E2E); see LatencyPrediction._rows
-    mean = np.empty((2, t.n))
-    var = np.empty((2, t.n))
-    prefill_var = t.prefill_var_per_tok2 * (p * p)  # (CV · P · c)²
-    ttft_mean = np.add(load.queue_wait_mean_s, p * load.prefill_s_per_token, out=mean[0])
-    ttft_var = np.add(load.queue_wait_std_s**2, prefill_var, out=var[0])
 
+
+def _predict_rows(
+    model: CascadeModel, load: ReplicaLoad, p: float, output_tokens: float, output_tokens_std: float
+) -> tuple[FloatArray, FloatArray]:
+    """A fresh (6, R) array whose rows 0..3 are TTFT mean, E2E mean, TTFT
+    variance, E2E variance (rows 4, 5 are scratch), and the decode ITL variance.
+
+    The affine terms of all rows are one multiply of the cached coefficient
+    block by a column of request scalars; each product is the same IEEE
+    operation as in the plain formula, so results equal the formulas bit for bit.
+    """
+    t = load._terms
+    theta = model._theta
+    w, off = t.cascade(theta)
+    pp = p * p
+    # rows: p·c, p·c, P²·(CV·c)², P²·(CV·c)², P²·(CV·c)², (P + L)/capacity
+    rows = t.lin * np.array((p, p, pp, pp, pp, p + output_tokens))[:, None]
+    qm = load.queue_wait_mean_s
+    rows[0:2] += qm  # TTFT mean = queue wait + P·c (the E2E row gets decode below)
+    rows[2:4] += load.queue_wait_std_s**2  # TTFT variance = σ_q² + (CV·P·c)²
     # The cascade: this request's prefill joins the prefill steps that running
     # decodes share (σ_p² → σ_p² + σ_prefill²), and its tokens raise KV pressure.
-    theta = model._theta
-    a, b = float(theta[1]), float(theta[2])
-    log_sp2_to = np.log(t.sp_from2 + prefill_var)
-    log1p_kv_to = np.log1p(np.minimum(t.kv_from + (p + output_tokens) * t.inv_capacity, 1.0))
+    cas = rows[4:6]
+    cas += t.cas_from  # (σ_p,from² + σ_prefill², kv_from + (P + L)/capacity)
+    np.minimum(cas[1], 1.0, out=cas[1])
+    np.log(cas[0], out=cas[0])
+    np.log1p(cas[1], out=cas[1])
+    cas *= w  # (a·log σ_p,to², 2b·log(1 + kv_to))
     # Decode ITL variance with this request admitted, in one formula for every
     # replica (the two cases of the docstring share their coefficients):
     #   observed σ: σ_obs² · exp(2·log_ratio) = exp(log σ_obs² − a·log σ_p,from²
     #               − 2b·log(1+kv_from) + a·log σ_p,to² + 2b·log(1+kv_to))
     #   none yet:   σ_model² = exp(2θ0 + 2θ3·log h + a·log σ_p,to² + 2b·log(1+kv_to))
     # so only a per-replica offset differs; it is cached per (load, θ).
-    itl_var = np.exp(t.log_var_offset(theta) + a * log_sp2_to + (2.0 * b) * log1p_kv_to)
-    itl_sd = np.sqrt(itl_var)
+    itl_var = off + cas[0]
+    itl_var += cas[1]
+    np.exp(itl_var, out=itl_var)
 
     n_dec = max(output_tokens - 1.0, 0.0)
-    e2e_mean = np.add(ttft_mean, n_dec * load.itl_mean_s, out=mean[1])
+    e2e_mean = rows[1]
+    e2e_mean += n_dec * load.itl_mean_s
     # summing L − 1 AR(1) ITLs inflates their variance by (1 + ρ)/(1 − ρ)
     dec_var = itl_var * (n_dec * t.ar_factor)
     if output_tokens_std > 0:
         dec_var += t.itl_mean2 * (output_tokens_std * output_tokens_std)
-    e2e_var = np.add(ttft_var, dec_var, out=var[1])
-    return LatencyPrediction(
-        ttft_mean_s=ttft_mean,
-        ttft_var_s2=ttft_var,
-        e2e_mean_s=e2e_mean,
-        e2e_var_s2=e2e_var,
-        itl_std_s=itl_sd,
-        _rows=(mean, var),
-    )
+    rows[3] += dec_var
+    return rows, itl_var
 
 
 class _LoadTerms:
@@ -248,47 +319,58 @@ class _LoadTerms:
     (independent of the queue wait too: ``ReplicaLoad.with_queue_wait`` shares them)."""
 
     __slots__ = (
-        "_offset",
+        "_cascade",
         "ar_factor",
-        "inv_capacity",
+        "cas_from",
         "itl_mean2",
-        "kv_from",
+        "lin",
         "log1p_kv_from",
         "log_h",
         "log_sp2_from",
         "log_var_obs",
         "n",
         "observed",
-        "prefill_var_per_tok2",
-        "sp_from2",
     )
 
     def __init__(self, load: ReplicaLoad) -> None:
-        self.n = load.size
+        self.n = n = load.size
         sp_from = np.maximum(load.sigma_prefill_s, _EPS)
-        self.sp_from2 = sp_from * sp_from
-        self.log_sp2_from = np.log(self.sp_from2)
-        self.kv_from = np.clip(load.kv_pressure, 0.0, 1.0)
-        self.log1p_kv_from = np.log1p(self.kv_from)
-        self.inv_capacity = 1.0 / np.maximum(load.kv_capacity_tokens, 1.0)
+        sp_from2 = sp_from * sp_from
+        self.log_sp2_from = np.log(sp_from2)
+        kv_from = np.clip(load.kv_pressure, 0.0, 1.0)
+        self.log1p_kv_from = np.log1p(kv_from)
+        inv_capacity = 1.0 / np.maximum(load.kv_capacity_tokens, 1.0)
+        prefill_var_per_tok2 = (load.prefill_cv * load.prefill_s_per_token) ** 2
+        # coefficients of the request scalars (see _predict_rows), one row each
+        self.lin = np.empty((6, n))
+        self.lin[0:2] = load.prefill_s_per_token
+        self.lin[2:5] = prefill_var_per_tok2
+        self.lin[5] = inv_capacity
+        self.cas_from = np.stack((sp_from2, kv_from))
         self.log_h = np.log(np.maximum(load.heterogeneity, 1.0))
-        self.prefill_var_per_tok2 = (load.prefill_cv * load.prefill_s_per_token) ** 2
         self.observed = load.itl_std_s > 0
         with np.errstate(divide="ignore"):  # σ_obs = 0 → −inf, replaced by the model
             self.log_var_obs = np.log(load.itl_std_s**2)
         rho = np.clip(load.itl_autocorr, -0.95, 0.95)
         self.ar_factor = (1.0 + rho) / (1.0 - rho)
         self.itl_mean2 = load.itl_mean_s**2
-        self._offset: tuple[tuple[float, float, float, float], FloatArray] | None = None
+        for arr in (self.lin, self.cas_from, self.ar_factor, self.itl_mean2):
+            arr.setflags(write=False)
+        self._cascade: tuple[bytes, FloatArray, FloatArray] | None = None
 
-    def log_var_offset(self, theta: FloatArray) -> FloatArray:
-        """Per-replica offset of log σ_ITL² (see predict_latency), cached per θ."""
-        off = self._offset
-        key = (float(theta[0]), float(theta[1]), float(theta[2]), float(theta[3]))
-        if off is None or off[0] != key:
-            t0, a, b, t3 = key
+    def cascade(self, theta: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """((2, 1) column (a, 2b), per-replica offset of log σ_ITL²) for the
+        cascade coefficients θ (see _predict_rows), cached per θ."""
+        key = theta.tobytes()
+        c = self._cascade
+        if c is None or c[0] != key:
+            t0, a, b, t3 = (float(theta[0]), float(theta[1]), float(theta[2]), float(theta[3]))
             shift = a * self.log_sp2_from + (2.0 * b) * self.log1p_kv_from
             observed = self.log_var_obs - shift
             model = 2.0 * t0 + (2.0 * t3) * self.log_h
-            off = self._offset = (key, np.where(self.observed, observed, model))
-        return off[1]
+            w = np.array(((a,), (2.0 * b,)))
+            off = np.where(self.observed, observed, model)
+            w.setflags(write=False)
+            off.setflags(write=False)
+            c = self._cascade = (key, w, off)
+        return c[1], c[2]

@@ -32,6 +32,7 @@ from policies.slo import DEFAULT_SLOS, SloSpec, meet_probability, predict_reques
 from policies.view import IntArray, ReplicaView
 from replicas.telemetry import RequestInfo
 from uncertainty import CascadeModel, LatencyPrediction
+from uncertainty.prediction import predict_slo_probability
 from uncertainty.validation import FloatArray
 
 _TIE_BREAK = 1e-3  # weight of the latency ratio in the slo_probability score
@@ -92,6 +93,20 @@ class UncertaintyScorer(Scorer):
 
     def score(self, request: RequestInfo, view: ReplicaView, candidates: IntArray) -> FloatArray:
         p = self.params
+        if p.objective == "slo_probability":
+            slo = slo_for(p.slos, request.slo_class)
+            length = request.expected_output_tokens
+            ttft_s, e2e_s = slo.ttft_s, slo.e2e_target_s(length)
+            if ttft_s is not None and e2e_s is not None:
+                # the per-request hot path: P(meet SLO) and E2E mean straight
+                # from the view's cached load terms, no LatencyPrediction
+                sd = p.output_cv * length if request.predicted_output_tokens is not None else 0.0
+                prob, mean = predict_slo_probability(
+                    self.model, view.load, request.prompt_tokens, length, sd, ttft_s, e2e_s
+                )
+                if candidates.size != view.size:
+                    prob, mean = prob[candidates], mean[candidates]
+                return _slo_score(prob, mean)
         # Predicting over the whole view and indexing is cheaper than building a
         # sub-view (one ReplicaLoad validation) when filters dropped a few.
         pred = predict_request(self.model, view, request, p.output_cv)
@@ -105,12 +120,17 @@ class UncertaintyScorer(Scorer):
             return _ratio(cost)
         slo = slo_for(p.slos, request.slo_class)
         prob = meet_probability(pred, slo, request.expected_output_tokens)
-        mean = pred.e2e_mean_s
-        best = float(mean.min())
-        if best <= 0.0:
-            return (1.0 - _TIE_BREAK) * prob + _TIE_BREAK * _ratio(mean)
-        out: FloatArray = (1.0 - _TIE_BREAK) * prob + (_TIE_BREAK * best) / mean
-        return out
+        return _slo_score(prob, pred.e2e_mean_s)
+
+
+def _slo_score(prob: FloatArray, mean: FloatArray) -> FloatArray:
+    """(1 − ε)·prob + ε·min(mean)/mean; ``prob`` is consumed (scaled in place)."""
+    best = float(mean.min())
+    if best <= 0.0:
+        return (1.0 - _TIE_BREAK) * prob + _TIE_BREAK * _ratio(mean)
+    out: FloatArray = np.multiply(prob, 1.0 - _TIE_BREAK, out=prob)
+    out += (_TIE_BREAK * best) / mean
+    return out
 
 
 def _ratio(cost: FloatArray) -> FloatArray:
