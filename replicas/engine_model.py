@@ -74,8 +74,9 @@ class EngineConfig:
     one prefix hash. ``recent_halflife``: samples behind the snapshot's decayed
     read-outs. ``max_advertised_prefixes``: cap on ``cached_prefix_hashes``.
     ``fold_interval_s``: pending latency samples are folded into the decayed
-    estimators at most this often (0 = at every snapshot; the simulator uses 1 s
-    for speed: counts and KV stay exact, latency read-outs lag by at most that)."""
+    estimators at most this often (0 = at every snapshot; the simulator uses 2 s
+    for speed: counts and KV stay exact, latency read-outs lag by at most that;
+    per-request metrics by up to 5× that when fewer than 16 samples are pending)."""
 
     num_blocks: int
     block_size: int = 16
