@@ -43,7 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--small", action="store_true", help="small grid (quick calibration)")
     parser.add_argument("--sim-model", default="llama-2-7b", help="--engine sim: profile model")
     parser.add_argument("--sim-gpu", default="a100", help="--engine sim: GPU")
-    parser.add_argument("--max-model-len", type=int, default=8192)
+    parser.add_argument(
+        "--max-model-len", type=int, default=None, help="default: the model's own limit"
+    )
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.15)
 
 
@@ -81,7 +83,10 @@ def _vllm_stepper(args: argparse.Namespace) -> StepFn:  # pragma: no cover - nee
 
     def add(n_prompt: int, max_tokens: int) -> str:
         rid = f"p{next(counter)}"
-        params = SamplingParams(max_tokens=max_tokens, ignore_eos=True)
+        limit = engine.model_config.max_model_len  # decoders run long, never past the limit
+        params = SamplingParams(
+            max_tokens=max(1, min(max_tokens, limit - n_prompt)), ignore_eos=True
+        )
         prompt: Any = {"prompt_token_ids": [7 + (i % 100) for i in range(n_prompt)]}
         engine.add_request(rid, prompt, params)
         return rid
