@@ -99,6 +99,7 @@ class Controller:
         self._next_alloc_s = -math.inf
         self.allocation: AllocationResult | None = None
         self._targets = {p.name: p.start_replicas for p in config.pools}
+        self.pinned: dict[str, int] = {}  # operator pins override the allocator
         self.rejected_snapshots = 0
         self.solved_last_step = False  # did the last step run the routing optimizer
         self._rates: dict[str, float] = {}  # replica -> completions/s (last interval)
@@ -131,7 +132,8 @@ class Controller:
             pv = view.pools.get(pool.name)
             sigma = pv.itl_sigma_s if pv is not None and math.isfinite(pv.itl_sigma_s) else 0.0
             state = self.backpressure.update(pool.name, now_s, sigma)
-            target = min(max(self._targets[pool.name], pool.min_replicas), pool.max_replicas)
+            target = self.pinned.get(pool.name, self._targets[pool.name])
+            target = min(max(target, pool.min_replicas), pool.max_replicas)
             pool_plans[pool.name] = PoolPlan(
                 admission_token_budget=int(state.prefill_token_budget),
                 saturation=float(state.saturation),
@@ -148,6 +150,22 @@ class Controller:
             reason=self._routing_reason,
         )
         return self.plan
+
+    def pin(self, pool: str, replicas: int | None) -> None:
+        """Pin ``pool`` to ``replicas`` (an operator override of the allocator, e.g.
+        for maintenance); ``None`` hands the pool back to the allocator. Raises
+        ``ValueError`` for an unknown pool or a count outside its min/max."""
+        cfg = self.config.pool(pool) if pool in {p.name for p in self.config.pools} else None
+        if cfg is None:
+            raise ValueError(f"unknown pool {pool!r}; pools: {[p.name for p in self.config.pools]}")
+        if replicas is None:
+            self.pinned.pop(pool, None)
+            return
+        if not cfg.min_replicas <= replicas <= cfg.max_replicas:
+            raise ValueError(
+                f"pool {pool}: replicas {replicas} outside [{cfg.min_replicas}, {cfg.max_replicas}]"
+            )
+        self.pinned[pool] = replicas
 
     def latest_snapshots(self) -> list[ReplicaSnapshot]:
         """The newest fresh snapshot of every live replica (routers read these)."""

@@ -113,6 +113,12 @@ class ControllerActor:
     async def get_snapshots(self) -> tuple[ReplicaSnapshot, ...]:
         return self._snapshots
 
+    async def pin(self, pool: str, replicas: int | None) -> dict[str, int]:
+        """Operator override of a pool's replica target (``None``: back to the
+        allocator); effective from the next step. Returns the pins."""
+        self.core.pin(pool, replicas)
+        return dict(self.core.pinned)
+
     async def get_targets(self) -> dict[str, int]:
         plan = self._plan
         if plan is None:

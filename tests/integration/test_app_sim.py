@@ -243,3 +243,51 @@ def test_serve_autoscaling_follows_the_plan_targets(app: Any) -> None:
             break
         time.sleep(2.0)
     assert all(running[p] == min(max(t, 1), 2) for p, t in targets.items()), (running, targets)
+
+
+def _running(pool: str) -> int:
+    deployments = serve.status().applications["cascade"].deployments
+    return sum(n for s, n in deployments[pool].replica_states.items() if str(s).endswith("RUNNING"))
+
+
+def _wait_running(pool: str, n: int, timeout_s: float = 180.0) -> None:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline and _running(pool) != n:
+        time.sleep(1.0)
+    assert _running(pool) == n, (pool, _running(pool), n)
+
+
+def _stream_tokens(max_tokens: int) -> tuple[str, int]:
+    """Stream one long completion through the llm-a100 deployment's handle (so it
+    lands on that pool, through the Cascade router); (outcome, text chunks)."""
+    from ray.serve.llm.openai_api_models import CompletionRequest
+
+    handle = serve.get_deployment_handle("llm-a100", app_name="cascade").options(stream=True)
+    req = CompletionRequest(model="sim-llama", prompt="a" * 200, max_tokens=max_tokens, stream=True)
+    chunks = 0
+    try:
+        for item in handle.completions.remote(req, None):
+            for line in item if isinstance(item, list) else [item]:
+                if isinstance(line, str) and line.startswith("data: {"):
+                    chunks += bool(json.loads(line[6:])["choices"][0].get("text"))
+    except Exception as exc:  # a dropped request shows up here
+        return f"error: {type(exc).__name__}: {exc}", chunks
+    return "ok", chunks
+
+
+def test_scale_down_drains_requests_in_flight(app: Any) -> None:
+    """Pin a pool to 2 replicas, start long streams, pin it to 1: Serve removes a
+    replica only after its requests finish; every stream completes in full."""
+    try:
+        ray.get(app.pin.remote("llm-a100", 2))
+        _wait_running("llm-a100", 2)
+        with ThreadPoolExecutor(12) as pool:
+            futures = [pool.submit(_stream_tokens, 3000) for _ in range(12)]
+            time.sleep(1.0)  # streams are in flight on both pools' replicas
+            ray.get(app.pin.remote("llm-a100", 1))
+            results = [f.result() for f in futures]
+        assert all(outcome == "ok" for outcome, _ in results), results
+        assert all(chunks == 3000 for _, chunks in results), results
+        _wait_running("llm-a100", 1)
+    finally:
+        ray.get(app.pin.remote("llm-a100", None))

@@ -141,3 +141,17 @@ def test_allocator_sets_replica_targets_from_demand() -> None:
         for name, pp in plan.pools.items():
             pool = cfg.pool(name)
             assert pool.min_replicas <= pp.target_replicas <= pool.max_replicas
+
+
+def test_operator_pin_overrides_the_allocator_and_is_validated() -> None:
+    ctl = Controller(load_config())
+    ctl.pin("llm-a100", 5)
+    plan = ctl.step(1.0, _snaps(1.0), {"default": ClassLoad(rate_per_s=400.0)})
+    assert plan.pools["llm-a100"].target_replicas == 5
+    ctl.pin("llm-a100", None)
+    plan = ctl.step(100.0, _snaps(100.0), {"default": ClassLoad(rate_per_s=400.0)})
+    assert plan.pools["llm-a100"].target_replicas != 5
+    with pytest.raises(ValueError, match="unknown pool"):
+        ctl.pin("llm-v100", 2)
+    with pytest.raises(ValueError, match=r"outside \[2, 16\]"):
+        ctl.pin("llm-h100", 1)
