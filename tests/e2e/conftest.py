@@ -10,9 +10,12 @@ green. This tier runs in its own pytest process, apart from ``tests/unit``
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.ray_state import fresh_ray
 
 _HERE = Path(__file__).resolve().parent
 
@@ -35,3 +38,8 @@ def adapters_importable() -> None:
                 '(pip install -e ".[cpu,dev]") or deselect with -m "not vllm"',
                 pytrace=False,
             )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def clean_ray() -> Iterator[None]:
+    yield from fresh_ray()
