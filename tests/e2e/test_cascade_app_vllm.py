@@ -36,6 +36,7 @@ BENCH_SERVE = (
 def app() -> Iterator[Any]:
     import ray
 
+    serve_cli.run_down(argparse.Namespace())  # start from no local Ray cluster at all
     serve_cli.run_up(
         argparse.Namespace(config=str(CONFIG), port=8000, num_cpus=4, time_scale=1.0, timeout=900.0)
     )

@@ -259,10 +259,13 @@ def _wait_running(pool: str, n: int, timeout_s: float = 180.0) -> None:
 
 def _stream_tokens(max_tokens: int) -> tuple[str, int]:
     """Stream one long completion through the llm-a100 deployment's handle (so it
-    lands on that pool, through the Cascade router); (outcome, text chunks)."""
+    lands on that pool, through the Cascade router); (outcome, text chunks).
+    Runs as a Ray task: a handle made in the test driver would keep background
+    threads that reconnect Ray after the module shuts it down."""
+    from ray import serve as serve_api
     from ray.serve.llm.openai_api_models import CompletionRequest
 
-    handle = serve.get_deployment_handle("llm-a100", app_name="cascade").options(stream=True)
+    handle = serve_api.get_deployment_handle("llm-a100", app_name="cascade").options(stream=True)
     req = CompletionRequest(model="sim-llama", prompt="a" * 200, max_tokens=max_tokens, stream=True)
     chunks = 0
     try:
@@ -281,11 +284,11 @@ def test_scale_down_drains_requests_in_flight(app: Any) -> None:
     try:
         ray.get(app.pin.remote("llm-a100", 2))
         _wait_running("llm-a100", 2)
-        with ThreadPoolExecutor(12) as pool:
-            futures = [pool.submit(_stream_tokens, 3000) for _ in range(12)]
-            time.sleep(1.0)  # streams are in flight on both pools' replicas
-            ray.get(app.pin.remote("llm-a100", 1))
-            results = [f.result() for f in futures]
+        stream = ray.remote(num_cpus=0)(_stream_tokens)
+        refs = [stream.remote(3000) for _ in range(12)]
+        time.sleep(3.0)  # the streams are in flight on both of the pool's replicas
+        ray.get(app.pin.remote("llm-a100", 1))
+        results = ray.get(refs, timeout=300)
         assert all(outcome == "ok" for outcome, _ in results), results
         assert all(chunks == 3000 for _, chunks in results), results
         _wait_running("llm-a100", 1)
