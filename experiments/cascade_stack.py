@@ -14,8 +14,8 @@ from typing import Any
 
 from orchestrator.config import CascadeConfig
 from orchestrator.controller import Controller
+from orchestrator.ingress_core import plan_pressure
 from policies import build_policies
-from policies.backpressure import BackpressureState
 from replicas.telemetry import RequestInfo
 
 STACK_POLICIES = frozenset({"cascade"})
@@ -39,9 +39,7 @@ class PlanAdmission:
             if pp is not None:
                 if pp.saturation >= 1.0:
                     return False  # backpressure holds new prefills on this pool
-                pressure = BackpressureState(
-                    pool, now_s, pp.saturation, pp.admission_token_budget, 1.0, 0.0, "hold"
-                )
+                pressure = plan_pressure(pp, pool, now_s)
         return bool(self.admission.decide(request, view, now_s, pressure).admit)
 
 

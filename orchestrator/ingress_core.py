@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from orchestrator.contracts import Plan
+from orchestrator.contracts import Plan, PoolPlan
 from policies import AdmissionDecision, PoolSplitter, build_view
 from policies.admission import Admission
 from policies.backpressure import BackpressureState
@@ -32,6 +32,14 @@ from uncertainty import CascadeModel
 logger = logging.getLogger("cascade.ingress")
 
 HOLD_RETRY_S = 1.0  # backpressure holds re-check at about the controller's pace
+
+
+def plan_pressure(pp: PoolPlan, pool: str, now_s: float) -> BackpressureState:
+    """The Plan's backpressure read-out of one pool, as admission policies take it
+    (shared by the Ray ingress and the simulator's Cascade stack)."""
+    return BackpressureState(
+        pool, now_s, pp.saturation, pp.admission_token_budget, 1.0, 0.0, "hold"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,11 +113,7 @@ class IngressCore:
         snaps = self.snapshots.get(pool) or []
         if not snaps:
             return IngressDecision(pool, AdmissionDecision(True, "no telemetry yet"))
-        pressure = (
-            BackpressureState(pool, now, pp.saturation, pp.admission_token_budget, 1.0, 0.0, "hold")
-            if pp is not None
-            else None
-        )
+        pressure = plan_pressure(pp, pool, now) if pp is not None else None
         try:
             view = build_view(snaps, inflight, now)
             decision = self.admission.decide(request, view, now, pressure)
