@@ -33,13 +33,29 @@ from uncertainty.cascade import CascadeModel
 from uncertainty.validation import FloatArray
 
 _EPS = 1e-12
+# ReplicaLoad fields that are times, costs, CVs or σs: a negative one would make a
+# predicted mean or variance negative
+_NON_NEGATIVE = frozenset(
+    (
+        "queue_wait_mean_s",
+        "queue_wait_std_s",
+        "prefill_s_per_token",
+        "prefill_cv",
+        "itl_mean_s",
+        "itl_std_s",
+        "sigma_prefill_s",
+        "kv_capacity_tokens",
+    )
+)
 
 
 @dataclass(frozen=True)
 class ReplicaLoad:
     """State of R candidate replicas, one array entry per replica (shape (R,)).
 
-    Units: seconds, tokens, fractions. All arrays must have the same length.
+    Units: seconds, tokens, fractions. All arrays must have the same length and
+    be finite; times, costs, CVs and σs must be >= 0. ``ValueError`` names the
+    first offending field and index.
     """
 
     queue_wait_mean_s: FloatArray  # predicted wait before this request's prefill starts
@@ -63,6 +79,9 @@ class ReplicaLoad:
             if not np.isfinite(arr).all():
                 i = int(np.argmin(np.isfinite(arr)))
                 raise ValueError(f"ReplicaLoad.{name}[{i}] is not finite")
+            if name in _NON_NEGATIVE and arr.size and arr.min() < 0:
+                i = int(np.argmin(arr))
+                raise ValueError(f"ReplicaLoad.{name}[{i}] = {float(arr[i])!r}: must be >= 0")
 
     @property
     def size(self) -> int:
@@ -73,6 +92,13 @@ class ReplicaLoad:
         # computed on first use and kept: a router predicts many requests
         # against the same load between two snapshots
         return _LoadTerms(self)
+
+    @cached_property
+    def _queue_var(self) -> FloatArray:
+        # the queue wait's variance, squared once per load (not per request)
+        v: FloatArray = np.square(self.queue_wait_std_s)
+        v.setflags(write=False)
+        return v
 
     def with_queue_wait(self, mean_s: FloatArray, std_s: FloatArray) -> ReplicaLoad:
         """This load with another queue wait (e.g. counting requests routed since
@@ -85,10 +111,12 @@ class ReplicaLoad:
         for name, arr in (("queue_wait_mean_s", mean_s), ("queue_wait_std_s", std_s)):
             if arr.shape != shape:
                 raise ValueError(f"ReplicaLoad.{name}: shape {arr.shape} != {shape}")
-            if not np.isfinite(arr).all():
-                raise ValueError(f"ReplicaLoad.{name}: not finite")
+            # min() is NaN if any entry is: one reduction checks both rules
+            if arr.size and not (0.0 <= arr.min() and arr.max() < math.inf):
+                raise ValueError(f"ReplicaLoad.{name}: must be finite and >= 0")
         new = object.__new__(ReplicaLoad)
         new.__dict__.update(self.__dict__)
+        new.__dict__.pop("_queue_var", None)  # made from the old queue wait
         new.__dict__["_terms"] = self._terms
         new.__dict__["queue_wait_mean_s"] = mean_s
         new.__dict__["queue_wait_std_s"] = std_s
@@ -104,11 +132,11 @@ class LatencyPrediction:
     e2e_mean_s: FloatArray
     e2e_var_s2: FloatArray
     itl_std_s: FloatArray  # predicted decode ITL σ with this request admitted
-    # Set by predict_latency: (2, R) mean and variance arrays whose rows are the
-    # TTFT and E2E fields above (those are views of them), so prob_within can
-    # evaluate both CDFs in one pass: half the array operations on a router's
-    # hot path. None for a prediction built by hand.
-    _rows: tuple[FloatArray, FloatArray] | None = field(default=None, repr=False, compare=False)
+    # Set by predict_latency: rows 0..6 of its prediction block (see
+    # _predict_block), of which the four fields above are views, so prob_within
+    # evaluates both CDFs in one pass by the very operations of
+    # predict_slo_probability. None for a prediction built by hand.
+    _rows: FloatArray | None = field(default=None, repr=False, compare=False)
 
     @property
     def ttft_std_s(self) -> FloatArray:
@@ -133,8 +161,10 @@ class LatencyPrediction:
         if ttft_slo_s is not None and e2e_slo_s is not None and self._rows is not None:
             _check_slo(ttft_slo_s)
             _check_slo(e2e_slo_s)
-            log_x = np.array([[math.log(ttft_slo_s)], [math.log(e2e_slo_s)]])
-            both = _lognormal_cdf_log(self._rows[0], self._rows[1], log_x)
+            rows = self._rows.copy()
+            rows[5] = math.log(ttft_slo_s)
+            rows[6] = math.log(e2e_slo_s)
+            both = _slo_cdf_pair(rows)
             out: FloatArray = both[0] * both[1]
             return out
         p = np.ones_like(self.e2e_mean_s)
@@ -178,19 +208,37 @@ def _lognormal_cdf_log(mean: FloatArray, var: FloatArray, log_x: float | FloatAr
     return out
 
 
-def _lognormal_cdf_log_inplace(mean: FloatArray, var: FloatArray, log_x: FloatArray) -> FloatArray:
-    # _lognormal_cdf_log, operation for operation (same results), in place:
-    # ``var`` is overwritten, ``mean`` is kept
-    m = np.maximum(mean, _EPS)
-    s2 = m * m
-    np.divide(var, s2, out=s2)
-    np.log1p(s2, out=s2)
-    z = np.log(m, out=m)
-    np.subtract(log_x, z, out=z)
-    z += np.multiply(0.5, s2, out=var)
-    np.sqrt(s2, out=s2)
-    np.maximum(s2, _EPS, out=s2)
-    z /= s2
+# Weights of the CDF numerators over block rows 0..6 (see _slo_cdf_pair)
+_CDF_WEIGHTS = np.array(
+    (
+        (-1.0, 0.0, 0.0, 0.5, 0.0, 1.0, 0.0),
+        (0.0, -1.0, 0.0, 0.0, 0.5, 0.0, 1.0),
+    )
+)
+_CDF_WEIGHTS.setflags(write=False)
+
+
+def _slo_cdf_pair(block: FloatArray) -> FloatArray:
+    """P(TTFT ≤ x_t) and P(E2E ≤ x_e) (a (2, R) array) under lognormals matched to
+    the means (rows 0, 1) and variances (rows 3, 4) of a prediction block, with
+    log x_t and log x_e in rows 5, 6 (see _predict_block); computed in place:
+    rows 0, 1, 3, 4 are destroyed.
+
+    With s² = log(1 + v/m²), the lognormal CDF is Φ(z), z = (log x − log m +
+    s²/2)/s. Rows 0, 1 become log m and rows 3, 4 s²; the numerators are one
+    product of constant weights with rows 0..6: 9 array operations in all (the
+    router's hot path counts them). Means and variances are > 0 by construction
+    (_LoadTerms adds _MEAN_FLOOR and _VAR_FLOOR), so nothing needs clamping.
+    """
+    m = block[0:2]
+    v = block[3:5]
+    m2 = m * m
+    v /= m2
+    np.log1p(v, out=v)  # log1p: v/m² is often far below 1 (log(1 + x) would lose it)
+    np.log(m, out=m)
+    z = np.dot(_CDF_WEIGHTS, block[0:7])
+    np.sqrt(v, out=v)
+    z /= v
     out: FloatArray = ndtr(z, out=z)
     return out
 
@@ -208,24 +256,31 @@ def predict_latency(
     predicted length) and ``output_tokens_std`` its uncertainty. Raises
     ``ValueError`` for a negative or non-finite length.
 
+    Means carry a floor of 1e-150 s and variances one of 1e-24 s² (so that the
+    lognormal CDF needs no clamping); both are far below any real latency.
+
     Hot path (a router calls it per request): the request-independent terms of
-    ``load`` are computed once per ``ReplicaLoad`` and cached on it, so a call
-    is ~20 array operations (treat a ``ReplicaLoad``'s arrays as immutable).
-    A router that only needs P(meet SLO) calls ``predict_slo_probability``,
-    which skips building this object.
+    ``load`` are computed once per ``ReplicaLoad`` and cached on it (treat a
+    ``ReplicaLoad``'s arrays as immutable). A router that only needs P(meet SLO)
+    calls ``predict_slo_probability``, which skips building this object.
     """
     _check_lengths(prompt_tokens, output_tokens, output_tokens_std)
-    rows, itl_var = _predict_rows(
-        model, load, float(prompt_tokens), output_tokens, output_tokens_std
+    block = _predict_block(
+        model, load, float(prompt_tokens), output_tokens, output_tokens_std, 0.0, 0.0
     )
-    mean, var = rows[0:2], rows[2:4]
+    # decode ITL σ with this request admitted (the hot path skips it: it only
+    # needs the summed decode variance, already in the E2E variance row)
+    w, off, _ = load._terms.cascade(model._theta)
+    itl_var = np.dot(w[:2], block[_FEATURES])
+    itl_var += off
+    rows = block[0:7]
     return LatencyPrediction(
-        ttft_mean_s=mean[0],
-        ttft_var_s2=var[0],
-        e2e_mean_s=mean[1],
-        e2e_var_s2=var[1],
-        itl_std_s=np.sqrt(itl_var),
-        _rows=(mean, var),
+        ttft_mean_s=rows[0],
+        ttft_var_s2=rows[3],
+        e2e_mean_s=rows[2],
+        e2e_var_s2=rows[4],
+        itl_std_s=np.sqrt(np.exp(itl_var)),
+        _rows=rows,
     )
 
 
@@ -242,18 +297,25 @@ def predict_slo_probability(
     the same numbers, computed by the same operations in the same order, as
     ``predict_latency(...).prob_within(ttft_slo_s, e2e_slo_s)`` and its
     ``e2e_mean_s``, without building the ``LatencyPrediction`` (the router's
-    per-request path: ~30 array operations, most of them in place).
+    per-request path: ~20 array operations, most of them in place).
 
     Raises ``ValueError`` for bad lengths (as ``predict_latency``) or an SLO ≤ 0.
     """
     _check_lengths(prompt_tokens, output_tokens, output_tokens_std)
     if not (ttft_slo_s > 0 and e2e_slo_s > 0):
         raise ValueError(f"SLO must be > 0 seconds, got {ttft_slo_s!r}, {e2e_slo_s!r}")
-    rows, _ = _predict_rows(model, load, float(prompt_tokens), output_tokens, output_tokens_std)
-    log_x = np.array((math.log(ttft_slo_s), math.log(e2e_slo_s)))[:, None]
-    both = _lognormal_cdf_log_inplace(rows[0:2], rows[2:4], log_x)
+    block = _predict_block(
+        model,
+        load,
+        float(prompt_tokens),
+        output_tokens,
+        output_tokens_std,
+        math.log(ttft_slo_s),
+        math.log(e2e_slo_s),
+    )
+    both = _slo_cdf_pair(block)
     out: FloatArray = both[0] * both[1]
-    return out, rows[1]
+    return out, block[2]
 
 
 def _check_lengths(prompt_tokens: int, output_tokens: float, output_tokens_std: float) -> None:
@@ -266,52 +328,90 @@ def _check_lengths(prompt_tokens: int, output_tokens: float, output_tokens_std: 
         raise ValueError(f"output_tokens_std={output_tokens_std!r} must be finite and >= 0")
 
 
-def _predict_rows(
-    model: CascadeModel, load: ReplicaLoad, p: float, output_tokens: float, output_tokens_std: float
-) -> tuple[FloatArray, FloatArray]:
-    """A fresh (6, R) array whose rows 0..3 are TTFT mean, E2E mean, TTFT
-    variance, E2E variance (rows 4, 5 are scratch), and the decode ITL variance.
+# The prediction block (see _predict_block), one row per quantity, R columns:
+#   0 TTFT mean   1 E2E mean   2 E2E mean (kept for the caller)
+#   3 TTFT variance   4 E2E variance   5 log x_t   6 log x_e (the SLOs)
+#   7 σ_p,to² and 8 1 + kv_to (→ their logs)   9 log of the decode term's offset
+# Rows 0, 1, 3, 4 become the CDFs' log terms (_slo_cdf_pair).
+_N_ROWS = 10
+_FEATURES = slice(7, 9)
+_MEAN_FLOOR = 1e-150  # s: keeps every mean > 0 (m² stays a normal double)
+_VAR_FLOOR = 1e-24  # s²: keeps every variance > 0 (the lognormal σ > 0)
+_LOG_ZERO = -1e300  # "log 0" for the decode term of a one-token request: exp → 0
 
-    The affine terms of all rows are one multiply of the cached coefficient
-    block by a column of request scalars; each product is the same IEEE
-    operation as in the plain formula, so results equal the formulas bit for bit.
+# The per-replica basis (rows of _LoadTerms.basis): 0 ones, 1 prefill s/token c,
+# 2 ITL mean, 3 (CV·c)², 4 ITL², 5 σ_p,from², 6 1 + kv_from, 7 1/capacity,
+# 8 off + log AR (see _LoadTerms.cascade). Block row j = Σ_k mix[j, k]·basis[k];
+# the template holds the constant entries, _MIX_SLOTS the request's.
+_MIX_TEMPLATE = np.zeros((_N_ROWS, 9))
+_MIX_TEMPLATE[0:3, 0] = _MEAN_FLOOR
+_MIX_TEMPLATE[3:5, 0] = _VAR_FLOOR
+_MIX_TEMPLATE[7, 5] = 1.0  # σ_p,to² = σ_p,from² + P²·(CV·c)²
+_MIX_TEMPLATE[8, 6] = 1.0  # 1 + kv_to = 1 + kv_from + (P + L)/capacity
+_MIX_TEMPLATE[9, 8] = 1.0  # off + log AR + log(L − 1)
+_MIX_TEMPLATE.setflags(write=False)
+_MIX_SLOTS = np.ravel_multi_index(
+    (
+        (0, 1, 2, 1, 2, 3, 4, 7, 4, 5, 6, 8, 9),  # block rows
+        (1, 1, 1, 2, 2, 3, 3, 3, 4, 0, 0, 7, 0),  # basis rows
+    ),
+    _MIX_TEMPLATE.shape,
+)  # for P ×3, L − 1 ×2, P² ×3, σ_L², log x_t, log x_e, P + L, log(L − 1)
+
+
+def _predict_block(
+    model: CascadeModel,
+    load: ReplicaLoad,
+    p: float,
+    output_tokens: float,
+    output_tokens_std: float,
+    log_ttft_slo: float,
+    log_e2e_slo: float,
+) -> FloatArray:
+    """A fresh (10, R) prediction block (rows listed above) for prompt length
+    P = ``p``, expected output length L = ``output_tokens`` and the SLOs' logs.
+
+    Every row is affine in the request's scalars: the block is one product of a
+    (10, 9) mixing matrix of those scalars (``_MIX_TEMPLATE``) with the cached
+    (9, R) per-replica basis (see _LoadTerms). The decode variance, a product of
+    powers, is the exp of one dot product of logs:
+
+        Var_dec = (L − 1)·AR·σ_ITL²,   σ_ITL² = exp(off + a·log σ_p,to² + 2b·log(1 + kv_to))
+
+    so log Var_dec = a·log σ_p,to² + 2b·log(1 + kv_to) + [off + log AR + log(L − 1)],
+    the bracket being row 9 of the product. ~11 array operations in all: on a
+    router's hot path the time is the number of numpy calls, not the arithmetic.
     """
     t = load._terms
-    theta = model._theta
-    w, off = t.cascade(theta)
-    pp = p * p
-    # rows: p·c, p·c, P²·(CV·c)², P²·(CV·c)², P²·(CV·c)², (P + L)/capacity
-    rows = t.lin * np.array((p, p, pp, pp, pp, p + output_tokens))[:, None]
-    qm = load.queue_wait_mean_s
-    rows[0:2] += qm  # TTFT mean = queue wait + P·c (the E2E row gets decode below)
-    rows[2:4] += load.queue_wait_std_s**2  # TTFT variance = σ_q² + (CV·P·c)²
-    # The cascade: this request's prefill joins the prefill steps that running
-    # decodes share (σ_p² → σ_p² + σ_prefill²), and its tokens raise KV pressure.
-    cas = rows[4:6]
-    cas += t.cas_from  # (σ_p,from² + σ_prefill², kv_from + (P + L)/capacity)
-    np.minimum(cas[1], 1.0, out=cas[1])
-    np.log(cas[0], out=cas[0])
-    np.log1p(cas[1], out=cas[1])
-    cas *= w  # (a·log σ_p,to², 2b·log(1 + kv_to))
-    # Decode ITL variance with this request admitted, in one formula for every
-    # replica (the two cases of the docstring share their coefficients):
-    #   observed σ: σ_obs² · exp(2·log_ratio) = exp(log σ_obs² − a·log σ_p,from²
-    #               − 2b·log(1+kv_from) + a·log σ_p,to² + 2b·log(1+kv_to))
-    #   none yet:   σ_model² = exp(2θ0 + 2θ3·log h + a·log σ_p,to² + 2b·log(1+kv_to))
-    # so only a per-replica offset differs; it is cached per (load, θ).
-    itl_var = off + cas[0]
-    itl_var += cas[1]
-    np.exp(itl_var, out=itl_var)
-
+    w, _, basis = t.cascade(model._theta)
     n_dec = max(output_tokens - 1.0, 0.0)
-    e2e_mean = rows[1]
-    e2e_mean += n_dec * load.itl_mean_s
-    # summing L − 1 AR(1) ITLs inflates their variance by (1 + ρ)/(1 − ρ)
-    dec_var = itl_var * (n_dec * t.ar_factor)
-    if output_tokens_std > 0:
-        dec_var += t.itl_mean2 * (output_tokens_std * output_tokens_std)
-    rows[3] += dec_var
-    return rows, itl_var
+    log_n = math.log(n_dec) if n_dec > 0 else _LOG_ZERO
+    pp = p * p
+    mix = _MIX_TEMPLATE.copy()
+    mix.flat[_MIX_SLOTS] = (
+        p, p, p, n_dec, n_dec, pp, pp, pp, output_tokens_std**2,
+        log_ttft_slo, log_e2e_slo, p + output_tokens, log_n,
+    )  # fmt: skip
+    block = np.dot(mix, basis)
+    block[0:3] += load.queue_wait_mean_s
+    block[3:5] += load._queue_var
+    # The cascade: this request's prefill joins the prefill steps that running
+    # decodes share (σ_p² → σ_p² + σ_prefill², row 7), and its tokens raise KV
+    # pressure (row 8, capped at a full cache: 1 + kv ≤ 2).
+    kv1 = block[8]
+    np.minimum(kv1, 2.0, out=kv1)
+    feats = block[_FEATURES]
+    np.log(feats, out=feats)
+    # Decode ITL variance with this request admitted, in one formula for every
+    # replica (only the offset differs by whether σ_ITL was observed; _LoadTerms):
+    #   observed σ: σ_obs² · (σ_p,to²/σ_p,from²)^a · ((1+kv_to)/(1+kv_from))^2b
+    #   none yet:   σ_model² = exp(2θ0 + 2θ3·log h) · σ_p,to^2a · (1+kv_to)^2b
+    # summed over L − 1 AR(1)-correlated tokens (variance × (1 + ρ)/(1 − ρ)),
+    # plus ITL²·σ_L² for the output length's uncertainty (in row 4 already).
+    dec = np.dot(w, block[7:10])
+    np.exp(dec, out=dec)
+    block[4] += dec
+    return block
 
 
 class _LoadTerms:
@@ -321,9 +421,7 @@ class _LoadTerms:
     __slots__ = (
         "_cascade",
         "ar_factor",
-        "cas_from",
-        "itl_mean2",
-        "lin",
+        "base_basis",
         "log1p_kv_from",
         "log_h",
         "log_sp2_from",
@@ -339,28 +437,33 @@ class _LoadTerms:
         self.log_sp2_from = np.log(sp_from2)
         kv_from = np.clip(load.kv_pressure, 0.0, 1.0)
         self.log1p_kv_from = np.log1p(kv_from)
-        inv_capacity = 1.0 / np.maximum(load.kv_capacity_tokens, 1.0)
-        prefill_var_per_tok2 = (load.prefill_cv * load.prefill_s_per_token) ** 2
-        # coefficients of the request scalars (see _predict_rows), one row each
-        self.lin = np.empty((6, n))
-        self.lin[0:2] = load.prefill_s_per_token
-        self.lin[2:5] = prefill_var_per_tok2
-        self.lin[5] = inv_capacity
-        self.cas_from = np.stack((sp_from2, kv_from))
+        c = load.prefill_s_per_token
+        itl = load.itl_mean_s
+        basis = np.empty((9, n))  # rows as listed above _MIX_TEMPLATE
+        basis[0] = 1.0
+        basis[1] = c
+        basis[2] = itl
+        basis[3] = (load.prefill_cv * c) ** 2
+        basis[4] = itl * itl
+        basis[5] = sp_from2
+        basis[6] = 1.0 + kv_from
+        basis[7] = 1.0 / np.maximum(load.kv_capacity_tokens, 1.0)
+        basis[8] = 0.0  # set per θ by cascade()
+        self.base_basis = basis
         self.log_h = np.log(np.maximum(load.heterogeneity, 1.0))
         self.observed = load.itl_std_s > 0
-        with np.errstate(divide="ignore"):  # σ_obs = 0 → −inf, replaced by the model
-            self.log_var_obs = np.log(load.itl_std_s**2)
+        # σ_obs = 0 means "unknown" (the model's offset is used instead); the
+        # floor keeps a subnormal σ_obs (σ² = 0) finite: the basis feeds a
+        # matrix product, where one −inf would turn every row into NaN
+        self.log_var_obs = np.log(np.maximum(load.itl_std_s**2, 1e-300))
         rho = np.clip(load.itl_autocorr, -0.95, 0.95)
         self.ar_factor = (1.0 + rho) / (1.0 - rho)
-        self.itl_mean2 = load.itl_mean_s**2
-        for arr in (self.lin, self.cas_from, self.ar_factor, self.itl_mean2):
-            arr.setflags(write=False)
-        self._cascade: tuple[bytes, FloatArray, FloatArray] | None = None
+        self._cascade: tuple[bytes, FloatArray, FloatArray, FloatArray] | None = None
 
-    def cascade(self, theta: FloatArray) -> tuple[FloatArray, FloatArray]:
-        """((2, 1) column (a, 2b), per-replica offset of log σ_ITL²) for the
-        cascade coefficients θ (see _predict_rows), cached per θ."""
+    def cascade(self, theta: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """For cascade coefficients θ = (θ0, a, b, θ3), cached per θ: the weights
+        (a, 2b, 1) of block rows 7..9, the per-replica offset ``off`` of log σ_ITL²
+        (see _predict_block), and the basis with off + log AR in its row 8."""
         key = theta.tobytes()
         c = self._cascade
         if c is None or c[0] != key:
@@ -368,9 +471,11 @@ class _LoadTerms:
             shift = a * self.log_sp2_from + (2.0 * b) * self.log1p_kv_from
             observed = self.log_var_obs - shift
             model = 2.0 * t0 + (2.0 * t3) * self.log_h
-            w = np.array(((a,), (2.0 * b,)))
             off = np.where(self.observed, observed, model)
-            w.setflags(write=False)
-            off.setflags(write=False)
-            c = self._cascade = (key, w, off)
-        return c[1], c[2]
+            basis = self.base_basis.copy()
+            basis[8] = off + np.log(self.ar_factor)
+            w = np.array((a, 2.0 * b, 1.0))
+            for arr in (w, off, basis):
+                arr.setflags(write=False)
+            c = self._cascade = (key, w, off, basis)
+        return c[1], c[2], c[3]

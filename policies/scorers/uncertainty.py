@@ -12,8 +12,10 @@ the chance of meeting the SLO.
 Objectives (``objective``):
 
 - ``slo_probability`` (default): score = (1 − ε)·P(TTFT ≤ ttft_s and E2E ≤
-  target) + ε·min(E2E mean)/E2E mean, ε = 1e-3: when P ties (every replica ≈ 1
-  when idle, ≈ 0 in overload) the fastest expected replica still ranks first.
+  target) + ε·target/(target + E2E mean), ε = 1e-3: when P ties (every replica
+  ≈ 1 when idle, ≈ 0 in overload) the fastest expected replica still ranks
+  first. The tie-break is scaled by the request's own E2E target, so it needs no
+  reduction over replicas (the router's hot path counts array operations).
 - ``mean_kappa_sigma``: cost c = mean + κ·σ of E2E (or TTFT, ``metric``);
   score = min(c) / c ∈ (0, 1] (1 for the best replica, 0.5 for one twice as slow).
 """
@@ -106,7 +108,7 @@ class UncertaintyScorer(Scorer):
                 )
                 if candidates.size != view.size:
                     prob, mean = prob[candidates], mean[candidates]
-                return _slo_score(prob, mean)
+                return _slo_score(prob, mean, e2e_s)
         # Predicting over the whole view and indexing is cheaper than building a
         # sub-view (one ReplicaLoad validation) when filters dropped a few.
         pred = predict_request(self.model, view, request, p.output_cv)
@@ -119,17 +121,20 @@ class UncertaintyScorer(Scorer):
                 cost = pred.e2e_mean_s + p.kappa * pred.e2e_std_s
             return _ratio(cost)
         slo = slo_for(p.slos, request.slo_class)
-        prob = meet_probability(pred, slo, request.expected_output_tokens)
-        return _slo_score(prob, pred.e2e_mean_s)
+        length = request.expected_output_tokens
+        prob = meet_probability(pred, slo, length)
+        # with no E2E target (TTFT only), the TTFT target scales the tie-break
+        scale = slo.e2e_target_s(length) or slo.ttft_s or 1.0
+        return _slo_score(prob, pred.e2e_mean_s, scale)
 
 
-def _slo_score(prob: FloatArray, mean: FloatArray) -> FloatArray:
-    """(1 − ε)·prob + ε·min(mean)/mean; ``prob`` is consumed (scaled in place)."""
-    best = float(mean.min())
-    if best <= 0.0:
-        return (1.0 - _TIE_BREAK) * prob + _TIE_BREAK * _ratio(mean)
+def _slo_score(prob: FloatArray, mean: FloatArray, scale_s: float) -> FloatArray:
+    """(1 − ε)·prob + ε·scale/(scale + mean), in [0, 1] for means >= 0 and
+    decreasing in the mean; ``prob`` is consumed (scaled in place)."""
+    tie = mean + scale_s
+    np.divide(_TIE_BREAK * scale_s, tie, out=tie)
     out: FloatArray = np.multiply(prob, 1.0 - _TIE_BREAK, out=prob)
-    out += (_TIE_BREAK * best) / mean
+    out += tie
     return out
 
 

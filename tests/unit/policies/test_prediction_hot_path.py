@@ -162,7 +162,10 @@ def _generic_score(
         pred, slo_for(scorer.params.slos, req.slo_class), req.expected_output_tokens
     )[cand]
     mean = pred.e2e_mean_s[cand]
-    return 0.999 * prob + (1e-3 * float(mean.min())) / mean
+    slo = slo_for(scorer.params.slos, req.slo_class)
+    target = slo.e2e_target_s(req.expected_output_tokens)
+    assert target is not None
+    return 0.999 * prob + (1e-3 * target) / (mean + target)
 
 
 @pytest.mark.parametrize("fitted", [False, True])

@@ -83,6 +83,12 @@ def test_bad_inputs() -> None:
         _load(2, itl_mean_s=[0.1])
     with pytest.raises(ValueError, match=r"itl_std_s\[1\] is not finite"):
         _load(2, itl_std_s=[0.1, float("nan")])
+    with pytest.raises(ValueError, match=r"queue_wait_mean_s\[1\] = -0.5: must be >= 0"):
+        _load(2, queue_wait_mean_s=[0.1, -0.5])
+    with pytest.raises(ValueError, match="queue_wait_std_s: must be finite and >= 0"):
+        _load(2).with_queue_wait(np.zeros(2), np.array([0.1, -1.0]))
+    with pytest.raises(ValueError, match="queue_wait_mean_s: must be finite and >= 0"):
+        _load(2).with_queue_wait(np.array([np.nan, 0.0]), np.zeros(2))
     with pytest.raises(ValueError, match="output_tokens"):
         predict_latency(CascadeModel(), _load(1), 10, 0)
     with pytest.raises(ValueError, match="SLO"):
