@@ -11,7 +11,9 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
+from replicas.telemetry import ReplicaSnapshot
 from uncertainty import CascadeCoefficients
 
 
@@ -92,3 +94,31 @@ class Plan:
                 raise ValueError(f"plan.routing[{cls!r}] sums to {total}, not 1")
             if any(w < 0 or not math.isfinite(w) for w in weights.values()):
                 raise ValueError(f"plan.routing[{cls!r}] has a negative or non-finite weight")
+
+
+@dataclass(frozen=True, slots=True)
+class RouterSync:
+    """What a request router pulls from the controller in one background call
+    (``ControllerActor.router_sync``): the latest replica snapshots, the Plan,
+    and the fitted cascade model's state (``CascadeModel.to_dict()``), so the
+    router's ``uncertainty`` scorer predicts with the controller's fit rather
+    than its prior. ``time_s``: when the controller answered (wall clock)."""
+
+    time_s: float
+    snapshots: tuple[ReplicaSnapshot, ...]
+    plan: Plan | None
+    cascade: Mapping[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class RouterReport:
+    """What a router tells the controller about itself on each sync (shown by
+    ``cascade status``; lets tests and operators see that the Plan and the fit
+    reached it). Counts are cumulative since the router started."""
+
+    plan_version: int  # version of the Plan it holds (0: none yet)
+    cascade_theta: tuple[float, ...]  # θ of the cascade model its scorer uses
+    decisions: int
+    fallbacks: int  # decisions where the policy failed and least-outstanding ranked
+    routed: Mapping[str, int]  # replica id → requests Serve sent there on its ranking
+    view_age_s: float  # age of its snapshots when it reported (inf: none yet)

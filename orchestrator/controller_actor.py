@@ -1,8 +1,9 @@
 """The detached, named controller actor: ``cascade-controller`` in namespace ``cascade``.
 
 It wraps the pure ``Controller`` core. Replicas ``push`` snapshots (batched,
-fire-and-forget); routers and the ingress poll ``get_snapshots`` / ``get_plan``
-(never on a request's path); the autoscaling policy reads ``get_targets``. The
+fire-and-forget); routers call ``router_sync`` (snapshots, Plan and the cascade
+fit in one answer, their own report in the question) and the ingress polls
+``get_plan``, never on a request's path; the autoscaling policy reads ``get_targets``. The
 core's ``step`` (merge, cascade fit, backpressure, optimizer) runs every
 ``loops.snapshot_period_s`` in a worker thread, so a slow solve never blocks
 ingestion. Published results are immutable objects swapped atomically.
@@ -14,20 +15,23 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import asdict
 from typing import Any
 
 import ray
 
 from orchestrator.config import CascadeConfig, parse_config
-from orchestrator.contracts import ClusterView, Plan
+from orchestrator.contracts import ClusterView, Plan, RouterReport, RouterSync
 from orchestrator.controller import Controller
 from orchestrator.estimates import ClassLoad
 from orchestrator.metrics import ControllerMetrics
+from orchestrator.routing_core import cascade_theta
 from replicas.deployment import CONTROLLER_NAME, CONTROLLER_NAMESPACE
 from replicas.telemetry import ReplicaSnapshot
 from uncertainty import DecayedWelford
 
 logger = logging.getLogger("cascade.controller")
+_ROUTER_TTL_S = 60.0  # a router that has not synced for this long is forgotten
 
 
 @ray.remote(num_cpus=0, max_concurrency=64)  # type: ignore[call-overload]
@@ -49,6 +53,10 @@ class ControllerActor:
         self._task: asyncio.Task[None] | None = None
         self.metrics = ControllerMetrics()
         self.metric_errors = 0
+        self._routers: dict[str, tuple[float, RouterReport]] = {}
+        self._cascade_state: dict[str, Any] | None = None  # published with the Plan
+        self._cascade_theta: tuple[float, ...] = cascade_theta(self.core.cascade)
+        self._theta_by_version: dict[int, tuple[float, ...]] = {}
 
     async def ready(self) -> bool:
         if self._task is None:
@@ -102,6 +110,13 @@ class ControllerActor:
             except Exception:  # metrics must never stop the control loop
                 self.metric_errors += 1
             self._snapshots = tuple(self.core.latest_snapshots())
+            self._cascade_state = self.core.cascade.to_dict()
+            self._cascade_theta = cascade_theta(self.core.cascade)
+            # the fit published with each recent Plan: lets status tell whether a
+            # router's model is exactly the one that came with its Plan version
+            self._theta_by_version[plan.version] = self._cascade_theta
+            while len(self._theta_by_version) > 256:
+                del self._theta_by_version[next(iter(self._theta_by_version))]
             self.steps += 1
 
     async def get_plan(self) -> Plan | None:
@@ -112,6 +127,22 @@ class ControllerActor:
 
     async def get_snapshots(self) -> tuple[ReplicaSnapshot, ...]:
         return self._snapshots
+
+    async def router_sync(self, router_id: str, report: RouterReport | None) -> RouterSync:
+        """A router's background refresh: record its ``report`` and answer with
+        the latest snapshots, Plan and cascade-model state. Routers silent for
+        ``_ROUTER_TTL_S`` are forgotten (e.g. a handle's process that exited)."""
+        now = time.time()
+        if report is not None:
+            self._routers[router_id] = (now, report)
+        for rid in [r for r, (t, _) in self._routers.items() if now - t > _ROUTER_TTL_S]:
+            del self._routers[rid]
+        return RouterSync(
+            time_s=now,
+            snapshots=self._snapshots,
+            plan=self._plan,
+            cascade=self._cascade_state,
+        )
 
     async def pin(self, pool: str, replicas: int | None) -> dict[str, int]:
         """Operator override of a pool's replica target (``None``: back to the
@@ -126,12 +157,25 @@ class ControllerActor:
         return {name: pp.target_replicas for name, pp in plan.pools.items()}
 
     async def status(self) -> dict[str, Any]:
+        now = time.time()
         return {
             "steps": self.steps,
             "step_errors": self.step_errors,
             "snapshots_received": self.received,
             "rejected_snapshots": self.core.rejected_snapshots,
             "replicas": sorted(s.replica_id for s in self._snapshots),
+            "cascade_theta": self._cascade_theta,
+            "plan_version": self._plan.version if self._plan is not None else 0,
+            "routers": {
+                rid: {
+                    "seen_s_ago": now - t,
+                    # its scorer's cascade model is the fit published with its Plan
+                    "fit_matches_plan": self._theta_by_version.get(rep.plan_version)
+                    == tuple(rep.cascade_theta),
+                    **asdict(rep),
+                }
+                for rid, (t, rep) in sorted(self._routers.items())
+            },
         }
 
 

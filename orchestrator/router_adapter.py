@@ -2,10 +2,12 @@
 
 No policy logic lives here: ``choose_replicas`` asks ``RoutingCore`` (pure) to
 rank the candidates and returns one rank per replica, best first, as Serve
-expects. The latest snapshots come from the controller actor through a
-background refresh every ``refresh_s`` (≤ 250 ms old); a request never waits on
-the controller, and if the controller is gone the router keeps its last view and
-its own in-flight counts.
+expects. The latest snapshots, Plan and fitted cascade model come from the
+controller actor through a background ``router_sync`` every ``refresh_s``
+(≤ 250 ms old), which also carries this router's ``RouterReport`` (plan version
+held, decisions, fallbacks, requests routed per replica: ``cascade status``
+shows them). A request never waits on the controller, and if the controller is
+gone the router keeps its last view, model and its own in-flight counts.
 
 Configured per pool deployment with
 ``RequestRouterConfig(request_router_class=CascadeRequestRouter,
@@ -17,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import time
 from typing import Any
 
@@ -58,6 +62,10 @@ class CascadeRequestRouter(FIFOMixin, RequestRouter):
         self._requests: dict[str, RequestInfo] = {}
         self._metrics = RouterMetrics()
         self._policy = cfg.router.profile or "custom"
+        # one id per router instance: a deployment's handle owner (the ingress
+        # replica, a task holding a handle) has its own router
+        deployment = getattr(getattr(self, "_deployment_id", None), "name", "?")
+        self._router_id = f"{deployment}@{socket.gethostname()}:{os.getpid()}:{id(self):x}"
 
     # ---- background refresh (never on the request path) -----------------------------
     def _ensure_refresh(self) -> None:
@@ -73,8 +81,10 @@ class CascadeRequestRouter(FIFOMixin, RequestRouter):
                     self._controller = ray.get_actor(
                         self._controller_name, namespace=self._controller_namespace
                     )
-                snaps = await self._controller.get_snapshots.remote()
-                self.core.update_snapshots(snaps)
+                state = await self._controller.router_sync.remote(
+                    self._router_id, self.core.report()
+                )
+                self.core.sync(state)
             except Exception:  # controller missing or restarting: keep the last view
                 self._controller = None
             await asyncio.sleep(self.refresh_s)

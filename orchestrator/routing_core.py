@@ -17,10 +17,12 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from orchestrator.contracts import Plan, RouterReport, RouterSync
 from policies import build_view
 from policies.router import Router
 from replicas.prompts import chat_text, count_prompt_tokens
 from replicas.telemetry import ReplicaSnapshot, RequestInfo
+from uncertainty import CascadeModel
 
 logger = logging.getLogger("cascade.router")
 
@@ -40,12 +42,51 @@ class RoutingCore:
         self.clock = clock
         self.snapshots: dict[str, ReplicaSnapshot] = {}
         self.inflight: dict[str, int] = {}
+        self.routed: dict[str, int] = {}
         self.fallbacks = 0
         self.decisions = 0
+        self.plan: Plan | None = None
+        self.cascade = CascadeModel()  # the prior until the controller's fit arrives
+        self.synced_s = -float("inf")  # controller time of the last sync
+        self._cascade_state: object = None
         self._logged: set[str] = set()
 
     def update_snapshots(self, snapshots: Sequence[ReplicaSnapshot]) -> None:
         self.snapshots = {s.replica_id: s for s in snapshots}
+
+    def sync(self, state: RouterSync) -> None:
+        """Take the controller's latest snapshots, Plan and cascade fit (from the
+        adapter's background refresh). A cascade state that fails to load keeps
+        the previous model (logged once); the rest is applied regardless."""
+        self.update_snapshots(state.snapshots)
+        if state.plan is not None:
+            self.plan = state.plan
+        self.synced_s = state.time_s
+        if state.cascade is not None and state.cascade != self._cascade_state:
+            try:
+                model = CascadeModel.from_dict(dict(state.cascade))
+            except (KeyError, TypeError, ValueError) as exc:
+                self._log_once(f"cascade:{type(exc).__name__}", "bad cascade state from controller")
+            else:
+                self.cascade = model
+                self._cascade_state = state.cascade
+                self.router.set_cascade_model(model)
+
+    def report(self) -> RouterReport:
+        """This router's state for the controller (see ``RouterReport``)."""
+        return RouterReport(
+            plan_version=self.plan.version if self.plan is not None else 0,
+            cascade_theta=cascade_theta(self.cascade),
+            decisions=self.decisions,
+            fallbacks=self.fallbacks,
+            routed=dict(self.routed),
+            view_age_s=max(self.clock() - self.synced_s, 0.0),
+        )
+
+    def _log_once(self, key: str, message: str) -> None:
+        if key not in self._logged:
+            self._logged.add(key)
+            logger.exception("%s (%s)", message, key)
 
     def _snapshot_for(self, replica_id: str, pool: str) -> ReplicaSnapshot:
         snap = self.snapshots.get(replica_id)
@@ -69,10 +110,7 @@ class RoutingCore:
             return self._least_outstanding(replica_ids)
         except Exception as exc:  # the policy must never leave a request waiting
             self.fallbacks += 1
-            key = type(exc).__name__
-            if key not in self._logged:
-                self._logged.add(key)
-                logger.exception("routing policy failed (%s); least-outstanding fallback", key)
+            self._log_once(type(exc).__name__, "routing policy failed; least-outstanding fallback")
             return self._least_outstanding(replica_ids)
 
     def _least_outstanding(self, replica_ids: Sequence[str]) -> list[int]:
@@ -82,6 +120,7 @@ class RoutingCore:
 
     def on_routed(self, replica_id: str, request: RequestInfo) -> None:
         self.inflight[replica_id] = self.inflight.get(replica_id, 0) + 1
+        self.routed[replica_id] = self.routed.get(replica_id, 0) + 1
         try:
             self.router.on_routed(replica_id, request)
         except Exception:
@@ -95,6 +134,12 @@ class RoutingCore:
                 self.router.on_completed(replica_id, request)
             except Exception:
                 logger.exception("router on_completed hook failed")
+
+
+def cascade_theta(model: CascadeModel) -> tuple[float, float, float, float]:
+    """θ = (log scale, a, b, c) of a cascade model: what router reports compare."""
+    c = model.coefficients
+    return (c.log_scale, c.a_prefill, c.b_kv, c.c_heterogeneity)
 
 
 def request_info_from_body(

@@ -180,6 +180,16 @@ def run_status(args: argparse.Namespace) -> int:
     console.print(
         f"plan v{plan.version}: {plan.status.value} ({plan.reason}); solve {plan.solve_ms:.1f} ms"
     )
+    routers = Table(title="routers (what each holds of the controller's state)")
+    for col in ("router", "plan", "view age", "fit of its plan", "decisions", "fallbacks"):
+        routers.add_column(col, justify="right")
+    for rid, r in st.get("routers", {}).items():
+        routers.add_row(
+            rid, f"v{r['plan_version']}", f"{r['view_age_s']:.2f} s",
+            "yes" if r["fit_matches_plan"] else "no",
+            str(r["decisions"]), str(r["fallbacks"]),
+        )  # fmt: skip
+    console.print(routers)
     return 0
 
 

@@ -392,7 +392,7 @@ def _predict_block(
         p, p, p, n_dec, n_dec, pp, pp, pp, output_tokens_std**2,
         log_ttft_slo, log_e2e_slo, p + output_tokens, log_n,
     )  # fmt: skip
-    block = np.dot(mix, basis)
+    block: FloatArray = np.dot(mix, basis)
     block[0:3] += load.queue_wait_mean_s
     block[3:5] += load._queue_var
     # The cascade: this request's prefill joins the prefill steps that running

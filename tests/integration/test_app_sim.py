@@ -245,6 +245,117 @@ def test_serve_autoscaling_follows_the_plan_targets(app: Any) -> None:
     assert all(running[p] == min(max(t, 1), 2) for p, t in targets.items()), (running, targets)
 
 
+def _live_routers(app: Any) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """(controller status, the routers that synced in the last 2 s)."""
+    st = ray.get(app.status.remote())
+    return st, {rid: r for rid, r in st["routers"].items() if r["seen_s_ago"] < 2.0}
+
+
+def test_plan_and_cascade_fit_reach_the_routers(app: Any) -> None:
+    """Every pool's router (in the ingress replica) holds a Plan at most a few
+    controller steps old, a view under a second old, and predicts with exactly
+    the cascade fit the controller published with that Plan (not the prior)."""
+    from orchestrator.routing_core import cascade_theta
+    from uncertainty import CascadeModel
+
+    for _ in range(4):
+        assert _complete(prompt_chars=1200, max_tokens=16).status_code == 200
+    prior = cascade_theta(CascadeModel())
+    deadline = time.time() + 30
+    st: dict[str, Any] = {}
+    live: dict[str, dict[str, Any]] = {}
+    while time.time() < deadline:
+        st, live = _live_routers(app)
+        pools = {rid.split("@")[0] for rid in live}
+        if {"llm-h100", "llm-a100"} <= pools and all(
+            st["plan_version"] - r["plan_version"] <= 8
+            and r["plan_version"] > 0
+            and r["view_age_s"] < 1.0
+            and r["fit_matches_plan"]
+            and tuple(r["cascade_theta"]) != prior
+            for r in live.values()
+        ):
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail(f"routers did not catch up: plan v{st.get('plan_version')}, {live}")
+
+
+def _pool_requests(pool: str, n: int) -> int:
+    """Send ``n`` streamed completions, 4 at a time, straight to ``pool``'s
+    deployment handle (its Cascade router runs in this task's process); returns
+    how many completed. Waits a second at the end so the router's background
+    sync reports its final counts. Runs as a Ray task (see _stream_tokens)."""
+    from concurrent.futures import ThreadPoolExecutor as Pool
+
+    from ray import serve as serve_api
+    from ray.serve.llm.openai_api_models import CompletionRequest
+
+    handle = serve_api.get_deployment_handle(pool, app_name="cascade").options(stream=True)
+
+    def one(k: int) -> bool:
+        req = CompletionRequest(
+            model="sim-llama", prompt="a" * (400 + 97 * k), max_tokens=4 + k % 7, stream=True
+        )
+        lines = [ln for it in handle.completions.remote(req, None) for ln in
+                 (it if isinstance(it, list) else [it])]  # fmt: skip
+        return any(isinstance(ln, str) and ln.startswith("data: [DONE]") for ln in lines)
+
+    with Pool(4) as ex:
+        ok = sum(ex.map(one, range(n)))
+    time.sleep(1.5)
+    return ok
+
+
+def test_routing_follows_the_policy(app: Any) -> None:
+    """With two replicas in a pool, Serve asks the Cascade router for every
+    request (its decisions grow by at least the requests sent), the policy never
+    fails over to the fallback, and each request is served by the replica the
+    router chose: per replica, the requests the routers sent there equal the
+    requests that replica reports completed."""
+    try:
+        ray.get(app.pin.remote("llm-a100", 2))
+        _wait_running("llm-a100", 2)
+
+        def counts() -> tuple[dict[str, int], dict[str, int], int, int]:
+            st = ray.get(app.status.remote())
+            routers = st["routers"].values()
+            routed: dict[str, int] = {}
+            for r in routers:
+                for rid, k in r["routed"].items():
+                    routed[rid] = routed.get(rid, 0) + k
+            done = {s.replica_id: s.completed for s in ray.get(app.get_snapshots.remote())}
+            return (
+                routed,
+                done,
+                sum(r["decisions"] for r in routers),
+                sum(r["fallbacks"] for r in routers),
+            )
+
+        deadline = time.time() + 60  # both a100 replicas report before the baseline
+        routed0, done0, dec0, fb0 = counts()
+        while time.time() < deadline and len(done0) < 3:
+            time.sleep(1.0)
+            routed0, done0, dec0, fb0 = counts()
+        assert len(done0) >= 3, done0
+        n = 24
+        assert ray.get(ray.remote(num_cpus=0)(_pool_requests).remote("llm-a100", n)) == n
+        deadline = time.time() + 30
+        while True:
+            routed, done, dec, fb = counts()
+            sent = {r: routed.get(r, 0) - routed0.get(r, 0) for r in done}
+            served = {r: done[r] - done0.get(r, 0) for r in done}
+            if (sum(served.values()) == n and sent == served) or time.time() > deadline:
+                break
+            time.sleep(1.0)
+        assert dec - dec0 >= n, (dec, dec0)
+        assert fb == fb0, "the policy failed over to least-outstanding"
+        assert sum(served.values()) == n, served
+        assert sent == served, (sent, served)
+    finally:
+        ray.get(app.pin.remote("llm-a100", None))
+
+
 def _running(pool: str) -> int:
     deployments = serve.status().applications["cascade"].deployments
     return sum(n for s, n in deployments[pool].replica_states.items() if str(s).endswith("RUNNING"))

@@ -3,11 +3,12 @@
 import numpy as np
 import pytest
 
-from orchestrator.contracts import Plan, PoolPlan, SolveStatus
+from orchestrator.contracts import Plan, PoolPlan, RouterSync, SolveStatus
 from orchestrator.ingress_core import IngressCore
-from orchestrator.routing_core import RoutingCore, request_info_from_body
+from orchestrator.routing_core import RoutingCore, cascade_theta, request_info_from_body
 from policies import build_policies, build_router
 from replicas.telemetry import DecayedStats, ReplicaSnapshot, RequestInfo
+from uncertainty import CascadeModel
 
 REQ = RequestInfo("r1", prompt_tokens=500, max_tokens=100)
 
@@ -55,6 +56,39 @@ def test_replicas_without_snapshots_are_still_ranked() -> None:
     core = RoutingCore(build_router("cascade"), rng=np.random.default_rng(0))
     order = core.rank(["new-1", "new-2"], REQ, pool="p")
     assert sorted(order) == [0, 1] and core.fallbacks == 0
+
+
+def test_sync_hands_the_controller_fit_to_the_scorer_and_report_reflects_it() -> None:
+    """The controller's Plan and fitted cascade model reach the router's policy
+    (the uncertainty scorer predicts with the fit), and the router's report says
+    what it holds and where it routed."""
+    rng = np.random.default_rng(3)
+    fitted = CascadeModel().update(
+        rng.uniform(1e-3, 0.05, 80), rng.uniform(0, 1, 80), rng.uniform(1, 2, 80),
+        rng.uniform(1e-3, 0.05, 80),
+    )  # fmt: skip
+    clock = [100.0]
+    core = RoutingCore(
+        build_router("uncertainty"), rng=np.random.default_rng(0), clock=lambda: clock[0]
+    )
+    fresh = core.report()
+    assert fresh.plan_version == 0 and fresh.view_age_s == float("inf") and fresh.routed == {}
+    core.sync(RouterSync(99.5, (_snap("a"), _snap("b")), _plan(), fitted.to_dict()))
+    scorer = core.router.scorers[0][0]
+    assert scorer.model is core.cascade  # type: ignore[attr-defined]
+    assert cascade_theta(core.cascade) == pytest.approx(cascade_theta(fitted), abs=0)
+    assert cascade_theta(fitted) != pytest.approx(cascade_theta(CascadeModel()))
+    core.on_routed("b", REQ)
+    core.on_routed("b", REQ)
+    core.rank(["a", "b"], REQ)
+    rep = core.report()
+    assert rep.plan_version == 1 and rep.decisions == 1 and rep.fallbacks == 0
+    assert rep.routed == {"b": 2} and rep.view_age_s == pytest.approx(0.5)
+    assert rep.cascade_theta == cascade_theta(fitted)
+    # a broken model state keeps the previous model; the snapshots still apply
+    core.sync(RouterSync(101.0, (_snap("c"),), None, {"forgetting": 0.9}))
+    assert cascade_theta(core.cascade) == cascade_theta(fitted)
+    assert set(core.snapshots) == {"c"} and core.report().plan_version == 1
 
 
 def test_request_info_from_openai_bodies() -> None:
