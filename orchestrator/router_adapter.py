@@ -40,6 +40,7 @@ from replicas.deployment import CONTROLLER_NAME, CONTROLLER_NAMESPACE
 from replicas.telemetry import RequestInfo
 
 logger = logging.getLogger("cascade.router")
+_MAX_PARSED = 4096  # parsed requests kept for on_request_routed (oldest dropped)
 
 
 class CascadeRequestRouter(FIFOMixin, RequestRouter):
@@ -59,7 +60,8 @@ class CascadeRequestRouter(FIFOMixin, RequestRouter):
         self._controller_namespace = controller_namespace
         self._controller: Any = None
         self._refresh_task: asyncio.Task[None] | None = None
-        self._requests: dict[str, RequestInfo] = {}
+        self._requests: dict[str, RequestInfo] = {}  # routed, until completed
+        self._parsed: dict[str, RequestInfo] = {}  # parsed, until routed
         self._metrics = RouterMetrics()
         self._policy = cfg.router.profile or "custom"
         # one id per router instance: a deployment's handle owner (the ingress
@@ -114,17 +116,25 @@ class CascadeRequestRouter(FIFOMixin, RequestRouter):
         body: object = None
         if pending is not None:
             rid = str(pending.metadata.internal_request_id or pending.metadata.request_id)
+            cached = self._parsed.get(rid)
+            if cached is not None:  # parsed by choose_replicas (the prefix hashes cost)
+                return cached
             body = pending.args[0] if pending.args else None
         try:
             info = request_info_from_body(body, rid)
         except Exception:  # a body we cannot read still gets routed
             info = RequestInfo(request_id=rid, prompt_tokens=0, max_tokens=16)
+        if pending is not None:
+            self._parsed[rid] = info
+            if len(self._parsed) > _MAX_PARSED:  # requests cancelled before routing
+                self._parsed.pop(next(iter(self._parsed)))
         return info
 
     def on_request_routed(
         self, pending_request: PendingRequest, replica_id: ReplicaID, result: Any
     ) -> None:
         info = self._request_info(pending_request)
+        self._parsed.pop(info.request_id, None)
         self._requests[str(pending_request.metadata.internal_request_id)] = info
         self.core.on_routed(replica_id.unique_id, info)
 

@@ -20,7 +20,7 @@ import numpy as np
 from orchestrator.contracts import Plan, RouterReport, RouterSync
 from policies import build_view
 from policies.router import Router
-from replicas.prompts import chat_text, count_prompt_tokens
+from replicas.prompts import chat_text, count_prompt_tokens, prefix_block_hashes
 from replicas.telemetry import ReplicaSnapshot, RequestInfo
 from uncertainty import CascadeModel
 
@@ -145,15 +145,18 @@ def cascade_theta(model: CascadeModel) -> tuple[float, float, float, float]:
 def request_info_from_body(
     body: object, request_id: str, slo_class: str = "default"
 ) -> RequestInfo:
-    """A ``RequestInfo`` from an OpenAI completions/chat request body."""
+    """A ``RequestInfo`` from an OpenAI completions/chat request body, with the
+    prompt's prefix block hashes (``replicas.prompts.prefix_block_hashes``) for
+    the prefix-affinity scorers."""
     if hasattr(body, "messages"):
-        prompt = count_prompt_tokens(chat_text(body.messages))
+        prompt: object = chat_text(body.messages)
     else:
-        prompt = count_prompt_tokens(getattr(body, "prompt", ""))
+        prompt = getattr(body, "prompt", "")
     max_tokens = getattr(body, "max_completion_tokens", None) or getattr(body, "max_tokens", None)
     return RequestInfo(
         request_id=request_id,
-        prompt_tokens=prompt,
+        prompt_tokens=count_prompt_tokens(prompt),
         max_tokens=max(int(max_tokens or 16), 1),
+        prefix_hashes=prefix_block_hashes(prompt),
         slo_class=slo_class,
     )

@@ -15,7 +15,6 @@ from policies.view import IntArray, ReplicaView
 from replicas.telemetry import RequestInfo
 from uncertainty.validation import FloatArray
 
-
 # Scores within this distance count as tied: small against any meaningful score
 # difference (scores are in [0, 1]), large against rounding (~1e-16).
 _TIE_TOLERANCE = 1e-12

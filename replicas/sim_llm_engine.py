@@ -30,7 +30,7 @@ import numpy as np
 from replicas.engine_model import EngineConfig, EngineModel
 from replicas.perf_model import build_perf_model
 from replicas.profiles import gpu_spec, kv_blocks, model_shape
-from replicas.prompts import chat_text, count_prompt_tokens
+from replicas.prompts import chat_text, count_prompt_tokens, prefix_block_hashes
 from replicas.sim_engine import RequestRejected, SimEngine
 from replicas.telemetry import ReplicaSnapshot, RequestInfo
 
@@ -109,18 +109,17 @@ class SimLLMEngine(LLMEngine):
     async def completions(  # type: ignore[override]
         self, request: Any, raw_request_info: Any = None
     ) -> AsyncGenerator[Any, None]:
-        async for item in self._generate(request, count_prompt_tokens(request.prompt), chat=False):
+        async for item in self._generate(request, request.prompt, chat=False):
             yield item
 
     async def chat(  # type: ignore[override]
         self, request: Any, raw_request_info: Any = None
     ) -> AsyncGenerator[Any, None]:
-        prompt = count_prompt_tokens(chat_text(request.messages))
-        async for item in self._generate(request, prompt, chat=True):
+        async for item in self._generate(request, chat_text(request.messages), chat=True):
             yield item
 
     async def _generate(
-        self, request: Any, prompt_tokens: int, *, chat: bool
+        self, request: Any, prompt: Any, *, chat: bool
     ) -> AsyncGenerator[Any, None]:
         from ray.serve.llm.openai_api_models import (
             ChatCompletionResponse,
@@ -128,6 +127,7 @@ class SimLLMEngine(LLMEngine):
             ErrorResponse,
         )
 
+        prompt_tokens = count_prompt_tokens(prompt)
         max_tokens = getattr(request, "max_completion_tokens", None) or request.max_tokens or 16
         if max_tokens < 1:
             yield ErrorResponse.model_validate(
@@ -156,7 +156,14 @@ class SimLLMEngine(LLMEngine):
                 }
             )
             return
-        info = RequestInfo(rid, prompt_tokens=prompt_tokens, max_tokens=int(max_tokens))
+        # the same block hashes routers compute (replicas.prompts), so the engine's
+        # prefix cache and the blocks it advertises match the routers' view
+        info = RequestInfo(
+            rid,
+            prompt_tokens=prompt_tokens,
+            max_tokens=int(max_tokens),
+            prefix_hashes=prefix_block_hashes(prompt),
+        )
         n = 0
         try:
             async for _timing in self.engine.generate(info, output_tokens=int(max_tokens)):

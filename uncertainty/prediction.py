@@ -112,7 +112,7 @@ class ReplicaLoad:
             if arr.shape != shape:
                 raise ValueError(f"ReplicaLoad.{name}: shape {arr.shape} != {shape}")
             # min() is NaN if any entry is: one reduction checks both rules
-            if arr.size and not (0.0 <= arr.min() and arr.max() < math.inf):
+            if arr.size and not (arr.min() >= 0.0 and arr.max() < math.inf):
                 raise ValueError(f"ReplicaLoad.{name}: must be finite and >= 0")
         new = object.__new__(ReplicaLoad)
         new.__dict__.update(self.__dict__)

@@ -281,6 +281,19 @@ def test_plan_and_cascade_fit_reach_the_routers(app: Any) -> None:
         pytest.fail(f"routers did not catch up: plan v{st.get('plan_version')}, {live}")
 
 
+@pytest.fixture(scope="module")
+def a100_pair(app: Any) -> Iterator[Any]:
+    """The llm-a100 pool pinned to two replicas for the tests that need two
+    (one replica start for all of them: the slow part). The drain test, last,
+    scales it back to one; unpinned at the end."""
+    try:
+        ray.get(app.pin.remote("llm-a100", 2))
+        _wait_running("llm-a100", 2)
+        yield app
+    finally:
+        ray.get(app.pin.remote("llm-a100", None))
+
+
 def _pool_requests(pool: str, n: int) -> int:
     """Send ``n`` streamed completions, 4 at a time, straight to ``pool``'s
     deployment handle (its Cascade router runs in this task's process); returns
@@ -307,53 +320,49 @@ def _pool_requests(pool: str, n: int) -> int:
     return ok
 
 
-def test_routing_follows_the_policy(app: Any) -> None:
+def test_routing_follows_the_policy(a100_pair: Any) -> None:
     """With two replicas in a pool, Serve asks the Cascade router for every
     request (its decisions grow by at least the requests sent), the policy never
     fails over to the fallback, and each request is served by the replica the
     router chose: per replica, the requests the routers sent there equal the
     requests that replica reports completed."""
-    try:
-        ray.get(app.pin.remote("llm-a100", 2))
-        _wait_running("llm-a100", 2)
+    app = a100_pair
 
-        def counts() -> tuple[dict[str, int], dict[str, int], int, int]:
-            st = ray.get(app.status.remote())
-            routers = st["routers"].values()
-            routed: dict[str, int] = {}
-            for r in routers:
-                for rid, k in r["routed"].items():
-                    routed[rid] = routed.get(rid, 0) + k
-            done = {s.replica_id: s.completed for s in ray.get(app.get_snapshots.remote())}
-            return (
-                routed,
-                done,
-                sum(r["decisions"] for r in routers),
-                sum(r["fallbacks"] for r in routers),
-            )
+    def counts() -> tuple[dict[str, int], dict[str, int], int, int]:
+        st = ray.get(app.status.remote())
+        routers = st["routers"].values()
+        routed: dict[str, int] = {}
+        for r in routers:
+            for rid, k in r["routed"].items():
+                routed[rid] = routed.get(rid, 0) + k
+        done = {s.replica_id: s.completed for s in ray.get(app.get_snapshots.remote())}
+        return (
+            routed,
+            done,
+            sum(r["decisions"] for r in routers),
+            sum(r["fallbacks"] for r in routers),
+        )
 
-        deadline = time.time() + 60  # both a100 replicas report before the baseline
+    deadline = time.time() + 60  # both a100 replicas report before the baseline
+    routed0, done0, dec0, fb0 = counts()
+    while time.time() < deadline and len(done0) < 3:
+        time.sleep(1.0)
         routed0, done0, dec0, fb0 = counts()
-        while time.time() < deadline and len(done0) < 3:
-            time.sleep(1.0)
-            routed0, done0, dec0, fb0 = counts()
-        assert len(done0) >= 3, done0
-        n = 24
-        assert ray.get(ray.remote(num_cpus=0)(_pool_requests).remote("llm-a100", n)) == n
-        deadline = time.time() + 30
-        while True:
-            routed, done, dec, fb = counts()
-            sent = {r: routed.get(r, 0) - routed0.get(r, 0) for r in done}
-            served = {r: done[r] - done0.get(r, 0) for r in done}
-            if (sum(served.values()) == n and sent == served) or time.time() > deadline:
-                break
-            time.sleep(1.0)
-        assert dec - dec0 >= n, (dec, dec0)
-        assert fb == fb0, "the policy failed over to least-outstanding"
-        assert sum(served.values()) == n, served
-        assert sent == served, (sent, served)
-    finally:
-        ray.get(app.pin.remote("llm-a100", None))
+    assert len(done0) >= 3, done0
+    n = 24
+    assert ray.get(ray.remote(num_cpus=0)(_pool_requests).remote("llm-a100", n)) == n
+    deadline = time.time() + 30
+    while True:
+        routed, done, dec, fb = counts()
+        sent = {r: routed.get(r, 0) - routed0.get(r, 0) for r in done}
+        served = {r: done[r] - done0.get(r, 0) for r in done}
+        if (sum(served.values()) == n and sent == served) or time.time() > deadline:
+            break
+        time.sleep(1.0)
+    assert dec - dec0 >= n, (dec, dec0)
+    assert fb == fb0, "the policy failed over to least-outstanding"
+    assert sum(served.values()) == n, served
+    assert sent == served, (sent, served)
 
 
 def _running(pool: str) -> int:
@@ -389,12 +398,11 @@ def _stream_tokens(max_tokens: int) -> tuple[str, int]:
     return "ok", chunks
 
 
-def test_scale_down_drains_requests_in_flight(app: Any) -> None:
-    """Pin a pool to 2 replicas, start long streams, pin it to 1: Serve removes a
+def test_scale_down_drains_requests_in_flight(a100_pair: Any) -> None:
+    """With a pool at 2 replicas, start long streams, pin it to 1: Serve removes a
     replica only after its requests finish; every stream completes in full."""
+    app = a100_pair
     try:
-        ray.get(app.pin.remote("llm-a100", 2))
-        _wait_running("llm-a100", 2)
         stream = ray.remote(num_cpus=0)(_stream_tokens)
         refs = [stream.remote(3000) for _ in range(12)]
         time.sleep(3.0)  # the streams are in flight on both of the pool's replicas

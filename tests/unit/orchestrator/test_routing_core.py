@@ -7,6 +7,7 @@ from orchestrator.contracts import Plan, PoolPlan, RouterSync, SolveStatus
 from orchestrator.ingress_core import IngressCore
 from orchestrator.routing_core import RoutingCore, cascade_theta, request_info_from_body
 from policies import build_policies, build_router
+from replicas.prompts import prefix_block_hashes
 from replicas.telemetry import DecayedStats, ReplicaSnapshot, RequestInfo
 from uncertainty import CascadeModel
 
@@ -106,6 +107,23 @@ def test_request_info_from_openai_bodies() -> None:
     assert chat.prompt_tokens == 10 and chat.max_tokens == 7
     ids = type("Ids", (), {"prompt": [1, 2, 3], "max_tokens": 4})()
     assert request_info_from_body(ids, "c").prompt_tokens == 3
+
+
+def test_prefix_hashes_chain_blocks_and_agree_between_requests() -> None:
+    """Two prompts share hash k exactly when they share their first k + 1 blocks
+    (64 characters or 16 token ids); a partial block is not hashed; the hashes
+    are process-independent (the values are pinned)."""
+    system = "You are a helpful assistant. " * 10  # 290 characters: 4 full blocks
+    a = request_info_from_body(type("A", (), {"prompt": system + "Q1?" * 40})(), "a")
+    b = request_info_from_body(type("B", (), {"prompt": system + "Q2?" * 40})(), "b")
+    assert len(a.prefix_hashes) == (290 + 120) // 64 == len(b.prefix_hashes)
+    assert a.prefix_hashes[:4] == b.prefix_hashes[:4]
+    assert a.prefix_hashes[4] != b.prefix_hashes[4]
+    assert prefix_block_hashes("x" * 63) == ()
+    ids = prefix_block_hashes(list(range(40)))
+    assert len(ids) == 2 and ids[0] == prefix_block_hashes(list(range(16)))[0]
+    assert prefix_block_hashes("a" * 64) == (0xE4B6A40FDD1A0D6C,)
+    assert prefix_block_hashes(None) == ()
 
 
 def _plan(saturation: float = 0.0, weights: dict[str, float] | None = None) -> Plan:
