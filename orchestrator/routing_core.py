@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from orchestrator.contracts import Plan, RouterReport, RouterSync
-from policies import build_view
+from policies import ReplicaView, build_view
 from policies.router import Router
 from replicas.prompts import chat_text, count_prompt_tokens, prefix_block_hashes
 from replicas.telemetry import ReplicaSnapshot, RequestInfo
@@ -50,9 +50,15 @@ class RoutingCore:
         self.synced_s = -float("inf")  # controller time of the last sync
         self._cascade_state: object = None
         self._logged: set[str] = set()
+        # the view of the current snapshots for the last candidate set: built once
+        # per snapshot refresh (an O(replicas) Python loop), then refreshed per
+        # request with this router's in-flight counts only (ReplicaView.with_outstanding)
+        self._base: ReplicaView | None = None
+        self._base_key: tuple[str, ...] = ()  # (pool, *replica ids)
 
     def update_snapshots(self, snapshots: Sequence[ReplicaSnapshot]) -> None:
         self.snapshots = {s.replica_id: s for s in snapshots}
+        self._base = None  # rebuilt from these snapshots at the next decision
 
     def sync(self, state: RouterSync) -> None:
         """Take the controller's latest snapshots, Plan and cascade fit (from the
@@ -101,8 +107,7 @@ class RoutingCore:
         if not replica_ids:
             return []
         try:
-            snaps = [self._snapshot_for(r, pool) for r in replica_ids]
-            view = build_view(snaps, self.inflight, self.clock())
+            view = self._view(replica_ids, pool).with_outstanding(self.inflight)
             order = self.router.rank(request, view, self.rng)
             if order:
                 return [int(i) for i in order]
@@ -112,6 +117,17 @@ class RoutingCore:
             self.fallbacks += 1
             self._log_once(type(exc).__name__, "routing policy failed; least-outstanding fallback")
             return self._least_outstanding(replica_ids)
+
+    def _view(self, replica_ids: Sequence[str], pool: str) -> ReplicaView:
+        """The base view of ``replica_ids`` (in that order) from the current
+        snapshots, cached until the snapshots or the candidate set change.
+        Snapshot ages are as of its build (at most one refresh period old)."""
+        key = (pool, *replica_ids)
+        if self._base is None or key != self._base_key:
+            snaps = [self._snapshot_for(r, pool) for r in replica_ids]
+            self._base = build_view(snaps, None, self.clock())
+            self._base_key = key
+        return self._base
 
     def _least_outstanding(self, replica_ids: Sequence[str]) -> list[int]:
         loads = np.array([self.inflight.get(r, 0) for r in replica_ids], dtype=float)

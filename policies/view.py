@@ -179,6 +179,7 @@ class ReplicaView:
     def with_outstanding(self, outstanding: Mapping[str, int] | None) -> ReplicaView:
         """The same snapshots with new router-local in-flight counts (cheap: no
         snapshot is re-read; the queue-wait arrays are recomputed)."""
+        self.indices  # noqa: B018  (cache it on this view, so that every copy shares it)
         out = _outstanding_array(self.replica_ids, outstanding)
         unseen = np.maximum(out - self.running - self.waiting, 0.0)
         load = _load_with_unseen(self.base_load, unseen * self.unseen_cost_s)

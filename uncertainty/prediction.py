@@ -93,11 +93,16 @@ class ReplicaLoad:
         # against the same load between two snapshots
         return _LoadTerms(self)
 
-    @cached_property
+    @property
     def _queue_var(self) -> FloatArray:
-        # the queue wait's variance, squared once per load (not per request)
-        v: FloatArray = np.square(self.queue_wait_std_s)
-        v.setflags(write=False)
+        # the queue wait's variance, squared once per load (not per request).
+        # Cached by hand: functools.cached_property takes a lock on every first
+        # access, and a router's per-request load is always a first access
+        v: FloatArray | None = self.__dict__.get("_qvar")
+        if v is None:
+            v = np.square(self.queue_wait_std_s)
+            v.setflags(write=False)
+            self.__dict__["_qvar"] = v
         return v
 
     def with_queue_wait(self, mean_s: FloatArray, std_s: FloatArray) -> ReplicaLoad:
@@ -116,7 +121,7 @@ class ReplicaLoad:
                 raise ValueError(f"ReplicaLoad.{name}: must be finite and >= 0")
         new = object.__new__(ReplicaLoad)
         new.__dict__.update(self.__dict__)
-        new.__dict__.pop("_queue_var", None)  # made from the old queue wait
+        new.__dict__.pop("_qvar", None)  # made from the old queue wait
         new.__dict__["_terms"] = self._terms
         new.__dict__["queue_wait_mean_s"] = mean_s
         new.__dict__["queue_wait_std_s"] = std_s

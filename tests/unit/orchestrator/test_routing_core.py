@@ -38,6 +38,29 @@ def test_policy_ranking_is_used_and_inflight_counts_follow_the_hooks() -> None:
     assert core.inflight["a"] == 0
 
 
+def test_the_view_is_built_once_per_snapshot_refresh(monkeypatch: pytest.MonkeyPatch) -> None:
+    """build_view (an O(replicas) loop) runs when the snapshots or the candidate
+    set change, not per request; in-flight counts still count per request."""
+    import orchestrator.routing_core as rc
+
+    builds = []
+    real = rc.build_view
+    monkeypatch.setattr(rc, "build_view", lambda *a, **k: builds.append(1) or real(*a, **k))
+    core = RoutingCore(build_router("least_outstanding"), rng=np.random.default_rng(0))
+    core.update_snapshots([_snap("a"), _snap("b")])
+    assert core.rank(["a", "b"], REQ) in ([0, 1], [1, 0])
+    core.on_routed("a", REQ)
+    assert core.rank(["a", "b"], REQ)[0] == 1
+    core.on_routed("b", REQ)
+    core.on_routed("b", REQ)
+    assert core.rank(["a", "b"], REQ)[0] == 0
+    assert len(builds) == 1
+    core.rank(["b", "a"], REQ)  # another candidate set
+    core.update_snapshots([_snap("a"), _snap("b", running=3)])
+    core.rank(["b", "a"], REQ)
+    assert len(builds) == 3
+
+
 def test_a_failing_policy_falls_back_to_least_outstanding_and_is_counted() -> None:
     class Broken:
         def rank(self, *a, **k):  # type: ignore[no-untyped-def]
