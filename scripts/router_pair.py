@@ -58,27 +58,16 @@ def main() -> None:
         vn = new_bases[i].with_outstanding(outstanding)
         vo = old_bases[i].with_outstanding(outstanding)
         req = reqs[k % len(reqs)]
-        if k % 2:  # alternate which goes first
+        # alternate which goes first; each side: (router, view, rng, timings)
+        sides = [(old_router, vo, rng_old, t_old), (new_router, vn, rng_new, t_new)]
+        for router, view, pick_rng, times in sides if k % 2 else sides[::-1]:
             t0 = clock()
-            a = old_router.rank(req, vo, rng_old)
-            t1 = clock()
-            b = new_router.rank(req, vn, rng_new)
-            t2 = clock()
-            d_old, d_new = t1 - t0, t2 - t1
-        else:
-            t0 = clock()
-            b = new_router.rank(req, vn, rng_new)
-            t1 = clock()
-            a = old_router.rank(req, vo, rng_old)
-            t2 = clock()
-            d_new, d_old = t1 - t0, t2 - t1
-        if k >= 0:
-            t_new.append(d_new / 1e3)
-            t_old.append(d_old / 1e3)
-        if a:
-            old_router.on_routed(vo.replica_ids[a[0]], req)
-        if b:
-            new_router.on_routed(vn.replica_ids[b[0]], req)
+            ranking = router.rank(req, view, pick_rng)
+            dt = clock() - t0
+            if k >= 0:
+                times.append(dt / 1e3)
+            if ranking:
+                router.on_routed(view.replica_ids[ranking[0]], req)
     tn, to = np.array(t_new), np.array(t_old)
     print(
         json.dumps(
