@@ -183,14 +183,27 @@ def run_status(args: argparse.Namespace) -> int:
     routers = Table(title="routers (what each holds of the controller's state)")
     for col in ("router", "plan", "view age", "fit of its plan", "decisions", "fallbacks"):
         routers.add_column(col, justify="right")
-    for rid, r in st.get("routers", {}).items():
-        routers.add_row(
-            rid, f"v{r['plan_version']}", f"{r['view_age_s']:.2f} s",
-            "yes" if r["fit_matches_plan"] else "no",
-            str(r["decisions"]), str(r["fallbacks"]),
-        )  # fmt: skip
+    for row in router_rows(st):
+        routers.add_row(*row)
     console.print(routers)
     return 0
+
+
+def router_rows(status: dict[str, Any]) -> list[tuple[str, ...]]:
+    """Rows of the routers table from ``ControllerActor.status()``: router id,
+    Plan version held, view age, whether its cascade model is the fit published
+    with that Plan, decisions, fallbacks (pure: unit-tested)."""
+    return [
+        (
+            rid,
+            f"v{r['plan_version']}",
+            f"{r['view_age_s']:.2f} s",
+            "yes" if r["fit_matches_plan"] else "no",
+            str(r["decisions"]),
+            str(r["fallbacks"]),
+        )
+        for rid, r in sorted(status.get("routers", {}).items())
+    ]
 
 
 # ---- load --------------------------------------------------------------------------------
