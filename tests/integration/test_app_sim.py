@@ -328,27 +328,24 @@ def test_routing_follows_the_policy(a100_pair: Any) -> None:
     requests that replica reports completed."""
     app = a100_pair
 
-    def counts() -> tuple[dict[str, dict[str, int]], dict[str, int], int, int]:
-        """(per router: requests routed per replica; per replica: completed;
-        decisions; fallbacks), summed over the routers that report."""
+    def counts() -> tuple[dict[str, dict[str, int]], dict[str, int]]:
+        """(per router: requests routed per replica plus its "_decisions" and
+        "_fallbacks"; per replica: requests completed)."""
         routers = ray.get(app.status.remote())["routers"]
         done = {s.replica_id: s.completed for s in ray.get(app.get_snapshots.remote())}
-        return (
-            {rid: dict(r["routed"]) for rid, r in routers.items()},
-            done,
-            sum(r["decisions"] for r in routers.values()),
-            sum(r["fallbacks"] for r in routers.values()),
-        )
+        per_router = {
+            rid: {**r["routed"], "_decisions": r["decisions"], "_fallbacks": r["fallbacks"]}
+            for rid, r in routers.items()
+        }
+        return per_router, done
 
-    def sent_since(
-        base: dict[str, dict[str, int]], now: dict[str, dict[str, int]]
-    ) -> dict[str, int]:
-        # per-router deltas: a router forgotten by the controller in between
+    def since(base: dict[str, dict[str, int]], now: dict[str, dict[str, int]]) -> dict[str, int]:
+        # per-router deltas, summed: a router the controller forgot in between
         # (silent for a minute) must not count as negative traffic
         out: dict[str, int] = {}
-        for rid, routed in now.items():
-            for replica, k in routed.items():
-                out[replica] = out.get(replica, 0) + k - base.get(rid, {}).get(replica, 0)
+        for rid, c in now.items():
+            for key, k in c.items():
+                out[key] = out.get(key, 0) + k - base.get(rid, {}).get(key, 0)
         return out
 
     # a quiet baseline: both a100 replicas report, and nothing moves for a
