@@ -43,34 +43,33 @@ def _lognormal_cdf(mean: np.ndarray, var: np.ndarray, x: float) -> np.ndarray:
     return norm.cdf((np.log(x) - (np.log(mean) - s2 / 2)) / np.sqrt(s2))
 
 
-pos = st.floats(1e-4, 1.0)
+# replica count, seed of the replica states, and the request: prompt tokens,
+# expected output length and its σ
+CASES = {
+    "r": st.integers(1, 12),
+    "seed": st.integers(0, 10_000),
+    "p": st.integers(0, 20_000),
+    "length": st.floats(1.0, 4000.0),
+    "sd": st.floats(0.0, 500.0),
+}
 
 
-@settings(max_examples=60, deadline=None)
-@given(
-    r=st.integers(1, 12),
-    seed=st.integers(0, 10_000),
-    p=st.integers(0, 20_000),
-    length=st.floats(1.0, 4000.0),
-    sd=st.floats(0.0, 500.0),
-    fitted=st.booleans(),
-)
-def test_fast_path_equals_the_formulas(
-    r: int, seed: int, p: int, length: float, sd: float, fitted: bool
-) -> None:
-    rng = np.random.default_rng(seed)
-    model = CascadeModel()
-    if fitted:
-        k = 50
-        model.update(
-            rng.uniform(1e-3, 0.05, k),
-            rng.uniform(0, 1, k),
-            rng.uniform(1, 2, k),
-            rng.uniform(1e-3, 0.05, k),
-        )
-    load = ReplicaLoad(
+def _fitted_model(rng: np.random.Generator, k: int = 50) -> CascadeModel:
+    """A cascade model fitted to k random observations (θ away from the prior)."""
+    return CascadeModel().update(
+        rng.uniform(1e-3, 0.05, k),
+        rng.uniform(0, 1, k),
+        rng.uniform(1, 2, k),
+        rng.uniform(1e-3, 0.05, k),
+    )
+
+
+def _random_load(rng: np.random.Generator, r: int, queue_sd_zero_frac: float = 0.2) -> ReplicaLoad:
+    """R replicas in random states; a fraction of them with no queue-wait σ and
+    ~30 % with no ITL history (σ_ITL = 0: the cascade model's σ)."""
+    return ReplicaLoad(
         queue_wait_mean_s=rng.uniform(0, 2, r),
-        queue_wait_std_s=rng.uniform(0, 1, r),
+        queue_wait_std_s=np.where(rng.random(r) < queue_sd_zero_frac, 0.0, rng.uniform(0, 1, r)),
         prefill_s_per_token=rng.uniform(1e-5, 1e-3, r),
         prefill_cv=rng.uniform(0, 1, r),
         itl_mean_s=rng.uniform(5e-3, 0.1, r),
@@ -81,6 +80,19 @@ def test_fast_path_equals_the_formulas(
         kv_capacity_tokens=rng.uniform(1e3, 1e6, r),
         heterogeneity=rng.uniform(1, 3, r),
     )
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    **CASES,
+    fitted=st.booleans(),
+)
+def test_fast_path_equals_the_formulas(
+    r: int, seed: int, p: int, length: float, sd: float, fitted: bool
+) -> None:
+    rng = np.random.default_rng(seed)
+    model = _fitted_model(rng) if fitted else CascadeModel()
+    load = _random_load(rng, r, queue_sd_zero_frac=0.0)
     queue = (rng.uniform(0, 3, r), rng.uniform(0, 1, r))
     for current in (load, load, load.with_queue_wait(*queue)):  # cold, cached, shared terms
         got = predict_latency(model, current, p, length, sd)
@@ -104,29 +116,9 @@ def test_fast_path_equals_the_formulas(
 # ---- the router's fast path: predict_slo_probability and the scorer ---------------
 
 
-def _random_load(rng: np.random.Generator, r: int) -> ReplicaLoad:
-    return ReplicaLoad(
-        queue_wait_mean_s=rng.uniform(0, 2, r),
-        queue_wait_std_s=np.where(rng.random(r) < 0.2, 0.0, rng.uniform(0, 1, r)),
-        prefill_s_per_token=rng.uniform(1e-5, 1e-3, r),
-        prefill_cv=rng.uniform(0, 1, r),
-        itl_mean_s=rng.uniform(5e-3, 0.1, r),
-        itl_std_s=np.where(rng.random(r) < 0.3, 0.0, rng.uniform(1e-3, 0.05, r)),
-        itl_autocorr=rng.uniform(-0.99, 0.99, r),
-        sigma_prefill_s=rng.uniform(1e-4, 0.05, r),
-        kv_pressure=rng.uniform(0, 1, r),
-        kv_capacity_tokens=rng.uniform(1e3, 1e6, r),
-        heterogeneity=rng.uniform(1, 3, r),
-    )
-
-
 @settings(max_examples=60, deadline=None)
 @given(
-    r=st.integers(1, 12),
-    seed=st.integers(0, 10_000),
-    p=st.integers(0, 20_000),
-    length=st.floats(1.0, 4000.0),
-    sd=st.floats(0.0, 500.0),
+    **CASES,
     ttft_slo=st.floats(1e-3, 10.0),
     e2e_slo=st.floats(1e-3, 500.0),
 )
@@ -171,15 +163,7 @@ def _generic_score(
 @pytest.mark.parametrize("fitted", [False, True])
 def test_uncertainty_scorer_fast_path_equals_generic(fitted: bool) -> None:
     rng = np.random.default_rng(7)
-    model = CascadeModel()
-    if fitted:
-        k = 50
-        model.update(
-            rng.uniform(1e-3, 0.05, k),
-            rng.uniform(0, 1, k),
-            rng.uniform(1, 2, k),
-            rng.uniform(1e-3, 0.05, k),
-        )
+    model = _fitted_model(rng) if fitted else CascadeModel()
     snaps = [
         snap(
             f"r{i}",
