@@ -22,8 +22,10 @@ _TIE_TOLERANCE = 1e-12
 
 @PICKERS.register("max_score")
 class MaxScorePicker(Picker):
-    """Highest score first; ties (scores within 1e-12) broken uniformly at random,
-    so equal replicas share traffic instead of the first one taking all of it.
+    """Highest score first. A tie for the first place (scores within 1e-12) is
+    broken uniformly at random over the whole ranking, so equal replicas share
+    traffic instead of the first one taking all of it; below a unique leader,
+    equal scores keep the sort's order.
 
     YAML: ``picker: max_score``
     """
@@ -31,13 +33,18 @@ class MaxScorePicker(Picker):
     def order(
         self, scores: FloatArray, candidates: IntArray, view: ReplicaView, rng: np.random.Generator
     ) -> IntArray:
-        # ascending sort of −score − 1e-12·u, u ~ U[0, 1): a random order among
-        # scores within the tolerance. One argsort of a jittered key costs about
-        # half of a two-key lexsort (the router's hot path)
-        key = rng.random(scores.size)
-        key *= -_TIE_TOLERANCE
-        key -= scores
-        idx: IntArray = key.argsort()
+        idx: IntArray = scores.argsort()
+        n = idx.size
+        if n >= 2 and scores[idx[n - 1]] - scores[idx[n - 2]] <= _TIE_TOLERANCE:
+            # ascending sort of −score − 1e-12·u, u ~ U[0, 1): a random order
+            # among scores within the tolerance (about twice the cost of the
+            # plain sort, so only when the leader is tied: the router's hot path)
+            key = rng.random(n)
+            key *= -_TIE_TOLERANCE
+            key -= scores
+            idx = key.argsort()
+        else:
+            idx = idx[::-1]  # descending
         if candidates is view.indices:  # every replica, in view order
             return idx
         out: IntArray = candidates[idx]

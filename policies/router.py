@@ -86,10 +86,13 @@ class Router:
 
     def rank(self, request: RequestInfo, view: ReplicaView, rng: np.random.Generator) -> list[int]:
         """Candidate replicas as view indices, best first; filtered-out ones absent."""
-        cand = self.candidates(request, view)
+        cand = self.candidates(request, view) if self.filters else view.indices
         if cand.size <= 1:
             return [int(i) for i in cand]
-        scores = self.combined_scores(request, view, cand)
+        if len(self.scorers) == 1:  # the common profile: no weighting needed
+            scores = self.scorers[0][0].score(request, view, cand)
+        else:
+            scores = self.combined_scores(request, view, cand)
         ranked: list[int] = self.picker.order(scores, cand, view, rng).tolist()
         return ranked
 

@@ -217,10 +217,7 @@ def _load_with_unseen(base: ReplicaLoad, extra: FloatArray) -> ReplicaLoad:
     sees the same state and all of them pile onto the same "best" replica."""
     if not extra.any():
         return base
-    extra_sd = base.prefill_cv * extra
-    return base.with_queue_wait(
-        base.queue_wait_mean_s + extra, np.sqrt(base.queue_wait_std_s**2 + extra_sd**2)
-    )
+    return base.with_added_queue(extra, base.prefill_cv * extra)
 
 
 def build_view(

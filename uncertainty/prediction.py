@@ -23,6 +23,7 @@ TTFT and E2E are positively associated, for which the product is a lower bound
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -94,16 +95,17 @@ class ReplicaLoad:
         return _LoadTerms(self)
 
     @property
-    def _queue_var(self) -> FloatArray:
-        # the queue wait's variance, squared once per load (not per request).
-        # Cached by hand: functools.cached_property takes a lock on every first
-        # access, and a router's per-request load is always a first access
-        v: FloatArray | None = self.__dict__.get("_qvar")
-        if v is None:
-            v = np.square(self.queue_wait_std_s)
-            v.setflags(write=False)
-            self.__dict__["_qvar"] = v
-        return v
+    def _queue_moments(self) -> FloatArray:
+        # (2, R): the queue wait's mean and variance, the last two rows of the
+        # prediction's basis (see _predict_block). Made once per load; cached by
+        # hand: functools.cached_property takes a lock on every first access, and
+        # a router's per-request load is always a first access
+        q: FloatArray | None = self.__dict__.get("_qmom")
+        if q is None:
+            q = np.stack((self.queue_wait_mean_s, np.square(self.queue_wait_std_s)))
+            q.setflags(write=False)
+            self.__dict__["_qmom"] = q
+        return q
 
     def with_queue_wait(self, mean_s: FloatArray, std_s: FloatArray) -> ReplicaLoad:
         """This load with another queue wait (e.g. counting requests routed since
@@ -119,9 +121,43 @@ class ReplicaLoad:
             # min() is NaN if any entry is: one reduction checks both rules
             if arr.size and not (arr.min() >= 0.0 and arr.max() < math.inf):
                 raise ValueError(f"ReplicaLoad.{name}: must be finite and >= 0")
+        return self._with_queue(mean_s, std_s, None)
+
+    def with_added_queue(self, extra_mean_s: FloatArray, extra_std_s: FloatArray) -> ReplicaLoad:
+        """This load with independent extra work ahead of the request (e.g.
+        requests routed since the snapshot): queue-wait mean + ``extra_mean_s``,
+        variance + ``extra_std_s``². Both arrays (s, shape (R,)) must be finite
+        and >= 0 (``ValueError`` otherwise). The router's per-request refresh:
+        one (2, R) buffer holds the new mean and variance, which the prediction
+        reads directly (no square root and re-square)."""
+        shape = np.shape(self.itl_mean_s)
+        q = np.empty((2, *shape))
+        try:
+            q[0] = extra_mean_s
+            q[1] = extra_std_s
+        except ValueError:
+            raise ValueError(
+                f"ReplicaLoad.with_added_queue: extra arrays must have shape {shape}"
+            ) from None
+        # min() is NaN if any entry is: two reductions check every rule
+        if q.size and not (q.min() >= 0.0 and q.max() < math.inf):
+            raise ValueError("ReplicaLoad.with_added_queue: extra work must be finite and >= 0")
+        base = self._queue_moments
+        q[0] += base[0]
+        q[1] *= q[1]
+        q[1] += base[1]
+        q.setflags(write=False)
+        return self._with_queue(q[0], np.sqrt(q[1]), q)
+
+    def _with_queue(
+        self, mean_s: FloatArray, std_s: FloatArray, moments: FloatArray | None
+    ) -> ReplicaLoad:
+        # a copy sharing everything but the queue wait (validated by the caller)
         new = object.__new__(ReplicaLoad)
         new.__dict__.update(self.__dict__)
-        new.__dict__.pop("_qvar", None)  # made from the old queue wait
+        new.__dict__.pop("_qmom", None)  # made from the old queue wait
+        if moments is not None:
+            new.__dict__["_qmom"] = moments
         new.__dict__["_terms"] = self._terms
         new.__dict__["queue_wait_mean_s"] = mean_s
         new.__dict__["queue_wait_std_s"] = std_s
@@ -137,11 +173,10 @@ class LatencyPrediction:
     e2e_mean_s: FloatArray
     e2e_var_s2: FloatArray
     itl_std_s: FloatArray  # predicted decode ITL σ with this request admitted
-    # Set by predict_latency: rows 0..6 of its prediction block (see
-    # _predict_block), of which the four fields above are views, so prob_within
-    # evaluates both CDFs in one pass by the very operations of
-    # predict_slo_probability. None for a prediction built by hand.
-    _rows: FloatArray | None = field(default=None, repr=False, compare=False)
+    # Set by predict_latency: its raw prediction block and the cascade weights
+    # (see _predict_block), so that prob_within evaluates both CDFs by the very
+    # operations of predict_slo_probability. None for a prediction built by hand.
+    _block: tuple[FloatArray, FloatArray] | None = field(default=None, repr=False, compare=False)
 
     @property
     def ttft_std_s(self) -> FloatArray:
@@ -163,15 +198,15 @@ class LatencyPrediction:
         self, ttft_slo_s: float | None = None, e2e_slo_s: float | None = None
     ) -> FloatArray:
         """P(TTFT ≤ ttft_slo and E2E ≤ e2e_slo) per replica (conservative product)."""
-        if ttft_slo_s is not None and e2e_slo_s is not None and self._rows is not None:
+        if ttft_slo_s is not None and e2e_slo_s is not None and self._block is not None:
             _check_slo(ttft_slo_s)
             _check_slo(e2e_slo_s)
-            rows = self._rows.copy()
-            rows[5] = math.log(ttft_slo_s)
-            rows[6] = math.log(e2e_slo_s)
-            both = _slo_cdf_pair(rows)
-            out: FloatArray = both[0] * both[1]
-            return out
+            raw, w = self._block
+            ws = _workspace(raw.shape[1])
+            np.copyto(ws.block, raw)
+            ws.block[_LOG_SLO_TTFT] = math.log(ttft_slo_s)
+            ws.block[_LOG_SLO_E2E] = math.log(e2e_slo_s)
+            return _slo_probability(ws, w)
         p = np.ones_like(self.e2e_mean_s)
         if ttft_slo_s is not None:
             p = _lognormal_cdf(self.ttft_mean_s, self.ttft_var_s2, ttft_slo_s)
@@ -213,41 +248,6 @@ def _lognormal_cdf_log(mean: FloatArray, var: FloatArray, log_x: float | FloatAr
     return out
 
 
-# Weights of the CDF numerators over block rows 0..6 (see _slo_cdf_pair)
-_CDF_WEIGHTS = np.array(
-    (
-        (-1.0, 0.0, 0.0, 0.5, 0.0, 1.0, 0.0),
-        (0.0, -1.0, 0.0, 0.0, 0.5, 0.0, 1.0),
-    )
-)
-_CDF_WEIGHTS.setflags(write=False)
-
-
-def _slo_cdf_pair(block: FloatArray) -> FloatArray:
-    """P(TTFT ≤ x_t) and P(E2E ≤ x_e) (a (2, R) array) under lognormals matched to
-    the means (rows 0, 1) and variances (rows 3, 4) of a prediction block, with
-    log x_t and log x_e in rows 5, 6 (see _predict_block); computed in place:
-    rows 0, 1, 3, 4 are destroyed.
-
-    With s² = log(1 + v/m²), the lognormal CDF is Φ(z), z = (log x − log m +
-    s²/2)/s. Rows 0, 1 become log m and rows 3, 4 s²; the numerators are one
-    product of constant weights with rows 0..6: 9 array operations in all (the
-    router's hot path counts them). Means and variances are > 0 by construction
-    (_LoadTerms adds _MEAN_FLOOR and _VAR_FLOOR), so nothing needs clamping.
-    """
-    m = block[0:2]
-    v = block[3:5]
-    m2 = m * m
-    v /= m2
-    np.log1p(v, out=v)  # log1p: v/m² is often far below 1 (log(1 + x) would lose it)
-    np.log(m, out=m)
-    z = np.dot(_CDF_WEIGHTS, block[0:7])
-    np.sqrt(v, out=v)
-    z /= v
-    out: FloatArray = ndtr(z, out=z)
-    return out
-
-
 def predict_latency(
     model: CascadeModel,
     load: ReplicaLoad,
@@ -270,22 +270,24 @@ def predict_latency(
     calls ``predict_slo_probability``, which skips building this object.
     """
     _check_lengths(prompt_tokens, output_tokens, output_tokens_std)
-    block = _predict_block(
-        model, load, float(prompt_tokens), output_tokens, output_tokens_std, 0.0, 0.0
-    )
-    # decode ITL σ with this request admitted (the hot path skips it: it only
-    # needs the summed decode variance, already in the E2E variance row)
-    w, off, _ = load._terms.cascade(model._theta)
-    itl_var = np.dot(w[:2], block[_FEATURES])
-    itl_var += off
-    rows = block[0:7]
+    ws, w = _predict_block(model, load, float(prompt_tokens), output_tokens, output_tokens_std)
+    raw = ws.block.copy()
+    raw.setflags(write=False)
+    # the decode term, as _slo_probability computes it (out of place here: the
+    # raw block is kept for prob_within)
+    logs = np.log(np.stack((raw[_SIGMA_P2], np.minimum(raw[_KV1], 2.0))))
+    dec = np.exp(np.dot(w[:2], logs) + raw[_DEC_OFFSET])
+    # ITL σ with this request admitted: the decode term without the AR factor
+    # and the token count, i.e. exp(off + a·log σ_p,to² + 2b·log(1 + kv_to))
+    _, off, _ = load._terms.cascade(model._theta)
+    itl_var = np.exp(np.dot(w[:2], logs) + off)
     return LatencyPrediction(
-        ttft_mean_s=rows[0],
-        ttft_var_s2=rows[3],
-        e2e_mean_s=rows[2],
-        e2e_var_s2=rows[4],
-        itl_std_s=np.sqrt(np.exp(itl_var)),
-        _rows=rows,
+        ttft_mean_s=raw[_TTFT_MEAN],
+        ttft_var_s2=raw[_TTFT_VAR],
+        e2e_mean_s=raw[_E2E_MEAN_KEPT],
+        e2e_var_s2=raw[_E2E_VAR] + dec,
+        itl_std_s=np.sqrt(itl_var),
+        _block=(raw, w),
     )
 
 
@@ -297,19 +299,34 @@ def predict_slo_probability(
     output_tokens_std: float,
     ttft_slo_s: float,
     e2e_slo_s: float,
+    e2e_shift_s: float = 0.0,
 ) -> tuple[FloatArray, FloatArray]:
-    """(P(TTFT ≤ ``ttft_slo_s`` and E2E ≤ ``e2e_slo_s``), E2E mean) per replica:
-    the same numbers, computed by the same operations in the same order, as
-    ``predict_latency(...).prob_within(ttft_slo_s, e2e_slo_s)`` and its
-    ``e2e_mean_s``, without building the ``LatencyPrediction`` (the router's
-    per-request path: ~20 array operations, most of them in place).
+    """(P(TTFT ≤ ``ttft_slo_s`` and E2E ≤ ``e2e_slo_s``), E2E mean +
+    ``e2e_shift_s``) per replica, two fresh arrays: the same numbers, computed by
+    the same operations in the same order, as ``predict_latency(...).
+    prob_within(ttft_slo_s, e2e_slo_s)`` and its ``e2e_mean_s + e2e_shift_s``,
+    without building the ``LatencyPrediction``. The router's per-request path:
+    17 array operations, in place in a per-thread workspace. (The shift saves a
+    router's tie-break one operation: it needs mean + target.)
 
     Raises ``ValueError`` for bad lengths (as ``predict_latency``) or an SLO ≤ 0.
     """
-    _check_lengths(prompt_tokens, output_tokens, output_tokens_std)
-    if not (ttft_slo_s > 0 and e2e_slo_s > 0):
-        raise ValueError(f"SLO must be > 0 seconds, got {ttft_slo_s!r}, {e2e_slo_s!r}")
-    block = _predict_block(
+    # one chained comparison on the hot path (False for NaN too); the detailed
+    # checks only to say what is wrong
+    if not (
+        0 <= prompt_tokens < math.inf
+        and 1.0 <= output_tokens < math.inf
+        and 0.0 <= output_tokens_std < math.inf
+        and 0.0 < ttft_slo_s < math.inf
+        and 0.0 < e2e_slo_s < math.inf
+        and abs(e2e_shift_s) < math.inf
+    ):
+        _check_lengths(prompt_tokens, output_tokens, output_tokens_std)
+        raise ValueError(
+            f"SLOs must be finite and > 0 seconds and the shift finite, got "
+            f"{ttft_slo_s!r}, {e2e_slo_s!r}, {e2e_shift_s!r}"
+        )
+    ws, w = _predict_block(
         model,
         load,
         float(prompt_tokens),
@@ -318,50 +335,74 @@ def predict_slo_probability(
         math.log(ttft_slo_s),
         math.log(e2e_slo_s),
     )
-    both = _slo_cdf_pair(block)
-    out: FloatArray = both[0] * both[1]
-    return out, block[2]
+    prob = _slo_probability(ws, w)
+    return prob, np.add(ws.e2e_mean, e2e_shift_s)
 
 
 def _check_lengths(prompt_tokens: int, output_tokens: float, output_tokens_std: float) -> None:
-    if prompt_tokens < 0 or not math.isfinite(output_tokens) or output_tokens < 1:
+    if not (0 <= prompt_tokens < math.inf and 1.0 <= output_tokens < math.inf):
         raise ValueError(
             f"request lengths: prompt_tokens={prompt_tokens!r} must be >= 0 and "
             f"output_tokens={output_tokens!r} must be >= 1"
         )
-    if not math.isfinite(output_tokens_std) or output_tokens_std < 0:
+    if not 0.0 <= output_tokens_std < math.inf:
         raise ValueError(f"output_tokens_std={output_tokens_std!r} must be finite and >= 0")
 
 
-# The prediction block (see _predict_block), one row per quantity, R columns:
-#   0 TTFT mean   1 E2E mean   2 E2E mean (kept for the caller)
-#   3 TTFT variance   4 E2E variance   5 log x_t   6 log x_e (the SLOs)
-#   7 σ_p,to² and 8 1 + kv_to (→ their logs)   9 log of the decode term's offset
-# Rows 0, 1, 3, 4 become the CDFs' log terms (_slo_cdf_pair).
-_N_ROWS = 10
-_FEATURES = slice(7, 9)
+# ---- the prediction block ----------------------------------------------------------
+#
+# Per replica, a basis of 11 rows (B, shape (11, R)): rows 0..8 from _LoadTerms
+# (request- and queue-independent, row 8 per θ), rows 9, 10 the load's queue wait:
+#   0 ones   1 prefill s/token c   2 ITL mean   3 (CV·c)²   4 ITL²   5 σ_p,from²
+#   6 1 + kv_from   7 1/capacity   8 off + log AR (see _LoadTerms.cascade)
+#   9 queue-wait mean   10 queue-wait variance
+# Per request, a (10, 11) mixing matrix M of its scalars (P prompt tokens, L
+# expected output tokens, n = L − 1, σ_L, the SLOs' logs); the block M·B has:
+_TTFT_MEAN = 0  # floor + queue + P·c
+_E2E_MEAN = 1  # floor + queue + P·c + n·ITL
+_SIGMA_P2 = 2  # σ_p,to² = σ_p,from² + P²·(CV·c)²
+_KV1 = 3  # 1 + kv_to = 1 + kv_from + (P + L)/capacity
+_DEC_OFFSET = 4  # off + log AR + log n
+_TTFT_VAR = 5  # floor + queue var + P²·(CV·c)²
+_E2E_VAR = 6  # the same + σ_L²·ITL² (the decode term is added later)
+_LOG_SLO_TTFT = 7  # log x_t
+_LOG_SLO_E2E = 8  # log x_e
+_E2E_MEAN_KEPT = 9  # row 1 again: rows 0..3 are overwritten by their logs
 _MEAN_FLOOR = 1e-150  # s: keeps every mean > 0 (m² stays a normal double)
 _VAR_FLOOR = 1e-24  # s²: keeps every variance > 0 (the lognormal σ > 0)
 _LOG_ZERO = -1e300  # "log 0" for the decode term of a one-token request: exp → 0
 
-# The per-replica basis (rows of _LoadTerms.basis): 0 ones, 1 prefill s/token c,
-# 2 ITL mean, 3 (CV·c)², 4 ITL², 5 σ_p,from², 6 1 + kv_from, 7 1/capacity,
-# 8 off + log AR (see _LoadTerms.cascade). Block row j = Σ_k mix[j, k]·basis[k];
-# the template holds the constant entries, _MIX_SLOTS the request's.
-_MIX_TEMPLATE = np.zeros((_N_ROWS, 9))
-_MIX_TEMPLATE[0:3, 0] = _MEAN_FLOOR
-_MIX_TEMPLATE[3:5, 0] = _VAR_FLOOR
-_MIX_TEMPLATE[7, 5] = 1.0  # σ_p,to² = σ_p,from² + P²·(CV·c)²
-_MIX_TEMPLATE[8, 6] = 1.0  # 1 + kv_to = 1 + kv_from + (P + L)/capacity
-_MIX_TEMPLATE[9, 8] = 1.0  # off + log AR + log(L − 1)
+_MIX_TEMPLATE = np.zeros((10, 11))
+for _row in (_TTFT_MEAN, _E2E_MEAN, _E2E_MEAN_KEPT):
+    _MIX_TEMPLATE[_row, 0] = _MEAN_FLOOR
+    _MIX_TEMPLATE[_row, 9] = 1.0  # + queue-wait mean
+for _row in (_TTFT_VAR, _E2E_VAR):
+    _MIX_TEMPLATE[_row, 0] = _VAR_FLOOR
+    _MIX_TEMPLATE[_row, 10] = 1.0  # + queue-wait variance
+_MIX_TEMPLATE[_SIGMA_P2, 5] = 1.0
+_MIX_TEMPLATE[_KV1, 6] = 1.0
+_MIX_TEMPLATE[_DEC_OFFSET, 8] = 1.0
 _MIX_TEMPLATE.setflags(write=False)
+del _row
+# flat indices of the request's entries, in the order _predict_block fills them:
+# P ×3, n ×2, P² ×3, σ_L², (P + L), log n, log x_t, log x_e
 _MIX_SLOTS = np.ravel_multi_index(
     (
-        (0, 1, 2, 1, 2, 3, 4, 7, 4, 5, 6, 8, 9),  # block rows
-        (1, 1, 1, 2, 2, 3, 3, 3, 4, 0, 0, 7, 0),  # basis rows
+        (_TTFT_MEAN, _E2E_MEAN, _E2E_MEAN_KEPT, _E2E_MEAN, _E2E_MEAN_KEPT,
+         _SIGMA_P2, _TTFT_VAR, _E2E_VAR, _E2E_VAR, _KV1, _DEC_OFFSET,
+         _LOG_SLO_TTFT, _LOG_SLO_E2E),
+        (1, 1, 1, 2, 2, 3, 3, 3, 4, 7, 0, 0, 0),
     ),
     _MIX_TEMPLATE.shape,
-)  # for P ×3, L − 1 ×2, P² ×3, σ_L², log x_t, log x_e, P + L, log(L − 1)
+)  # fmt: skip
+
+# z numerators of the two CDFs over block rows 0..8 once rows 0, 1 hold log m
+# and rows 5, 6 hold s² (see _slo_probability): log x − log m + s²/2
+_CDF_WEIGHTS = np.zeros((2, 9))
+_CDF_WEIGHTS[0, (_TTFT_MEAN, _TTFT_VAR, _LOG_SLO_TTFT)] = (-1.0, 0.5, 1.0)
+_CDF_WEIGHTS[1, (_E2E_MEAN, _E2E_VAR, _LOG_SLO_E2E)] = (-1.0, 0.5, 1.0)
+_CDF_WEIGHTS.setflags(write=False)
+_KV1_CAP = np.array(2.0)  # a full cache: 1 + kv ≤ 2 (a 0-d array: no scalar conversion)
 
 
 def _predict_block(
@@ -370,58 +411,132 @@ def _predict_block(
     p: float,
     output_tokens: float,
     output_tokens_std: float,
-    log_ttft_slo: float,
-    log_e2e_slo: float,
-) -> FloatArray:
-    """A fresh (10, R) prediction block (rows listed above) for prompt length
-    P = ``p``, expected output length L = ``output_tokens`` and the SLOs' logs.
-
-    Every row is affine in the request's scalars: the block is one product of a
-    (10, 9) mixing matrix of those scalars (``_MIX_TEMPLATE``) with the cached
-    (9, R) per-replica basis (see _LoadTerms). The decode variance, a product of
-    powers, is the exp of one dot product of logs:
-
-        Var_dec = (L − 1)·AR·σ_ITL²,   σ_ITL² = exp(off + a·log σ_p,to² + 2b·log(1 + kv_to))
-
-    so log Var_dec = a·log σ_p,to² + 2b·log(1 + kv_to) + [off + log AR + log(L − 1)],
-    the bracket being row 9 of the product. ~11 array operations in all: on a
-    router's hot path the time is the number of numpy calls, not the arithmetic.
-    """
-    t = load._terms
-    w, _, basis = t.cascade(model._theta)
+    log_ttft_slo: float = 0.0,
+    log_e2e_slo: float = 0.0,
+) -> tuple[_Workspace, FloatArray]:
+    """(this thread's workspace for R replicas, its ``block`` holding the raw
+    (10, R) prediction block; the cascade weights w = (a, 2b, 1)) for prompt
+    length P = ``p``, expected output length L = ``output_tokens`` and the SLOs'
+    logs (rows listed above). Every row is affine in the request's scalars, so
+    the block is one matrix product: on a router's hot path the time is the
+    number of numpy calls, not the arithmetic. The block is valid until this
+    thread's next prediction for R replicas."""
+    w, _, basis = load._terms.cascade(model._theta)
+    ws = _workspace(basis.shape[1])
     n_dec = max(output_tokens - 1.0, 0.0)
-    log_n = math.log(n_dec) if n_dec > 0 else _LOG_ZERO
     pp = p * p
-    mix = _MIX_TEMPLATE.copy()
-    mix.flat[_MIX_SLOTS] = (
-        p, p, p, n_dec, n_dec, pp, pp, pp, output_tokens_std**2,
-        log_ttft_slo, log_e2e_slo, p + output_tokens, log_n,
+    # the workspace's mix holds the template; only the request's slots change
+    ws.mix.put(
+        _MIX_SLOTS,
+        (
+            p, p, p, n_dec, n_dec, pp, pp, pp, output_tokens_std**2, p + output_tokens,
+            math.log(n_dec) if n_dec > 0 else _LOG_ZERO, log_ttft_slo, log_e2e_slo,
+        ),
     )  # fmt: skip
-    block: FloatArray = np.dot(mix, basis)
-    block[0:3] += load.queue_wait_mean_s
-    block[3:5] += load._queue_var
-    # The cascade: this request's prefill joins the prefill steps that running
-    # decodes share (σ_p² → σ_p² + σ_prefill², row 7), and its tokens raise KV
-    # pressure (row 8, capped at a full cache: 1 + kv ≤ 2).
-    kv1 = block[8]
-    np.minimum(kv1, 2.0, out=kv1)
-    feats = block[_FEATURES]
-    np.log(feats, out=feats)
-    # Decode ITL variance with this request admitted, in one formula for every
-    # replica (only the offset differs by whether σ_ITL was observed; _LoadTerms):
-    #   observed σ: σ_obs² · (σ_p,to²/σ_p,from²)^a · ((1+kv_to)/(1+kv_from))^2b
-    #   none yet:   σ_model² = exp(2θ0 + 2θ3·log h) · σ_p,to^2a · (1+kv_to)^2b
-    # summed over L − 1 AR(1)-correlated tokens (variance × (1 + ρ)/(1 − ρ)),
-    # plus ITL²·σ_L² for the output length's uncertainty (in row 4 already).
-    dec = np.dot(w, block[7:10])
+    np.dot(ws.mix, np.concatenate((basis, load._queue_moments)), out=ws.block)
+    return ws, w
+
+
+def _slo_probability(ws: _Workspace, w: FloatArray) -> FloatArray:
+    """P(TTFT ≤ x_t)·P(E2E ≤ x_e) per replica (a fresh array) from the raw
+    prediction block in ``ws`` (SLO logs in its rows 7, 8), computed in place:
+    rows 0..6 are destroyed.
+
+    The decode variance this request will see, a product of powers, is the exp
+    of one dot product of logs:
+
+        Var_dec = n·AR·σ_ITL²,   σ_ITL² = exp(off + a·log σ_p,to² + 2b·log(1 + kv_to))
+
+    so log Var_dec = (a, 2b, 1)·(log σ_p,to², log(1 + kv_to), off + log AR + log n),
+    the last being block row 4. Its prefill joins the prefill steps the running
+    decodes share (σ_p² grows) and its tokens raise KV pressure (capped at a full
+    cache). ``off`` is the observed σ_ITL² divided by the model's value at the
+    current state, or the model's own term for a replica with no ITL history:
+    one formula for every replica (_LoadTerms.cascade).
+
+    Both CDFs are lognormal matched to the means m and variances v: Φ(z),
+    z = (log x − log m + s²/2)/s, s² = log(1 + v/m²). The logs of the means and
+    of the cascade features are one call (rows 0..3); the numerators one product
+    of constant weights with rows 0..8. 13 array operations, on views made when
+    the workspace was; means and variances are > 0 by construction (the
+    floors), so nothing needs clamping.
+    """
+    np.multiply(ws.means, ws.means, out=ws.m2)
+    np.minimum(ws.kv1, _KV1_CAP, out=ws.kv1)
+    np.log(ws.logs, out=ws.logs)  # log m_t, log m_e, log σ_p,to², log(1 + kv_to)
+    dec = np.dot(w, ws.decode_features, out=ws.dec)
     np.exp(dec, out=dec)
-    block[4] += dec
-    return block
+    np.add(ws.e2e_var, dec, out=ws.e2e_var)
+    v = ws.variances
+    np.divide(v, ws.m2, out=v)
+    np.log1p(v, out=v)  # log1p: v/m² is often far below 1 (log(1 + x) would lose it)
+    z = np.dot(_CDF_WEIGHTS, ws.cdf_rows, out=ws.z)
+    np.sqrt(v, out=v)
+    np.divide(z, v, out=z)
+    ndtr(z, out=z)
+    out: FloatArray = np.multiply(ws.z_ttft, ws.z_e2e)
+    return out
+
+
+class _Workspace:
+    """Buffers of one thread's predictions for R replicas, and the views of them
+    that _slo_probability uses (made once: a slice costs as much as a small
+    array operation). Per thread, so concurrent routers never share one."""
+
+    __slots__ = (
+        "block",
+        "cdf_rows",
+        "dec",
+        "decode_features",
+        "e2e_mean",
+        "e2e_var",
+        "kv1",
+        "logs",
+        "m2",
+        "means",
+        "mix",
+        "variances",
+        "z",
+        "z_e2e",
+        "z_ttft",
+    )
+
+    def __init__(self, r: int) -> None:
+        self.mix = _MIX_TEMPLATE.copy()  # _predict_block overwrites only _MIX_SLOTS
+        self.block = b = np.empty((_MIX_TEMPLATE.shape[0], r))
+        self.means = b[_TTFT_MEAN : _E2E_MEAN + 1]
+        self.kv1 = b[_KV1]
+        self.logs = b[0 : _KV1 + 1]
+        self.decode_features = b[_SIGMA_P2 : _DEC_OFFSET + 1]
+        self.e2e_var = b[_E2E_VAR]
+        self.variances = b[_TTFT_VAR : _E2E_VAR + 1]
+        self.cdf_rows = b[0 : _LOG_SLO_E2E + 1]
+        self.e2e_mean = b[_E2E_MEAN_KEPT]
+        self.m2 = np.empty((2, r))
+        self.dec = np.empty(r)
+        self.z = np.empty((2, r))
+        self.z_ttft, self.z_e2e = self.z[0], self.z[1]
+
+
+_LOCAL = threading.local()
+_MAX_WORKSPACES = 16  # per thread: a router sees few distinct replica counts
+
+
+def _workspace(r: int) -> _Workspace:
+    spaces: dict[int, _Workspace] = _LOCAL.__dict__  # type: ignore[assignment]
+    ws = spaces.get(r)
+    if ws is None:
+        if len(spaces) >= _MAX_WORKSPACES:
+            spaces.clear()
+        ws = spaces[r] = _Workspace(r)
+    return ws
 
 
 class _LoadTerms:
     """Request-independent terms of ``predict_latency`` for one ``ReplicaLoad``
-    (independent of the queue wait too: ``ReplicaLoad.with_queue_wait`` shares them)."""
+    (independent of the queue wait too: ``ReplicaLoad.with_queue_wait`` and
+    ``with_added_queue`` share them); ``base_basis`` is rows 0..8 of the
+    prediction's basis (see _predict_block)."""
 
     __slots__ = (
         "_cascade",
@@ -444,7 +559,7 @@ class _LoadTerms:
         self.log1p_kv_from = np.log1p(kv_from)
         c = load.prefill_s_per_token
         itl = load.itl_mean_s
-        basis = np.empty((9, n))  # rows as listed above _MIX_TEMPLATE
+        basis = np.empty((9, n))  # rows 0..8 of the basis listed above _TTFT_MEAN
         basis[0] = 1.0
         basis[1] = c
         basis[2] = itl

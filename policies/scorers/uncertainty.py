@@ -103,12 +103,12 @@ class UncertaintyScorer(Scorer):
                 # the per-request hot path: P(meet SLO) and E2E mean straight
                 # from the view's cached load terms, no LatencyPrediction
                 sd = p.output_cv * length if request.predicted_output_tokens is not None else 0.0
-                prob, mean = predict_slo_probability(
-                    self.model, view.load, request.prompt_tokens, length, sd, ttft_s, e2e_s
-                )
+                prob, tie = predict_slo_probability(
+                    self.model, view.load, request.prompt_tokens, length, sd, ttft_s, e2e_s, e2e_s
+                )  # tie = E2E mean + target, the tie-break's denominator
                 if candidates.size != view.size:
-                    prob, mean = prob[candidates], mean[candidates]
-                return _slo_score(prob, mean, e2e_s)
+                    prob, tie = prob[candidates], tie[candidates]
+                return _slo_score(prob, tie, e2e_s, shifted=True)
         # Predicting over the whole view and indexing is cheaper than building a
         # sub-view (one ReplicaLoad validation) when filters dropped a few.
         pred = predict_request(self.model, view, request, p.output_cv)
@@ -128,10 +128,13 @@ class UncertaintyScorer(Scorer):
         return _slo_score(prob, pred.e2e_mean_s, scale)
 
 
-def _slo_score(prob: FloatArray, mean: FloatArray, scale_s: float) -> FloatArray:
+def _slo_score(
+    prob: FloatArray, mean: FloatArray, scale_s: float, *, shifted: bool = False
+) -> FloatArray:
     """(1 − ε)·prob + ε·scale/(scale + mean), in [0, 1] for means >= 0 and
-    decreasing in the mean; ``prob`` is consumed (scaled in place)."""
-    tie = mean + scale_s
+    decreasing in the mean. ``shifted``: ``mean`` already holds mean + scale
+    (and is consumed). ``prob`` is consumed (scaled in place)."""
+    tie = mean if shifted else mean + scale_s
     np.divide(_TIE_BREAK * scale_s, tie, out=tie)
     out: FloatArray = np.multiply(prob, 1.0 - _TIE_BREAK, out=prob)
     out += tie
