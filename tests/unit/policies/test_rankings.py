@@ -219,6 +219,21 @@ def test_random_is_uniform() -> None:
     assert np.all(np.abs(counts / 4000 - 0.25) < 0.04)
 
 
+def test_max_score_ranks_best_first_and_shares_only_a_tied_lead() -> None:
+    from policies.pickers import MaxScorePicker
+
+    picker, rng = MaxScorePicker(), np.random.default_rng(5)
+    view = build_view([snap(f"r{i}") for i in range(4)], None, 0.0)
+    scores = np.array([0.2, 0.9, 0.5, 0.7])
+    assert picker.order(scores, view.indices, view, rng).tolist() == [1, 3, 2, 0]
+    some = np.array([0, 2, 3])  # candidates: the ranking names view indices
+    assert picker.order(scores[some], some, view, rng).tolist() == [3, 2, 0]
+    tied = np.array([0.9, 0.2, 0.9 - 1e-13, 0.5])  # within 1e-12: a tie
+    firsts = [picker.order(tied, view.indices, view, rng).tolist() for _ in range(400)]
+    assert {f[0] for f in firsts} == {0, 2} and 120 < sum(f[0] == 0 for f in firsts) < 280
+    assert all(f[2:] == [3, 1] for f in firsts)
+
+
 def test_ties_are_shared_not_piled_on_the_first() -> None:
     router = build_router("kv_usage")
     view = build_view([snap(f"r{i}") for i in range(3)], None, 0.0)

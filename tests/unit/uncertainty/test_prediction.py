@@ -93,3 +93,50 @@ def test_bad_inputs() -> None:
         predict_latency(CascadeModel(), _load(1), 10, 0)
     with pytest.raises(ValueError, match="SLO"):
         predict_latency(CascadeModel(), _load(1), 10, 5).prob_within(e2e_slo_s=0.0)
+
+
+def test_added_queue_work_adds_mean_and_variance() -> None:
+    load = _load(3, queue_wait_mean_s=[0.1, 0.2, 0.0], queue_wait_std_s=[0.3, 0.0, 0.4])
+    extra_mean, extra_sd = np.array([0.5, 0.0, 1.0]), np.array([0.4, 0.0, 0.3])
+    added = load.with_added_queue(extra_mean, extra_sd)
+    np.testing.assert_allclose(added.queue_wait_mean_s, [0.6, 0.2, 1.0])
+    np.testing.assert_allclose(added.queue_wait_std_s, [0.5, 0.0, 0.5])  # √(0.3² + 0.4²)
+    # same prediction as the load built with that queue wait from scratch
+    direct = load.with_queue_wait(added.queue_wait_mean_s, added.queue_wait_std_s)
+    a = predict_latency(CascadeModel(), added, 800, 64.0)
+    b = predict_latency(CascadeModel(), direct, 800, 64.0)
+    np.testing.assert_allclose(a.e2e_var_s2, b.e2e_var_s2, rtol=1e-12)
+    np.testing.assert_allclose(a.prob_within(1.0, 3.0), b.prob_within(1.0, 3.0), rtol=1e-12)
+    for bad in (np.array([0.1, -0.1, 0.0]), np.array([np.nan, 0.0, 0.0]), np.ones(2)):
+        with pytest.raises(ValueError, match="with_added_queue"):
+            load.with_added_queue(bad, np.zeros(3))
+    np.testing.assert_array_equal(load.queue_wait_mean_s, [0.1, 0.2, 0.0])  # untouched
+
+
+def test_predictions_from_threads_do_not_share_buffers() -> None:
+    """The hot path computes in a per-thread workspace: four threads predicting
+    different requests at once get exactly what one thread gets alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from uncertainty.prediction import predict_slo_probability
+
+    rng = np.random.default_rng(11)
+    load = _load(
+        16,
+        queue_wait_mean_s=list(rng.uniform(0, 1, 16)),
+        queue_wait_std_s=list(rng.uniform(0, 0.5, 16)),
+        kv_pressure=list(rng.uniform(0, 1, 16)),
+    )
+    model = CascadeModel()
+    requests = [(int(p), float(length)) for p, length in rng.integers(1, 4000, (64, 2))]
+
+    def run(req: tuple[int, float]) -> np.ndarray:
+        prob, mean = predict_slo_probability(model, load, req[0], req[1], 0.0, 1.0, 20.0)
+        return np.concatenate((prob, mean))
+
+    alone = [run(r) for r in requests]
+    for _ in range(5):
+        with ThreadPoolExecutor(4) as pool:
+            together = list(pool.map(run, requests))
+        for a, b in zip(alone, together, strict=True):
+            np.testing.assert_array_equal(a, b)
