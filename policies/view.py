@@ -176,13 +176,19 @@ class ReplicaView:
             base_load=_take_load(self.base_load, idx),
         )
 
+    @cached_property
+    def _queued(self) -> FloatArray:
+        """running + waiting per replica (what the snapshot already counts)."""
+        return _ro(self.running + self.waiting)
+
     def with_outstanding(self, outstanding: Mapping[str, int] | None) -> ReplicaView:
         """The same snapshots with new router-local in-flight counts (cheap: no
         snapshot is re-read; the queue-wait arrays are recomputed)."""
         self.indices  # noqa: B018  (cache it on this view, so that every copy shares it)
-        out = _outstanding_array(self.replica_ids, outstanding)
-        unseen = np.maximum(out - self.running - self.waiting, 0.0)
-        load = _load_with_unseen(self.base_load, unseen * self.unseen_cost_s)
+        out = _outstanding_array(self.replica_ids, outstanding, self._index)
+        unseen = np.subtract(out, self._queued)
+        np.maximum(unseen, 0.0, out=unseen)
+        load = _load_with_unseen(self.base_load, unseen, self.unseen_cost_s)
         # Per-request hot path: everything but three arrays is shared and was
         # validated when this view was built, so skip the constructor's checks.
         new = object.__new__(ReplicaView)
@@ -196,10 +202,28 @@ def _take_load(load: ReplicaLoad, idx: IntArray) -> ReplicaLoad:
     return ReplicaLoad(**{f.name: getattr(load, f.name)[idx] for f in fields(load)})
 
 
-def _outstanding_array(ids: Sequence[str], outstanding: Mapping[str, int] | None) -> FloatArray:
+def _outstanding_array(
+    ids: Sequence[str],
+    outstanding: Mapping[str, int] | None,
+    index: Mapping[str, int] | None = None,
+) -> FloatArray:
+    """In-flight count per id (0 for ids not in ``outstanding``; ids of
+    ``outstanding`` that are not in ``ids`` are ignored). ``index`` (id →
+    position) lets a few counts be placed one by one instead of looking up
+    every id: a router has requests in flight on a few replicas of many."""
+    n = len(ids)
     if not outstanding:
-        return np.zeros(len(ids))
-    out = np.fromiter((outstanding.get(r, 0) for r in ids), dtype=np.float64, count=len(ids))
+        return np.zeros(n)
+    if index is not None and 4 * len(outstanding) <= n:
+        out = np.zeros(n)
+        for rid, count in outstanding.items():
+            i = index.get(rid)
+            if i is not None:
+                if count < 0:
+                    raise ValueError(f"outstanding[{rid!r}] = {count:g}: must be >= 0")
+                out[i] = count
+        return out
+    out = np.fromiter((outstanding.get(r, 0) for r in ids), dtype=np.float64, count=n)
     if (out < 0).any():
         i = int(np.argmin(out))
         raise ValueError(f"outstanding[{ids[i]!r}] = {out[i]:g}: must be >= 0")
@@ -211,13 +235,19 @@ def _stat(recent: Mapping[str, DecayedStats], name: str, min_n_eff: float) -> De
     return st if st is not None and st.n_eff >= min_n_eff and st.mean > 0 else None
 
 
-def _load_with_unseen(base: ReplicaLoad, extra: FloatArray) -> ReplicaLoad:
-    """Add ``extra`` seconds of queue work (requests sent but not yet in the
-    snapshot) to the queue wait. Without it every decision between two snapshots
-    sees the same state and all of them pile onto the same "best" replica."""
-    if not extra.any():
+def _load_with_unseen(base: ReplicaLoad, unseen: FloatArray, cost_s: FloatArray) -> ReplicaLoad:
+    """Add the queue work of ``unseen`` requests (sent but not yet in the
+    snapshot; ``cost_s`` seconds each, σ = prefill CV × work) to the queue wait.
+    Without it every decision between two snapshots sees the same state and all
+    of them pile onto the same "best" replica."""
+    if not unseen.any():
         return base
-    return base.with_added_queue(extra, base.prefill_cv * extra)
+    # extra mean and σ, finite and >= 0 by construction (unseen >= 0 and the
+    # costs and CVs were validated when the view was built)
+    extra = np.empty((2, unseen.size))
+    np.multiply(unseen, cost_s, out=extra[0])
+    np.multiply(extra[0], base.prefill_cv, out=extra[1])
+    return base._added_queue(extra)
 
 
 def build_view(
@@ -329,7 +359,7 @@ def build_view(
     unseen_cost = c_pref * np.fromiter(
         (p.unseen_prompt_tokens for p in prior_rows), dtype=np.float64, count=n
     )
-    load = _load_with_unseen(base, unseen * unseen_cost)
+    load = _load_with_unseen(base, unseen, unseen_cost)
     return ReplicaView(
         replica_ids=ids,
         pools=tuple(s.pool for s in snapshots),

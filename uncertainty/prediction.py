@@ -142,6 +142,11 @@ class ReplicaLoad:
         # min() is NaN if any entry is: two reductions check every rule
         if q.size and not (q.min() >= 0.0 and q.max() < math.inf):
             raise ValueError("ReplicaLoad.with_added_queue: extra work must be finite and >= 0")
+        return self._added_queue(q)
+
+    def _added_queue(self, q: FloatArray) -> ReplicaLoad:
+        # with_added_queue after validation: q (2, R) holds the extra mean and σ,
+        # finite and >= 0, and becomes the new load's queue moments (owned)
         base = self._queue_moments
         q[0] += base[0]
         q[1] *= q[1]

@@ -117,3 +117,18 @@ def test_with_outstanding_refreshes_derived_counts() -> None:
     np.testing.assert_allclose(v.unseen, [0, 4])
     assert v.find("b") == 1 and v.find("zz") is None
     np.testing.assert_allclose(base.ongoing, [1, 0])  # the base is unchanged
+
+
+def test_with_outstanding_few_in_flight_of_many_replicas() -> None:
+    """A router with requests on a few of many replicas (the placed-one-by-one
+    path): same view as a rebuild; unknown ids ignored, negative counts refused."""
+    snaps = [snap(f"r{i}", running=i % 3) for i in range(12)]
+    base = build_view(snaps, None, 0.0)
+    inflight = {"r1": 4, "r7": 2, "gone": 9}
+    refreshed, rebuilt = base.with_outstanding(inflight), build_view(snaps, inflight, 0.0)
+    np.testing.assert_array_equal(refreshed.outstanding, [0, 4, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0])
+    np.testing.assert_array_equal(refreshed.unseen, rebuilt.unseen)
+    np.testing.assert_allclose(refreshed.load.queue_wait_mean_s, rebuilt.load.queue_wait_mean_s)
+    np.testing.assert_allclose(refreshed.load.queue_wait_std_s, rebuilt.load.queue_wait_std_s)
+    with pytest.raises(ValueError, match=r"outstanding\['r7'\] = -1"):
+        base.with_outstanding({"r7": -1})
