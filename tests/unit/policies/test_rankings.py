@@ -194,6 +194,22 @@ def test_round_robin_cycles_in_id_order_and_survives_membership_changes() -> Non
     assert [view.replica_ids[i] for i in router.rank(request(), view, rng)] == ["r2", "r3", "r0"]
 
 
+def test_round_robin_over_filtered_candidates_keeps_the_cycle() -> None:
+    from policies.pickers import RoundRobinPicker
+
+    picker, rng = RoundRobinPicker(), np.random.default_rng(0)
+    view = build_view([snap(f"r{i}") for i in (4, 0, 3, 1, 2)], None, 0.0)
+    picker.on_routed("r1", request())
+    some = np.array([0, 1, 3])  # r4, r0, r1 (a filter dropped r3 and r2)
+    assert [view.replica_ids[i] for i in picker.order(np.zeros(3), some, view, rng)] == [
+        "r4",
+        "r0",
+        "r1",
+    ]
+    every = picker.order(np.zeros(5), view.indices, view, rng)
+    assert [view.replica_ids[i] for i in every] == ["r2", "r3", "r4", "r0", "r1"]
+
+
 def test_round_robin_does_not_advance_without_routing() -> None:
     router = build_router("round_robin")
     view = build_view([snap("a"), snap("b")], None, 0.0)
