@@ -18,9 +18,12 @@ Each row is the best of ``--rounds`` rounds (lowest p50), as the other
 benchmarks report best-of loops on these shared machines.
 ``decision_cpu_us_p50/p99`` are the thread's CPU time (what the machine's other
 tenants cannot inflate); ``ref_op_us`` is one 64-element numpy multiply and
-``ref_50ops_us`` a chain of 50 of them on the same core at the same moment, to
+``ref_50ops_us`` a chain of 50 of them on the same core when the run starts, to
 compare runs on machines of different speed or load (a decision is a few dozen
-such array operations, so its time scales with them).
+such array operations, so its time scales with them). The host's speed drifts
+within a run, so the chain is also timed every 50 decisions of each row's kept
+round: ``row_ref_50ops_us`` is their median and ``decision_p50_per_ref`` the
+p50 in units of it (comparable across runs and hosts).
 """
 
 from __future__ import annotations
@@ -146,18 +149,23 @@ def _requests(
     return reqs
 
 
+_REF_EVERY = 50  # decisions between two timings of the reference chain in a round
+_REF_A = np.linspace(1.0, 2.0, 64)
+_REF_B = np.linspace(2.0, 3.0, 64)
+
+
+def _chain50() -> None:
+    """50 64-element numpy operations in a Python loop: the reference work."""
+    x = _REF_A
+    for _ in range(25):
+        x = x * _REF_B
+        x = x + _REF_A
+
+
 def _ref_ops_us() -> tuple[float, float]:
-    """(one 64-element multiply, a chain of 50 of them in a Python loop), µs:
-    the machine's numpy speed at this moment, to read the other figures by."""
-    a = np.linspace(1.0, 2.0, 64)
-    b = np.linspace(2.0, 3.0, 64)
-
-    def chain() -> None:
-        x = a
-        for _ in range(25):
-            x = x * b
-            x = x + a
-
+    """(one 64-element multiply, ``_chain50``), µs, best of 7: the machine's
+    numpy speed at this moment, to read the other figures by."""
+    a, b = _REF_A, _REF_B
     one = chain50 = float("inf")
     for _ in range(7):
         t0 = time.perf_counter_ns()
@@ -166,7 +174,7 @@ def _ref_ops_us() -> tuple[float, float]:
         one = min(one, (time.perf_counter_ns() - t0) / 2000 / 1e3)
         t0 = time.perf_counter_ns()
         for _ in range(200):
-            chain()
+            _chain50()
         chain50 = min(chain50, (time.perf_counter_ns() - t0) / 200 / 1e3)
     return one, chain50
 
@@ -191,14 +199,15 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             build_view(_snapshots(rng, count, prefixes), None, 0.3) for _ in range(int(args.states))
         ]
         for name in names:
-            best: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+            best: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
             for r in range(int(args.rounds)):
                 router = build_router(name)  # fresh state per round
                 res = _time_decisions(router, bases, reqs, int(args.seed) + r)
                 if best is None or np.percentile(res[0], 50) < np.percentile(best[0], 50):
                     best = res
             assert best is not None
-            wall, cpu_t, refresh = best
+            wall, cpu_t, refresh, ref = best
+            ref_row = float(np.median(ref))
             row: dict[str, Any] = {
                 "bench": "router",
                 "policy": name,
@@ -212,6 +221,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 "view_refresh_us_p50": round(float(np.percentile(refresh, 50)), 2),
                 "ref_op_us": round(ref_one, 3),
                 "ref_50ops_us": round(ref_chain, 2),
+                "row_ref_50ops_us": round(ref_row, 2),
+                "decision_p50_per_ref": round(float(np.percentile(wall, 50)) / ref_row, 3),
                 "cpu": cpu,
             }
             if name == BAR["policy"] and count == BAR["replicas"]:
@@ -236,12 +247,15 @@ def _time_decisions(
     bases: list[ReplicaView],
     reqs: list[RequestInfo],
     seed: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per decision: a base state with new in-flight counts (a few replicas busy
     with this router's requests; refresh timed separately), then the timed rank.
     Views are made one at a time, as a live router does, so the heap (and the
-    garbage collector's work) stays that of a router, not of a benchmark."""
+    garbage collector's work) stays that of a router, not of a benchmark.
+    Every ``_REF_EVERY`` decisions the reference chain is timed (untimed for
+    the decisions): the machine's speed while this round ran."""
     n = len(reqs)
+    ref: list[float] = []
     wall = np.empty(n)
     cpu_t = np.empty(n)
     refresh = np.empty(n)
@@ -268,4 +282,8 @@ def _time_decisions(
             cpu_t[k] = (c1 - c0) / 1e3
         if ranking:
             router.on_routed(view.replica_ids[ranking[0]], req)
-    return wall, cpu_t, refresh
+        if k % _REF_EVERY == 0:
+            t4 = time.perf_counter_ns()
+            _chain50()
+            ref.append((time.perf_counter_ns() - t4) / 1e3)
+    return wall, cpu_t, refresh, np.asarray(ref)

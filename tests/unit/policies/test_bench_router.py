@@ -31,6 +31,7 @@ def test_rows_have_the_issue_fields(monkeypatch: pytest.MonkeyPatch) -> None:
     ]
     for r in rows:
         assert r["decision_us_p50"] > 0 and r["decision_us_p99"] >= r["decision_us_p50"]
+        assert r["row_ref_50ops_us"] > 0 and r["decision_p50_per_ref"] > 0
     assert BENCHMARKS["router"] == "experiments.benchmarks.router"
 
 
