@@ -89,10 +89,7 @@ class Router:
         cand = self.candidates(request, view) if self.filters else view.indices
         if cand.size <= 1:
             return [int(i) for i in cand]
-        if len(self.scorers) == 1:  # the common profile: no weighting needed
-            scores = self.scorers[0][0].score(request, view, cand)
-        else:
-            scores = self.combined_scores(request, view, cand)
+        scores = self.combined_scores(request, view, cand)
         ranked: list[int] = self.picker.order(scores, cand, view, rng).tolist()
         return ranked
 

@@ -279,13 +279,14 @@ def predict_latency(
     raw = ws.block.copy()
     raw.setflags(write=False)
     # the decode term, as _slo_probability computes it (out of place here: the
-    # raw block is kept for prob_within)
-    logs = np.log(np.stack((raw[_SIGMA_P2], np.minimum(raw[_KV1], 2.0))))
-    dec = np.exp(np.dot(w[:2], logs) + raw[_DEC_OFFSET])
-    # ITL σ with this request admitted: the decode term without the AR factor
-    # and the token count, i.e. exp(off + a·log σ_p,to² + 2b·log(1 + kv_to))
+    # raw block is kept for prob_within): a·log σ_p,to² + 2b·log(1 + kv_to) ...
+    logs = np.log(np.stack((raw[_SIGMA_P2], np.minimum(raw[_KV1], _KV1_CAP))))
+    cascade_log = np.dot(w[:2], logs)
+    # ... + off + log AR + log n for the summed decode variance, and + off alone
+    # for the ITL variance with this request admitted
+    dec = np.exp(cascade_log + raw[_DEC_OFFSET])
     _, off, _ = load._terms.cascade(model._theta)
-    itl_var = np.exp(np.dot(w[:2], logs) + off)
+    itl_var = np.exp(cascade_log + off)
     return LatencyPrediction(
         ttft_mean_s=raw[_TTFT_MEAN],
         ttft_var_s2=raw[_TTFT_VAR],
@@ -587,8 +588,9 @@ class _LoadTerms:
 
     def cascade(self, theta: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
         """For cascade coefficients θ = (θ0, a, b, θ3), cached per θ: the weights
-        (a, 2b, 1) of block rows 7..9, the per-replica offset ``off`` of log σ_ITL²
-        (see _predict_block), and the basis with off + log AR in its row 8."""
+        (a, 2b, 1) of block rows _SIGMA_P2.._DEC_OFFSET (see _slo_probability), the
+        per-replica offset ``off`` of log σ_ITL², and rows 0..8 of the basis with
+        off + log AR in its row 8."""
         key = theta.tobytes()
         c = self._cascade
         if c is None or c[0] != key:
