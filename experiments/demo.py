@@ -38,6 +38,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sim-duration", type=float, default=120.0)
     parser.add_argument("--out", default="out/demo", help="directory for the report and plots")
     parser.add_argument("--skip-ray", action="store_true", help="run only the simulator part")
+    parser.add_argument(
+        "--ab-rate",
+        type=float,
+        default=2.9,
+        help="A/B offered load (req/s; ~0.8 of stock's capacity)",
+    )
+    parser.add_argument("--ab-requests", type=int, default=150, help="A/B requests per system")
+    parser.add_argument("--skip-ab", action="store_true", help="skip the stock-vs-Cascade A/B")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -49,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.skip_ray:
         _ray_part(args, console, out)
     _sim_part(args, console, out)
+    if not args.skip_ray and not args.skip_ab:
+        _ab_part(args, console, out)
     console.print(f"\n[bold]Report and plots in {out.resolve()}")
     return 0
 
@@ -101,3 +111,31 @@ def _sim_part(args: argparse.Namespace, console: Console, out: Path) -> None:
         duration=args.sim_duration, seed=0, json=False, plot=str(out),
     )  # fmt: skip
     simulate_cli.run(sim)
+
+
+def _ab_part(args: argparse.Namespace, console: Console, out: Path) -> None:
+    """The table a user needs before adopting Cascade: stock Ray Serve LLM vs
+    Cascade on the same two vLLM-CPU replicas, same client and arrivals."""
+    from rich.table import Table
+
+    from experiments.benchmarks import ab
+    from experiments.benchmarks.ab_data import AB_COLUMNS, ab_table_rows
+
+    console.print(
+        f"\n[bold]5. A/B: stock Ray Serve LLM vs Cascade[/] ({ab.DEFAULT_CONFIG.name}: one pool "
+        f"of 2 vLLM-CPU replicas; azure2023_conv prompts 1/8, outputs <= 128; "
+        f"{args.ab_requests} requests at {args.ab_rate:g} req/s, Gamma burstiness 0.25)"
+    )
+    ab_args = argparse.Namespace(
+        config=str(ab.DEFAULT_CONFIG), trace="azure-conv", rate=args.ab_rate, burstiness=0.25,
+        requests=args.ab_requests, routers="pow2", prompt_scale=1 / 8, max_output=128, seed=0,
+        num_cpus=8, timeout=900.0, skip_cascade=False, out=str(out / "ab"),
+    )  # fmt: skip
+    rows = ab.run(ab_args)
+    (out / "ab" / "ab.json").write_text(json.dumps(rows, indent=2, sort_keys=True))
+    table = Table(title="same replicas, same client (vllm bench serve), same arrivals")
+    for col in AB_COLUMNS:
+        table.add_column(col, justify="left" if col == "system" else "right")
+    for line in ab_table_rows(rows):
+        table.add_row(*line)
+    console.print(table)

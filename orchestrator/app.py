@@ -106,6 +106,13 @@ def _sim_options(cfg: CascadeConfig, pool: PoolConfig, time_scale: float) -> dic
     }
 
 
+def sim_engine_cls(cfg: CascadeConfig, pool: PoolConfig, time_scale: float = 1.0) -> Any:
+    """The ``engine_cls`` an ``LLMServer`` of ``pool`` takes for a simulated
+    engine (``SimLLMEngine`` with the pool's options bound): also what a stock
+    Ray Serve LLM app is given to serve the same simulated replicas."""
+    return functools.partial(_SimEngineFactory, options=_sim_options(cfg, pool, time_scale))
+
+
 def build_app(args: Mapping[str, Any] | None = None) -> Application:
     """Serve application builder (see module docstring). ``args``: ``config``
     (path, YAML text or mapping; default: the default example) and optional
@@ -126,9 +133,7 @@ def build_app(args: Mapping[str, Any] | None = None) -> Application:
 
             engine_cls = CascadeVLLMEngine  # Ray's VLLMEngine + scheduler stats
         if cfg.model.engine == "sim":
-            engine_cls = functools.partial(
-                _SimEngineFactory, options=_sim_options(cfg, pool, time_scale)
-            )
+            engine_cls = sim_engine_cls(cfg, pool, time_scale)
         options = {
             "name": pool.name,
             "request_router_config": RequestRouterConfig(
@@ -161,13 +166,31 @@ def build_app(args: Mapping[str, Any] | None = None) -> Application:
     model_id = cfg.model.name
     ingress_cls = make_fastapi_ingress(CascadeIngress)
     return serve.deployment(  # type: ignore[attr-defined]
-        ingress_cls, name=INGRESS_NAME, ray_actor_options={"num_cpus": INGRESS_CPUS}
+        ingress_cls, **ingress_options(list(llm_configs.values()))
     ).bind(
         llm_deployments={model_id: pool_apps[first]},
         model_cards={model_id: to_model_metadata(model_id, llm_configs[first])},
         pool_handles=pool_apps,
         config=cfg_dict,
     )
+
+
+def ingress_options(llm_configs: list[LLMConfig]) -> dict[str, Any]:
+    """The ingress deployment's Serve options: exactly stock Ray Serve LLM's
+    (``OpenAiIngress.get_deployment_options``: ``max_ongoing_requests`` and the
+    autoscaling target at 1e9), plus our name and a fractional CPU.
+
+    Why stock's: a plain ``serve.deployment`` gets Serve's default
+    ``max_ongoing_requests=5``, so at most five requests were inside the ingress
+    at once and the rest queued in the HTTP proxy. With streams of ~3 s that
+    capped the whole app at ~1.5 req/s, where stock Ray (same replicas) served
+    3.7 req/s (docs/benchmarks.md, "Serving path"). The ingress must never
+    admit fewer requests than the replicas behind it can hold.
+    """
+    options = CascadeIngress.get_deployment_options(llm_configs)
+    options["name"] = INGRESS_NAME
+    options["ray_actor_options"] = {"num_cpus": INGRESS_CPUS}
+    return options
 
 
 class _SimEngineFactory(SimLLMEngine):

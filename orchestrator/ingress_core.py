@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from orchestrator.contracts import Plan, PoolPlan
-from policies import AdmissionDecision, PoolSplitter, build_view
+from policies import AdmissionDecision, PoolSplitter, ReplicaView, build_view
 from policies.admission import Admission
 from policies.backpressure import BackpressureState
 from policies.slo import predict_request
@@ -69,6 +69,10 @@ class IngressCore:
         self.rejected = 0
         self.admission_errors = 0
         self.cascade = CascadeModel()
+        # views of the current snapshots, one per pool, built at most once per
+        # refresh (an O(replicas) Python loop): per request the ingress then does
+        # O(1) Python work whatever the replica count
+        self._views: dict[str, ReplicaView] = {}
 
     def update(self, plan: Plan | None, snapshots: Sequence[ReplicaSnapshot]) -> None:
         if plan is not None:
@@ -78,6 +82,16 @@ class IngressCore:
             if s.pool in by_pool:
                 by_pool[s.pool].append(s)
         self.snapshots = by_pool
+        self._views = {}
+
+    def _view(self, pool: str, snaps: Sequence[ReplicaSnapshot]) -> ReplicaView:
+        """The pool's view of the current snapshots (cached until ``update``).
+        Snapshot ages are as of the first request after a refresh (at most one
+        refresh period old)."""
+        view = self._views.get(pool)
+        if view is None:
+            view = self._views[pool] = build_view(snaps, None, self.clock())
+        return view
 
     def choose_pool(self, slo_class: str) -> str:
         live = {p: float(len(s)) for p, s in self.snapshots.items()}
@@ -115,7 +129,7 @@ class IngressCore:
             return IngressDecision(pool, AdmissionDecision(True, "no telemetry yet"))
         pressure = plan_pressure(pp, pool, now) if pp is not None else None
         try:
-            view = build_view(snaps, inflight, now)
+            view = self._view(pool, snaps) if inflight is None else build_view(snaps, inflight, now)
             decision = self.admission.decide(request, view, now, pressure)
         except Exception:
             self.admission_errors += 1
@@ -148,7 +162,7 @@ class IngressCore:
         if not snaps:
             return None
         try:
-            view = build_view(snaps, None, self.clock())
+            view = self._view(pool, snaps)
             pred = predict_request(self.cascade, view, request, 0.0)
             e2e = pred.e2e_quantile(0.99)
             best = int(np.argmin(e2e))

@@ -12,4 +12,5 @@ BENCHMARKS: dict[str, str] = {
     "sim": "experiments.benchmarks.sim",
     "optim": "experiments.benchmarks.optim",
     "overhead": "experiments.benchmarks.overhead",
+    "ab": "experiments.benchmarks.ab",
 }

@@ -1,0 +1,260 @@
+"""A/B on real replicas: stock Ray Serve LLM vs Cascade, same replicas, same client.
+
+``cascade bench ab --config C --trace T --rate R [--burstiness B] [--requests N]
+[--routers pow2,prefix,capacity] --json``
+
+For each stock router named in ``--routers`` (Ray's default power-of-two,
+``PrefixCacheAffinityRouter``, the experimental ``CapacityQueueRouter``), and then
+for Cascade:
+
+1. start a fresh local Ray head (``--num-cpus`` logical CPUs, the pools' custom
+   resources), exactly as ``cascade up`` does;
+2. deploy: stock = ``build_openai_app`` with the *same* ``LLMConfig`` as the
+   Cascade config's first pool (engine settings, replica count, placement);
+   Cascade = ``cascade up --config C``;
+3. drive it with ``vllm bench serve``'s own code (``ab_data``): the trace's first
+   N requests, prompts scaled, outputs capped, Gamma arrivals at ``--rate`` with
+   ``--burstiness`` and ``--seed`` (the same arrivals for every system);
+4. tear everything down (``cascade down``: Serve, the controller, Ray).
+
+Prints one JSON row per system (served req/s, output tok/s, TTFT/TPOT/ITL/E2E
+P50/P90/P99 in s, completed/failed), then one ``ratios`` row (Cascade / each
+stock router, and / the best stock router by served req/s), and writes the
+latency CDF plot and the raw client results under ``--out``. Progress (the
+client's progress bar and the phase) goes to stderr.
+
+Needs vLLM (``engine: vllm`` in the config); each system costs its start-up
+(~95 s for two vLLM-CPU replicas on 2 cores) plus N / R seconds of load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from experiments.benchmarks.ab_data import (
+    BENCH_SERVE,
+    Workload,
+    client_args,
+    latency_samples,
+    ratios,
+    summarize,
+    workload_rows,
+    write_cdf_plot,
+    write_workload,
+)
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "ab-cpu.yaml"
+STOCK_ROUTERS = ("pow2", "prefix", "capacity")
+STOCK_APP = "stock"
+PORT = 8000
+# the stock ingress asks for a whole CPU by default and would wait forever next
+# to the replicas' bundles on a small node (DESIGN.md); Cascade's asks for 0.1
+STOCK_INGRESS_CPUS = 0.1
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="Cascade YAML (engine vllm)")
+    parser.add_argument("--trace", default="azure-conv", help="trace short name or path")
+    parser.add_argument("--rate", type=float, required=True, help="offered load (req/s)")
+    parser.add_argument("--burstiness", type=float, default=1.0, help="Gamma shape (1: Poisson)")
+    parser.add_argument("--requests", type=int, default=200, help="requests per system")
+    parser.add_argument(
+        "--routers", default="pow2", help=f"stock routers: {','.join(STOCK_ROUTERS)}"
+    )
+    parser.add_argument("--prompt-scale", type=float, default=1 / 8)
+    parser.add_argument("--max-output", type=int, default=128, help="output tokens cap")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num-cpus", type=int, default=8, help="logical CPUs of the Ray head")
+    parser.add_argument("--timeout", type=float, default=900.0, help="deploy timeout (s)")
+    parser.add_argument("--skip-cascade", action="store_true", help="only the stock routers")
+    parser.add_argument("--out", default="out/ab", help="plots and raw results")
+
+
+def parse_routers(text: str) -> list[str]:
+    names = [r.strip() for r in text.split(",") if r.strip()]
+    bad = [r for r in names if r not in STOCK_ROUTERS]
+    if bad:
+        raise ValueError(f"--routers: unknown {bad}; choose from {', '.join(STOCK_ROUTERS)}")
+    return names
+
+
+def stock_router_options(name: str) -> dict[str, Any]:
+    """The pool deployment's Serve options that select stock router ``name``."""
+    from ray.serve.config import DeploymentActorConfig, RequestRouterConfig
+
+    if name == "pow2":  # Ray's default router
+        return {}
+    if name == "prefix":
+        from ray.serve.llm.request_router import PrefixCacheAffinityRouter
+
+        return {
+            "request_router_config": RequestRouterConfig(
+                request_router_class=PrefixCacheAffinityRouter
+            )
+        }
+    if name == "capacity":
+        from ray.serve.experimental.capacity_queue import CapacityQueue
+        from ray.serve.experimental.capacity_queue_router import CapacityQueueRouter
+
+        return {
+            "request_router_config": RequestRouterConfig(
+                request_router_class=CapacityQueueRouter,
+                request_router_kwargs={"capacity_queue_actor_name": "capacity_queue"},
+            ),
+            "deployment_actors": [
+                DeploymentActorConfig(
+                    name="capacity_queue",
+                    actor_class=CapacityQueue,
+                    init_kwargs={"acquire_timeout_s": 30.0, "token_ttl_s": 600.0},
+                )
+            ],
+        }
+    raise ValueError(f"unknown stock router {name!r}")
+
+
+def _log(msg: str) -> None:
+    print(f"[bench ab] {msg}", file=sys.stderr, flush=True)
+
+
+def _deploy_stock(cfg: Any, router: str, num_cpus: int, timeout_s: float) -> None:
+    from ray import serve
+    from ray.serve.llm import build_openai_app
+
+    from orchestrator import serve_cli
+    from replicas.vllm_config import build_llm_config
+
+    serve_cli.start_ray_head(cfg, num_cpus)
+    pool = cfg.pools[0]
+    llm = build_llm_config(cfg.model, pool, deployment_overrides=stock_router_options(router))
+    serve.start(http_options={"host": "127.0.0.1", "port": PORT})
+    app = build_openai_app(
+        {
+            "llm_configs": [llm],
+            "ingress_deployment_config": {"ray_actor_options": {"num_cpus": STOCK_INGRESS_CPUS}},
+        }
+    )
+    serve.run(app, name=STOCK_APP, route_prefix="/", blocking=False)
+    serve_cli.wait_app_ready(STOCK_APP, timeout_s)
+
+
+def _deploy_cascade(config: str, num_cpus: int, timeout_s: float) -> None:
+    from orchestrator import serve_cli
+
+    serve_cli.run_up(
+        argparse.Namespace(
+            config=config, port=PORT, num_cpus=num_cpus, time_scale=1.0, timeout=timeout_s
+        )
+    )
+
+
+def _drive(args: argparse.Namespace, system: str, model: str, tokenizer: str, data: Path,
+           out: Path) -> dict[str, Any]:  # fmt: skip
+    result_file = f"{system}.json"
+    cmd = [sys.executable, "-c", BENCH_SERVE, *client_args(
+        base_url=f"http://127.0.0.1:{PORT}", model=model, tokenizer=tokenizer, dataset=data,
+        n=args.requests, rate=args.rate, burstiness=args.burstiness, seed=args.seed,
+        result_dir=out, result_file=result_file,
+    )]  # fmt: skip
+    _log(f"{system}: {args.requests} requests at {args.rate:g} req/s (vllm bench serve)")
+    before = ray_cpu_seconds()
+    # the client's progress bar goes straight to our stderr; its report to a log
+    with (out / f"{system}.client.log").open("w") as log:
+        proc = subprocess.run(cmd, stdout=log, stderr=sys.stderr, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{system}: vllm bench serve exited {proc.returncode}")
+    result: dict[str, Any] = json.loads((out / result_file).read_text())
+    result["cpu_s"] = cpu_delta(before, ray_cpu_seconds())
+    return result
+
+
+def ray_cpu_seconds() -> dict[str, float]:
+    """CPU seconds (user + system) so far of this host's Ray and vLLM processes,
+    summed by role: the process title (``ray::ServeReplica:<app>:<deployment>``,
+    ``ray::ControllerActor``, ``VLLM::EngineCore``...) with the app name dropped,
+    so both systems' rows compare role by role. Processes that exit are lost."""
+    import psutil
+
+    out: dict[str, float] = {}
+    for p in psutil.process_iter(["cmdline", "cpu_times"]):
+        cmd = p.info.get("cmdline") or []
+        times = p.info.get("cpu_times")
+        if not cmd or times is None or not cmd[0].startswith(("ray::", "VLLM::")):
+            continue
+        role = cmd[0].split(" ")[0]
+        if role.startswith("ray::ServeReplica:"):  # ray::ServeReplica:<app>:<deployment>
+            role = "ray::ServeReplica:" + role.split(":", 4)[-1]
+        out[role] = out.get(role, 0.0) + times.user + times.system
+    return out
+
+
+def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Per-role CPU seconds spent between two ``ray_cpu_seconds`` readings."""
+    return {k: round(v - before.get(k, 0.0), 2) for k, v in sorted(after.items())}
+
+
+def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    # stdout carries only the JSON rows: `cascade up` prints its URL there, and
+    # Ray's driver prints raylet messages
+    with contextlib.redirect_stdout(sys.stderr):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from experiments.traces import load_trace
+    from orchestrator import serve_cli
+    from orchestrator.app import resolve_config
+    from replicas.vllm_config import tiny_model_dir
+
+    routers = parse_routers(args.routers)
+    cfg = resolve_config(args.config)
+    if cfg.model.engine != "vllm":
+        raise ValueError(f"{args.config}: bench ab compares real engines; needs model.engine vllm")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    w = Workload(args.trace, args.requests, args.prompt_scale, args.max_output)
+    data = write_workload(workload_rows(load_trace(args.trace), w), out / "workload.jsonl")
+    tokenizer = str(tiny_model_dir(cfg.model, cfg.pools[0]))
+    systems = [f"stock-{r}" for r in routers] + ([] if args.skip_cascade else ["cascade"])
+    rows: list[dict[str, Any]] = []
+    samples = {}
+    serve_cli.run_down(argparse.Namespace())  # from no Ray at all
+    for i, system in enumerate(systems, 1):
+        _log(f"[{i}/{len(systems)}] {system}: deploying")
+        t0 = time.time()
+        try:
+            if system == "cascade":
+                _deploy_cascade(args.config, args.num_cpus, args.timeout)
+            else:
+                _deploy_stock(cfg, system.removeprefix("stock-"), args.num_cpus, args.timeout)
+            _log(f"{system}: ready in {time.time() - t0:.0f} s")
+            result = _drive(args, system, cfg.model.name, tokenizer, data, out)
+        except Exception as exc:  # one failing system must not lose the others' rows
+            _log(f"{system}: FAILED: {exc}")
+            rows.append({"system": system, "error": f"{type(exc).__name__}: {exc}"})
+            continue
+        finally:
+            serve_cli.run_down(argparse.Namespace())
+        row = summarize(system, result)
+        row.update(rate=args.rate, burstiness=args.burstiness, trace=args.trace)
+        row["cpu_s"] = result["cpu_s"]
+        rows.append(row)
+        samples[system] = latency_samples(result)
+    ok = {r["system"]: r for r in rows if "error" not in r}
+    if "cascade" in ok:
+        stock = [s for s in ok if s != "cascade"]
+        per = {s: ratios(ok["cascade"], ok[s]) for s in stock}
+        if stock:
+            best = max(stock, key=lambda s: ok[s]["served_req_s"])
+            rows.append({"ratios": "cascade/stock", "best_stock": best, "best": per[best],
+                         "per_router": per})  # fmt: skip
+    if samples:
+        plot = write_cdf_plot(samples, out / "ab_latency_cdf.png")
+        _log(f"CDF plot: {plot}")
+    return rows
