@@ -156,6 +156,7 @@ def build_app(args: Mapping[str, Any] | None = None) -> Application:
                 "accelerator": pool.accelerator,
                 "engine_cls": engine_cls,
                 "snapshot_period_s": cfg.loops.snapshot_period_s,
+                "telemetry": cfg.loops.telemetry,
             },
             override_serve_options=options,
             deployment_cls=CascadeLLMServer,

@@ -142,6 +142,11 @@ class LoopConfig(_Strict):
     allocation_period_s: float = Field(default=30.0, gt=0)
     allocation_cooldown_s: float = Field(default=60.0, ge=0)
     stale_after_s: float = Field(default=5.0, gt=0, description="ignore older snapshots")
+    telemetry: bool = Field(
+        default=True,
+        description="replicas time every streamed token and push snapshots; false serves "
+        "without (routing then sees only in-flight counts): for overhead A/Bs",
+    )
 
 
 class CascadeConfig(_Strict):

@@ -23,6 +23,13 @@ stock router, and / the best stock router by served req/s), and writes the
 latency CDF plot and the raw client results under ``--out``. Progress (the
 client's progress bar and the phase) goes to stderr.
 
+``--telemetry-off`` adds a third system, Cascade with ``loops.telemetry: false``
+(replicas neither time tokens nor push snapshots), and a ``telemetry on/off``
+ratios row: the full-stack cost of Cascade's telemetry (run it above capacity,
+where served req/s is the capacity). ``cpu_s`` in each row is the CPU seconds
+each Ray/vLLM process role spent during the load (all of this host's processes:
+run it on an otherwise idle machine).
+
 Needs vLLM (``engine: vllm`` in the config); each system costs its start-up
 (~95 s for two vLLM-CPU replicas on 2 cores) plus N / R seconds of load.
 """
@@ -37,6 +44,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from experiments.benchmarks.ab_data import (
     BENCH_SERVE,
@@ -53,6 +62,7 @@ from experiments.benchmarks.ab_data import (
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "ab-cpu.yaml"
 STOCK_ROUTERS = ("pow2", "prefix", "capacity")
 STOCK_APP = "stock"
+TELEMETRY_OFF = "cascade-telemetry-off"
 PORT = 8000
 # the stock ingress asks for a whole CPU by default and would wait forever next
 # to the replicas' bundles on a small node (DESIGN.md); Cascade's asks for 0.1
@@ -74,6 +84,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-cpus", type=int, default=8, help="logical CPUs of the Ray head")
     parser.add_argument("--timeout", type=float, default=900.0, help="deploy timeout (s)")
     parser.add_argument("--skip-cascade", action="store_true", help="only the stock routers")
+    parser.add_argument(
+        "--telemetry-off",
+        action="store_true",
+        help="also run Cascade with loops.telemetry false (full-stack telemetry overhead)",
+    )
     parser.add_argument("--out", default="out/ab", help="plots and raw results")
 
 
@@ -222,6 +237,13 @@ def _run(args: argparse.Namespace) -> list[dict[str, Any]]:
     data = write_workload(workload_rows(load_trace(args.trace), w), out / "workload.jsonl")
     tokenizer = str(tiny_model_dir(cfg.model, cfg.pools[0]))
     systems = [f"stock-{r}" for r in routers] + ([] if args.skip_cascade else ["cascade"])
+    configs = {"cascade": str(args.config)}
+    if args.telemetry_off:
+        systems.append(TELEMETRY_OFF)
+        off = cfg.model_dump(mode="json")
+        off["loops"]["telemetry"] = False
+        configs[TELEMETRY_OFF] = str(out / "telemetry-off.yaml")
+        Path(configs[TELEMETRY_OFF]).write_text(yaml.safe_dump(off))
     rows: list[dict[str, Any]] = []
     samples = {}
     serve_cli.run_down(argparse.Namespace())  # from no Ray at all
@@ -229,8 +251,8 @@ def _run(args: argparse.Namespace) -> list[dict[str, Any]]:
         _log(f"[{i}/{len(systems)}] {system}: deploying")
         t0 = time.time()
         try:
-            if system == "cascade":
-                _deploy_cascade(args.config, args.num_cpus, args.timeout)
+            if system in configs:
+                _deploy_cascade(configs[system], args.num_cpus, args.timeout)
             else:
                 _deploy_stock(cfg, system.removeprefix("stock-"), args.num_cpus, args.timeout)
             _log(f"{system}: ready in {time.time() - t0:.0f} s")
@@ -247,8 +269,11 @@ def _run(args: argparse.Namespace) -> list[dict[str, Any]]:
         rows.append(row)
         samples[system] = latency_samples(result)
     ok = {r["system"]: r for r in rows if "error" not in r}
+    if "cascade" in ok and TELEMETRY_OFF in ok:
+        on, off = ok["cascade"], ok[TELEMETRY_OFF]
+        rows.append({"ratios": "telemetry on/off", **ratios(on, off)})
     if "cascade" in ok:
-        stock = [s for s in ok if s != "cascade"]
+        stock = [s for s in ok if s.startswith("stock-")]
         per = {s: ratios(ok["cascade"], ok[s]) for s in stock}
         if stock:
             best = max(stock, key=lambda s: ok[s]["served_req_s"])

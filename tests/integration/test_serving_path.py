@@ -19,6 +19,7 @@ power-of-two router, the same ``LLMConfig`` and engine) under ``/stock``.
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import statistics
@@ -123,7 +124,10 @@ def _stream(url: str, max_tokens: int) -> tuple[float, float, int]:
     with requests.post(f"{url}/v1/completions", json=body, stream=True, timeout=120) as r:
         assert r.status_code == 200, r.text
         for line in r.iter_lines():
-            if line.startswith(b"data: ") and line != b"data: [DONE]":
+            if not line.startswith(b"data: ") or line == b"data: [DONE]":
+                continue
+            choices = json.loads(line[6:]).get("choices") or [{}]
+            if choices[0].get("text"):  # the last event may carry only finish_reason
                 tokens += 1
                 if tokens == 1:
                     first = time.monotonic()
