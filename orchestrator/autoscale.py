@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from replicas.deployment import CONTROLLER_NAME, CONTROLLER_NAMESPACE
+from replicas.names import CONTROLLER_NAME, CONTROLLER_NAMESPACE
 
 _TIMEOUT_S = 0.5
 

@@ -122,3 +122,4 @@ class RouterReport:
     fallbacks: int  # decisions where the policy failed and least-outstanding ranked
     routed: Mapping[str, int]  # replica id → requests Serve sent there on its ranking
     view_age_s: float  # age of its snapshots when it reported (inf: none yet)
+    config_fingerprint: str = ""  # the config it was deployed with ("" : not known)

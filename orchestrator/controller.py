@@ -167,6 +167,51 @@ class Controller:
             )
         self.pinned[pool] = replicas
 
+    # ---- restartable state (the controller actor checkpoints it) --------------------
+    @property
+    def version(self) -> int:
+        """Version of the last Plan (0: none yet); each step adds one."""
+        return self._version
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a restarted controller needs to carry on, as plain JSON-able data:
+        the Plan version counter, the fitted cascade model, the operator's pins and
+        the allocator's replica targets. Snapshots and merged statistics are not in
+        it: replicas push fresh ones within a period."""
+        return {
+            "version": self._version,
+            "cascade": self.cascade.to_dict(),
+            "pinned": dict(self.pinned),
+            "targets": dict(self._targets),
+        }
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        """Take ``state_dict()``'s output (from a controller of the same config).
+        Everything is checked first: ``ValueError`` (malformed state, an unknown
+        pool, a count outside the pool's min/max) changes nothing. The version
+        counter only moves forward. The cascade model is replaced by a new object."""
+        try:
+            version = int(state["version"])
+            cascade = CascadeModel.from_dict(dict(state["cascade"]))
+            pinned = {str(k): int(v) for k, v in dict(state.get("pinned", {})).items()}
+            targets = {str(k): int(v) for k, v in dict(state.get("targets", {})).items()}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"controller state: {exc!r}") from None
+        pools = {p.name: p for p in self.config.pools}
+        for what, counts in (("pin", pinned), ("target", targets)):
+            for name, n in counts.items():
+                p = pools.get(name)
+                if p is None or not p.min_replicas <= n <= p.max_replicas:
+                    raise ValueError(f"controller state: {what} {name}={n} does not fit the config")
+        self.raise_version(version)
+        self.cascade = cascade
+        self.pinned = pinned
+        self._targets.update(targets)
+
+    def raise_version(self, version: int) -> None:
+        """Continue the Plan version counter from at least ``version`` (never back)."""
+        self._version = max(self._version, int(version))
+
     def latest_snapshots(self) -> list[ReplicaSnapshot]:
         """The newest fresh snapshot of every live replica (routers read these)."""
         return list(self._latest.values())

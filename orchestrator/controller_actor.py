@@ -7,6 +7,14 @@ fit in one answer, their own report in the question) and the ingress polls
 core's ``step`` (merge, cascade fit, backpressure, optimizer) runs every
 ``loops.snapshot_period_s`` in a worker thread, so a slow solve never blocks
 ingestion. Published results are immutable objects swapped atomically.
+
+Lifecycle (see docs/architecture.md, "Controller lifecycle"): the actor knows the
+config it runs (name and ``config_fingerprint``). ``start_controller`` reuses a
+running controller only if its fingerprint is the new config's; otherwise it kills
+it and starts one of the new config, and says so. Ray restarts the actor if its
+process dies (``max_restarts=-1``); the loop starts on the first call after a
+(re)start, and a restart restores the checkpoint (``controller_state``) that the
+loop writes to Ray's internal KV every ``CHECKPOINT_EVERY_STEPS`` steps.
 """
 
 from __future__ import annotations
@@ -14,32 +22,55 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Mapping
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import ray
+from ray.experimental import internal_kv
 
 from orchestrator.config import CascadeConfig, parse_config
 from orchestrator.contracts import ClusterView, Plan, RouterReport, RouterSync
 from orchestrator.controller import Controller
+from orchestrator.controller_state import (
+    CHECKPOINT_EVERY_STEPS,
+    CHECKPOINT_KEY,
+    ControllerCheckpoint,
+    config_change_message,
+    config_fingerprint,
+    describe_config,
+)
 from orchestrator.estimates import ClassLoad
 from orchestrator.metrics import ControllerMetrics
 from orchestrator.routing_core import cascade_theta
-from replicas.deployment import CONTROLLER_NAME, CONTROLLER_NAMESPACE
+from replicas.names import CONTROLLER_NAME, CONTROLLER_NAMESPACE
 from replicas.telemetry import ReplicaSnapshot
 from uncertainty import DecayedWelford
 
 logger = logging.getLogger("cascade.controller")
 _ROUTER_TTL_S = 60.0  # a router that has not synced for this long is forgotten
+# Ray restarts the controller whenever its process dies (as Serve does for its own
+# controller); calls made while it restarts are retried rather than failed.
+MAX_RESTARTS = -1
+MAX_TASK_RETRIES = -1
+_REPLACE_TIMEOUT_S = 30.0  # for the old actor to die and free the name
 
 
-@ray.remote(num_cpus=0, max_concurrency=64)  # type: ignore[call-overload]
+@ray.remote(  # type: ignore[call-overload]
+    num_cpus=0, max_concurrency=64, max_restarts=MAX_RESTARTS, max_task_retries=MAX_TASK_RETRIES
+)
 class ControllerActor:
-    """See the module docstring. ``config`` is the validated config as a dict."""
+    """See the module docstring. ``config`` is the validated config as a dict;
+    ``creation_id`` names this actor's creation (Ray passes the same arguments to
+    every restart, so a checkpoint with this id was written by an earlier
+    incarnation of this very actor)."""
 
-    def __init__(self, config: Mapping[str, Any]) -> None:
+    def __init__(self, config: Mapping[str, Any], creation_id: str = "") -> None:
+        # no I/O here: a (re)start restores its checkpoint on the first call (_start)
         self.config: CascadeConfig = parse_config(config, "controller config")
+        self.fingerprint = config_fingerprint(self.config)
+        self.creation_id = creation_id
         self.core = Controller(self.config)
         self._inbox: list[ReplicaSnapshot] = []
         self._snapshots: tuple[ReplicaSnapshot, ...] = ()
@@ -57,13 +88,109 @@ class ControllerActor:
         self._cascade_state: dict[str, Any] | None = None  # published with the Plan
         self._cascade_theta: tuple[float, ...] = cascade_theta(self.core.cascade)
         self._theta_by_version: dict[int, tuple[float, ...]] = {}
+        self.restarts = 0  # restores of this actor's own checkpoint
+        self.restored: dict[str, Any] | None = None  # what the last start took from one
+        self.checkpoints = 0
+        self.checkpoint_errors = 0
+        self._saved_version = -CHECKPOINT_EVERY_STEPS  # the first step writes one
+        self._checkpoint_due = False
+
+    # ---- lifecycle -----------------------------------------------------------------
+    def _start(self) -> None:
+        """On the first call after a (re)start: take the checkpoint, start the loop.
+        Synchronous (no await), so concurrent first calls cannot both restore."""
+        if self._task is not None:
+            return
+        self._task = asyncio.get_running_loop().create_task(self._loop())
+        try:
+            data = internal_kv._internal_kv_get(CHECKPOINT_KEY, namespace=CONTROLLER_NAMESPACE)
+            if data is not None:
+                self._restore(ControllerCheckpoint.decode(data))
+        except Exception:  # a bad or unreadable checkpoint: start fresh, say why
+            self.checkpoint_errors += 1
+            logger.exception("could not restore the controller checkpoint; starting fresh")
+
+    def _restore(self, ckpt: ControllerCheckpoint) -> None:
+        # versions published after the last checkpoint that landed are never reused
+        floor = ckpt.plan_version + CHECKPOINT_EVERY_STEPS
+        mine = bool(self.creation_id) and ckpt.creation_id == self.creation_id
+        if mine and ckpt.fingerprint == self.fingerprint:  # Ray restarted this actor
+            arrivals = {c: DecayedWelford.from_dict(dict(d)) for c, d in ckpt.arrivals.items()}
+            self.core.load_state(ckpt.core)  # checks everything before changing anything
+            self.core.raise_version(floor)
+            self._arrivals = arrivals
+            self._shape = dict(ckpt.shapes)
+            self.steps = ckpt.steps
+            self.restarts = ckpt.restarts + 1
+            self._cascade_theta = cascade_theta(self.core.cascade)
+            self._cascade_state = self.core.cascade.to_dict()
+            self.restored = {"state": "restored", "checkpoint_steps": ckpt.steps,
+                             "checkpoint_age_s": time.time() - ckpt.time_s}  # fmt: skip
+            logger.warning(
+                "controller restarted (restart %d): restored its checkpoint of step %d "
+                "(%.1f s old); Plan versions continue after v%d",
+                self.restarts, ckpt.steps, time.time() - ckpt.time_s, floor,
+            )  # fmt: skip
+            return
+        # another controller's (another config, or a session the cluster outlived):
+        # its fitted state is not ours to reuse, only its version counter
+        self.core.raise_version(floor)
+        self.restored = {"state": "version only", "from_config": ckpt.config_name,
+                         "from_fingerprint": ckpt.fingerprint}  # fmt: skip
+        logger.info(
+            "controller of %r started fresh; a checkpoint of %r (fp %s) was left: "
+            "only its Plan version is kept (next after v%d)",
+            self.config.name, ckpt.config_name, ckpt.fingerprint[:12], floor,
+        )  # fmt: skip
+
+    def _checkpoint(self) -> bytes:
+        return ControllerCheckpoint(
+            fingerprint=self.fingerprint,
+            config_name=self.config.name,
+            creation_id=self.creation_id,
+            time_s=time.time(),
+            steps=self.steps,
+            restarts=self.restarts,
+            core=self.core.state_dict(),
+            arrivals={c: est.to_dict() for c, est in self._arrivals.items()},
+            shapes=dict(self._shape),
+        ).encode()
+
+    def _save(self, data: bytes) -> None:
+        internal_kv._internal_kv_put(
+            CHECKPOINT_KEY, data, overwrite=True, namespace=CONTROLLER_NAMESPACE
+        )
+
+    async def _maybe_checkpoint(self) -> None:
+        version = self.core.version
+        if not (self._checkpoint_due or version - self._saved_version >= CHECKPOINT_EVERY_STEPS):
+            return
+        self._checkpoint_due = False
+        try:
+            await asyncio.to_thread(self._save, self._checkpoint())  # a GCS call: off the loop
+        except Exception:  # retried next step; a restart may then repeat a few versions
+            self.checkpoint_errors += 1
+            if self.checkpoint_errors == 1:
+                logger.exception("controller checkpoint failed (logged once)")
+            return
+        self._saved_version = version
+        self.checkpoints += 1
 
     async def ready(self) -> bool:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._loop())
+        self._start()
         return True
 
+    async def config_info(self) -> dict[str, Any]:
+        """The config this controller runs: name, fingerprint, pool names."""
+        self._start()
+        return {
+            "name": self.config.name,
+            "fingerprint": self.fingerprint,
+            "pools": [p.name for p in self.config.pools],
+        }
+
     async def push(self, snapshots: list[ReplicaSnapshot]) -> None:
+        self._start()
         self._inbox.extend(snapshots)
         self.received += len(snapshots)
 
@@ -72,6 +199,7 @@ class ControllerActor:
     ) -> None:
         """From the ingress: per class (requests, mean prompt tokens, mean max
         tokens) over the last ``period_s`` seconds."""
+        self._start()
         now = time.time()
         for cls, (n, prompt, output) in counts.items():
             est = self._arrivals.setdefault(cls, DecayedWelford(halflife_s=30.0))
@@ -118,20 +246,25 @@ class ControllerActor:
             while len(self._theta_by_version) > 256:
                 del self._theta_by_version[next(iter(self._theta_by_version))]
             self.steps += 1
+            await self._maybe_checkpoint()
 
     async def get_plan(self) -> Plan | None:
+        self._start()
         return self._plan
 
     async def get_view(self) -> ClusterView | None:
+        self._start()
         return self._view
 
     async def get_snapshots(self) -> tuple[ReplicaSnapshot, ...]:
+        self._start()
         return self._snapshots
 
     async def router_sync(self, router_id: str, report: RouterReport | None) -> RouterSync:
         """A router's background refresh: record its ``report`` and answer with
         the latest snapshots, Plan and cascade-model state. Routers silent for
         ``_ROUTER_TTL_S`` are forgotten (e.g. a handle's process that exited)."""
+        self._start()
         now = time.time()
         if report is not None:
             self._routers[router_id] = (now, report)
@@ -146,19 +279,33 @@ class ControllerActor:
 
     async def pin(self, pool: str, replicas: int | None) -> dict[str, int]:
         """Operator override of a pool's replica target (``None``: back to the
-        allocator); effective from the next step. Returns the pins."""
+        allocator); effective from the next step, and checkpointed with it.
+        Returns the pins."""
+        self._start()
         self.core.pin(pool, replicas)
+        self._checkpoint_due = True
         return dict(self.core.pinned)
 
     async def get_targets(self) -> dict[str, int]:
+        self._start()
         plan = self._plan
         if plan is None:
             return {p.name: p.start_replicas for p in self.config.pools}
         return {name: pp.target_replicas for name, pp in plan.pools.items()}
 
     async def status(self) -> dict[str, Any]:
+        self._start()
         now = time.time()
         return {
+            "config_name": self.config.name,
+            "config_fingerprint": self.fingerprint,
+            "pools": [p.name for p in self.config.pools],
+            "restarts": self.restarts,
+            "restored": self.restored,
+            "checkpoints": self.checkpoints,
+            "checkpoint_errors": self.checkpoint_errors,
+            "arrival_rates": {c: est.mean for c, est in self._arrivals.items() if est.count},
+            "pinned": dict(self.core.pinned),
             "steps": self.steps,
             "step_errors": self.step_errors,
             "snapshots_received": self.received,
@@ -184,13 +331,83 @@ def _half_width(est: DecayedWelford) -> float:
     return float((hi - lo) / 2) if hi == hi and lo == lo else 0.0
 
 
-def start_controller(config: CascadeConfig) -> Any:
-    """Get or create the detached controller actor and start its loop."""
+@dataclass(frozen=True)
+class ControllerStart:
+    """What ``ensure_controller`` did: ``action`` is ``"created"``, ``"reused"`` or
+    ``"replaced"``; ``message`` names both configs when it replaced one."""
+
+    actor: Any
+    action: str
+    message: str | None = None
+
+
+def ensure_controller(
+    config: CascadeConfig, *, replace_timeout_s: float = _REPLACE_TIMEOUT_S
+) -> ControllerStart:
+    """Bring the detached controller to ``config`` and start its loop.
+
+    A running controller with the same ``config_fingerprint`` is reused as it is.
+    One of another config (or one that does not answer ``config_info`` within
+    ``replace_timeout_s``: an older build, or stuck) is killed without restart and a
+    new one is created once its name is free; the message naming both configs is
+    logged and returned. Raises ``RuntimeError`` if the old actor does not go away,
+    or if another process created a controller of yet another config meanwhile.
+    """
+    new: dict[str, Any] = {
+        "name": config.name,
+        "fingerprint": config_fingerprint(config),
+        "pools": [p.name for p in config.pools],
+    }
+    action, message = "created", None
+    try:
+        old_actor = ray.get_actor(CONTROLLER_NAME, namespace=CONTROLLER_NAMESPACE)
+    except ValueError:  # none (a dead detached actor frees its name)
+        old_actor = None
+    if old_actor is not None:
+        old: dict[str, Any] | None
+        try:
+            answer: Any = ray.get(old_actor.config_info.remote(), timeout=replace_timeout_s)
+            old = dict(answer)
+        except Exception:  # no such method, dead, stuck: cannot be trusted
+            old = None
+        if old is not None and old["fingerprint"] == new["fingerprint"]:
+            ray.get(old_actor.ready.remote())
+            return ControllerStart(old_actor, "reused")
+        message = config_change_message(old, new)
+        logger.warning("%s", message)
+        ray.kill(old_actor, no_restart=True)
+        _wait_name_free(replace_timeout_s)
+        action = "replaced"
     actor = ControllerActor.options(  # type: ignore[attr-defined]
         name=CONTROLLER_NAME,
         namespace=CONTROLLER_NAMESPACE,
         lifetime="detached",
-        get_if_exists=True,
-    ).remote(config.model_dump(mode="json"))
-    ray.get(actor.ready.remote())
-    return actor
+        get_if_exists=True,  # a concurrent start of the same config shares one actor
+    ).remote(config.model_dump(mode="json"), uuid.uuid4().hex)
+    info = ray.get(actor.config_info.remote())
+    if info["fingerprint"] != new["fingerprint"]:
+        raise RuntimeError(
+            "another process started a Cascade controller of config "
+            f"{describe_config(info['name'], info['fingerprint'], info['pools'])} while this "
+            f"one was starting {describe_config(new['name'], new['fingerprint'], new['pools'])}"
+        )
+    return ControllerStart(actor, action, message)
+
+
+def _wait_name_free(timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            ray.get_actor(CONTROLLER_NAME, namespace=CONTROLLER_NAMESPACE)
+        except ValueError:
+            return
+        time.sleep(0.1)
+    raise RuntimeError(
+        f"the old controller {CONTROLLER_NAMESPACE}/{CONTROLLER_NAME} did not exit within "
+        f"{timeout_s:.0f} s of being killed"
+    )
+
+
+def start_controller(config: CascadeConfig) -> Any:
+    """The controller actor running ``config`` (see ``ensure_controller``)."""
+    return ensure_controller(config).actor

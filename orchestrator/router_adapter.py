@@ -33,10 +33,11 @@ from ray.serve.request_router import (
 )
 
 from orchestrator.config import parse_config
+from orchestrator.controller_state import config_fingerprint
 from orchestrator.metrics import RouterMetrics
 from orchestrator.routing_core import RoutingCore, request_info_from_body
 from policies import build_policies
-from replicas.deployment import CONTROLLER_NAME, CONTROLLER_NAMESPACE
+from replicas.names import CONTROLLER_NAME, CONTROLLER_NAMESPACE
 from replicas.telemetry import RequestInfo
 
 logger = logging.getLogger("cascade.router")
@@ -54,7 +55,9 @@ class CascadeRequestRouter(FIFOMixin, RequestRouter):
         controller_namespace: str = CONTROLLER_NAMESPACE,
     ) -> None:
         cfg = parse_config(config or {"pools": [{"name": "default", "accelerator": "CPU"}]})
-        self.core = RoutingCore(build_policies(cfg.policy_config()).router)
+        self.core = RoutingCore(
+            build_policies(cfg.policy_config()).router, config_fingerprint=config_fingerprint(cfg)
+        )
         self.refresh_s = refresh_s
         self._controller_name = controller_name
         self._controller_namespace = controller_namespace

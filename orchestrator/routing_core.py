@@ -36,8 +36,10 @@ class RoutingCore:
         *,
         rng: np.random.Generator | None = None,
         clock: Callable[[], float] = time.time,
+        config_fingerprint: str = "",
     ) -> None:
         self.router = router
+        self.config_fingerprint = config_fingerprint  # reported, so status can compare
         self.rng = rng or np.random.default_rng()
         self.clock = clock
         self.snapshots: dict[str, ReplicaSnapshot] = {}
@@ -87,6 +89,7 @@ class RoutingCore:
             fallbacks=self.fallbacks,
             routed=dict(self.routed),
             view_age_s=max(self.clock() - self.synced_s, 0.0),
+            config_fingerprint=self.config_fingerprint,
         )
 
     def _log_once(self, key: str, message: str) -> None:

@@ -3,7 +3,10 @@
 ``up`` starts a local Ray head (``ray start``, with one custom resource per
 pool accelerator so each pool's replicas can be placed) unless one is running,
 deploys the app from the config and returns once it is ready, printing the
-OpenAI base URL. ``status`` prints pools, replicas, σ per level and the Plan.
+OpenAI base URL; a controller left running with another config is replaced, and
+``up`` says so, naming both configs. ``status`` prints the controller's config
+(name and fingerprint), pools, replicas, σ per level and the Plan, with a warning
+when the controller's config is not the deployed app's or no replica reports.
 ``load`` replays a trace through the HTTP API (streaming, progress bar) and
 prints a latency table. ``down`` shuts the app, the controller and Ray down.
 """
@@ -102,7 +105,15 @@ def run_up(args: argparse.Namespace) -> int:
     from ray import serve
 
     from orchestrator.app import build_app
+    from orchestrator.controller_actor import ensure_controller
 
+    # before the app: a controller left by another config (a running app, or a
+    # crashed session on a Ray cluster that outlived it) is replaced, and said so
+    started = ensure_controller(cfg)
+    if started.message:
+        console.print(f"[bold yellow][cascade up] {started.message}[/]")
+    else:
+        console.print(f"[cascade up] controller {started.action}: config {_config_text(cfg)}")
     serve.start(http_options={"host": "127.0.0.1", "port": args.port})
     console.print(f"[cascade up] deploying {len(cfg.pools)} pools ({cfg.model.engine} engine)")
     t0 = time.time()
@@ -122,15 +133,96 @@ def run_up(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config_text(cfg: Any) -> str:
+    from orchestrator.controller_state import config_fingerprint, describe_config
+
+    return describe_config(cfg.name, config_fingerprint(cfg), [p.name for p in cfg.pools])
+
+
 # ---- status ------------------------------------------------------------------------------
+STATUS_TIMEOUT_S = 30.0
+
+
 def _controller() -> Any:
     import ray
 
-    from replicas.deployment import CONTROLLER_NAME, CONTROLLER_NAMESPACE
+    from replicas.names import CONTROLLER_NAME, CONTROLLER_NAMESPACE
 
     if not _connect():
         raise RuntimeError("no Ray cluster is running (cascade up starts one)")
-    return ray.get_actor(CONTROLLER_NAME, namespace=CONTROLLER_NAMESPACE)
+    try:
+        return ray.get_actor(CONTROLLER_NAME, namespace=CONTROLLER_NAMESPACE)
+    except ValueError:
+        raise RuntimeError(
+            "Ray is running but no Cascade controller is (cascade up starts one)"
+        ) from None
+
+
+def _deployed_pools() -> list[str] | None:
+    """The pool deployments of the Serve app ``APP_NAME`` (``None``: Serve is not
+    running, or the app is not deployed)."""
+    from ray import serve
+
+    from orchestrator.app import INGRESS_NAME
+
+    try:
+        app = serve.status().applications.get(APP_NAME)
+    except Exception:  # Serve not started on this cluster
+        return None
+    if app is None:
+        return None
+    return sorted(name for name in app.deployments if name != INGRESS_NAME)
+
+
+def status_warnings(status: dict[str, Any], deployed_pools: list[str] | None) -> list[str]:
+    """Why ``cascade status``'s numbers may not describe the app that serves (pure:
+    unit-tested): the controller runs another config than the deployed app's
+    (its pools differ from the app's pool deployments, or a router was deployed
+    with another config fingerprint), no app is deployed, or no replica reports."""
+    from orchestrator.controller_state import describe_config, short_fingerprint
+
+    ours = describe_config(
+        status.get("config_name", "?"), status.get("config_fingerprint", ""),
+        status.get("pools", []),
+    )  # fmt: skip
+    out = []
+    if deployed_pools is None:
+        out.append(f"no Serve app {APP_NAME!r} is deployed; the controller runs config {ours}")
+    elif sorted(status.get("pools", [])) != sorted(deployed_pools):
+        out.append(
+            f"the deployed app has pools {', '.join(deployed_pools) or '-'} but the controller "
+            f"runs config {ours}: run `cascade up --config <file>` again"
+        )
+    others = {
+        r.get("config_fingerprint", "")
+        for r in status.get("routers", {}).values()
+        if r.get("config_fingerprint", "") not in ("", status.get("config_fingerprint"))
+    }
+    if others:
+        out.append(
+            "routers of the deployed app run config fp "
+            f"{', '.join(sorted(short_fingerprint(f) for f in others))} but the controller "
+            f"runs config {ours}: run `cascade up --config <file>` again"
+        )
+    if not status.get("replicas"):
+        out.append(
+            "0 live replicas report to the controller: the Plan is static until they do "
+            "(replicas still starting, not deployed, or of another config)"
+        )
+    return out
+
+
+def restart_text(status: dict[str, Any]) -> str:
+    """How the controller started (pure: unit-tested)."""
+    restored = status.get("restored") or {}
+    if restored.get("state") == "restored":
+        return (
+            f"restarted {status.get('restarts', 0)}x, state restored from step "
+            f"{restored['checkpoint_steps']} ({restored['checkpoint_age_s']:.1f} s old)"
+        )
+    if restored.get("state") == "version only":
+        return f"started fresh (after a controller of config {restored['from_config']!r})"
+    return "started fresh"
 
 
 def run_status(args: argparse.Namespace) -> int:
@@ -138,13 +230,23 @@ def run_status(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from orchestrator.controller_state import describe_config
+
     ctl = _controller()
-    st, view, plan = ray.get([ctl.status.remote(), ctl.get_view.remote(), ctl.get_plan.remote()])
+    st, view, plan = ray.get(
+        [ctl.status.remote(), ctl.get_view.remote(), ctl.get_plan.remote()],
+        timeout=STATUS_TIMEOUT_S,
+    )
     console = Console()
+    ours = describe_config(st["config_name"], st["config_fingerprint"], st["pools"])
+    console.print(f"controller: config {ours}, {restart_text(st)}")
     console.print(
         f"controller: {st['steps']} steps, {st['snapshots_received']} snapshots, "
-        f"{len(st['replicas'])} live replicas, {st['step_errors']} step errors"
+        f"{len(st['replicas'])} live replicas, {st['step_errors']} step errors, "
+        f"{st['checkpoints']} checkpoints ({st['checkpoint_errors']} failed)"
     )
+    for warning in status_warnings(st, _deployed_pools()):
+        console.print(f"[bold yellow]WARNING: {warning}[/]")
     if view is None or plan is None:
         console.print("no plan yet")
         return 0
@@ -315,7 +417,7 @@ def plot_load(records: list[Any], out_dir: Path) -> list[Path]:
 def run_down(args: argparse.Namespace) -> int:
     import ray
 
-    from replicas.deployment import CONTROLLER_NAME, CONTROLLER_NAMESPACE
+    from replicas.names import CONTROLLER_NAME, CONTROLLER_NAMESPACE
 
     if _connect():
         from ray import serve
@@ -325,6 +427,13 @@ def run_down(args: argparse.Namespace) -> int:
         finally:
             with contextlib.suppress(ValueError):  # no controller: nothing to kill
                 ray.kill(ray.get_actor(CONTROLLER_NAME, namespace=CONTROLLER_NAMESPACE))
+            # its checkpoint is this session's: a later session must not find it
+            from ray.experimental import internal_kv
+
+            from orchestrator.controller_state import CHECKPOINT_KEY
+
+            with contextlib.suppress(Exception):
+                internal_kv._internal_kv_del(CHECKPOINT_KEY, namespace=CONTROLLER_NAMESPACE)
             ray.shutdown()
     subprocess.run([_ray_cli(), "stop", "--force"], check=False, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL)  # fmt: skip

@@ -12,7 +12,8 @@ lifecycle and Ray's own LLM metrics come from Ray) that adds Cascade's telemetry
 * ``record_routing_stats`` returns the latest snapshot for Serve's router stats.
 
 If the controller is missing (not started yet, or gone), pushes are skipped and
-retried: serving never depends on the controller.
+retried: serving never depends on the controller. ``replicas.push`` tells a
+missing controller apart from a failed snapshot build or a failed push.
 """
 
 from __future__ import annotations
@@ -28,14 +29,15 @@ from typing import Any
 from ray import serve
 from ray.serve.llm import LLMServer
 
+from replicas.names import CONTROLLER_NAME, CONTROLLER_NAMESPACE
 from replicas.prompts import chat_text, count_prompt_tokens
+from replicas.push import SnapshotPusher
 from replicas.recorder import TelemetryRecorder
 from replicas.telemetry import ReplicaSnapshot
 
-logger = logging.getLogger("cascade.replica")
+__all__ = ["CONTROLLER_NAME", "CONTROLLER_NAMESPACE", "CascadeLLMServer"]  # names: re-exported
 
-CONTROLLER_NAME = "cascade-controller"
-CONTROLLER_NAMESPACE = "cascade"
+logger = logging.getLogger("cascade.replica")
 
 
 def _request_id(request: Any) -> str:
@@ -77,9 +79,7 @@ class CascadeLLMServer(LLMServer):
             self.replica_id, pool, accelerator=accelerator, clock=time.time
         )
         self._last: ReplicaSnapshot | None = None
-        self._controller: Any = None
-        self._inflight_push: Any = None
-        self.pushes = 0
+        self._pusher: SnapshotPusher | None = None  # made by the push loop
         from replicas.gpu import GpuSampler
 
         self._gpu = GpuSampler()  # disabled cleanly without a GPU
@@ -138,30 +138,36 @@ class CascadeLLMServer(LLMServer):
         self._last = snap
         return snap
 
-    async def _push_loop(self) -> None:
+    def _lookup_controller(self) -> Any:
         import ray
 
+        # ValueError: no actor of that name (not started yet, or being replaced)
+        return ray.get_actor(self._controller_name, namespace=self._controller_namespace)
+
+    async def _push_loop(self) -> None:
+        # the push future is an asyncio future around the actor call, so the pusher
+        # sees a failed push (e.g. the controller was replaced) without awaiting it
+        self._pusher = SnapshotPusher(
+            self.build_snapshot,
+            self._lookup_controller,
+            lambda ctl, snap: asyncio.ensure_future(ctl.push.remote([snap])),
+            on_snapshot=self._metrics.export,
+        )
         while True:
             await asyncio.sleep(self.snapshot_period_s)
-            if not self.telemetry:
-                continue
-            try:
-                snap = self.build_snapshot()
-                with contextlib.suppress(Exception):  # metrics never disturb serving
-                    self._metrics.export(snap)
-                if self._controller is None:
-                    self._controller = ray.get_actor(
-                        self._controller_name, namespace=self._controller_namespace
-                    )
-                if self._inflight_push is not None and not self._inflight_push.done():
-                    continue  # the controller is slow: drop this period, keep the newest
-                self._inflight_push = asyncio.ensure_future(self._controller.push.remote([snap]))
-                self.pushes += 1
-            except ValueError:
-                self._controller = None  # not started yet: retry next period
-            except Exception:  # a broken push must never disturb serving
-                logger.exception("snapshot push failed; retrying")
-                self._controller = None
+            if self.telemetry:
+                self._pusher.tick()  # never raises; see replicas.push for what fails how
+
+    async def cascade_push_stats(self) -> dict[str, Any]:
+        """Pushes sent and errors per step and type (tests, debugging)."""
+        pusher = self._pusher
+        if pusher is None:
+            return {"pushes": 0, "errors": {}, "has_controller": False}
+        return {
+            "pushes": pusher.pushes,
+            "errors": dict(pusher.errors),
+            "has_controller": pusher.controller is not None,
+        }
 
     async def record_routing_stats(self) -> dict[str, Any]:
         snap = self._last or self.build_snapshot()
