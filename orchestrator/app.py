@@ -188,7 +188,7 @@ def ingress_options(llm_configs: list[LLMConfig]) -> dict[str, Any]:
     3.7 req/s (docs/benchmarks.md, "Serving path"). The ingress must never
     admit fewer requests than the replicas behind it can hold.
     """
-    options = CascadeIngress.get_deployment_options(llm_configs)
+    options = CascadeIngress.get_deployment_options(list(llm_configs))
     options["name"] = INGRESS_NAME
     options["ray_actor_options"] = {"num_cpus": INGRESS_CPUS}
     return options

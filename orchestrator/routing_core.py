@@ -162,11 +162,12 @@ def cascade_theta(model: CascadeModel) -> tuple[float, float, float, float]:
 
 
 def request_info_from_body(
-    body: object, request_id: str, slo_class: str = "default"
+    body: object, request_id: str, slo_class: str = "default", *, with_hashes: bool = True
 ) -> RequestInfo:
     """A ``RequestInfo`` from an OpenAI completions/chat request body, with the
     prompt's prefix block hashes (``replicas.prompts.prefix_block_hashes``) for
-    the prefix-affinity scorers."""
+    the prefix-affinity scorers unless ``with_hashes`` is False (the ingress:
+    only routers score prefixes, and hashing is the costly part of parsing)."""
     if hasattr(body, "messages"):
         prompt: object = chat_text(body.messages)
     else:
@@ -176,6 +177,6 @@ def request_info_from_body(
         request_id=request_id,
         prompt_tokens=count_prompt_tokens(prompt),
         max_tokens=max(int(max_tokens or 16), 1),
-        prefix_hashes=prefix_block_hashes(prompt),
+        prefix_hashes=prefix_block_hashes(prompt) if with_hashes else (),
         slo_class=slo_class,
     )

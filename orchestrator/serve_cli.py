@@ -85,6 +85,42 @@ def _connect() -> bool:
         return False
 
 
+def start_ray_head(cfg: Any, num_cpus: int) -> bool:
+    """Connect to the local Ray cluster, starting a head first when none runs
+    (``num_cpus`` logical CPUs, one custom resource per pool accelerator).
+    Returns True when it started one. Raises ``RuntimeError`` if it cannot connect."""
+    if _connect():
+        return False
+    subprocess.run(
+        [_ray_cli(), "start", "--head", f"--num-cpus={num_cpus}",
+         f"--resources={json.dumps(_resources(cfg))}", "--include-dashboard=true",
+         "--dashboard-host=127.0.0.1", "--disable-usage-stats"],
+        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    if not _connect():
+        raise RuntimeError("could not connect to the Ray head just started")
+    return True
+
+
+def wait_app_ready(app_name: str, timeout_s: float) -> None:
+    """Block until Serve reports ``app_name`` RUNNING. Raises ``RuntimeError``
+    when it fails to deploy or is not ready after ``timeout_s`` seconds."""
+    from ray import serve
+
+    t0 = time.time()
+    while True:
+        status = serve.status().applications.get(app_name)
+        state = str(status.status) if status is not None else "MISSING"
+        if state.endswith("RUNNING"):
+            return
+        if state.endswith("DEPLOY_FAILED") or time.time() - t0 > timeout_s:
+            msg = status.message if status is not None else ""
+            raise RuntimeError(
+                f"{app_name} not ready ({state}) after {time.time() - t0:.0f} s: {msg}"
+            )
+        time.sleep(2.0)
+
+
 def run_up(args: argparse.Namespace) -> int:
     from rich.console import Console
 
@@ -92,16 +128,8 @@ def run_up(args: argparse.Namespace) -> int:
 
     console = Console(stderr=True)
     cfg = resolve_config(args.config)
-    if not _connect():
-        console.print(f"[cascade up] starting a local Ray head ({args.num_cpus} logical CPUs)")
-        subprocess.run(
-            [_ray_cli(), "start", "--head", f"--num-cpus={args.num_cpus}",
-             f"--resources={json.dumps(_resources(cfg))}", "--include-dashboard=true",
-             "--dashboard-host=127.0.0.1", "--disable-usage-stats"],
-            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        if not _connect():
-            raise RuntimeError("could not connect to the Ray head just started")
+    if start_ray_head(cfg, args.num_cpus):
+        console.print(f"[cascade up] started a local Ray head ({args.num_cpus} logical CPUs)")
     from ray import serve
 
     from orchestrator.app import build_app
@@ -119,15 +147,7 @@ def run_up(args: argparse.Namespace) -> int:
     t0 = time.time()
     app = build_app({"config": cfg.model_dump(mode="json"), "time_scale": args.time_scale})
     serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
-    while True:
-        status = serve.status().applications.get(APP_NAME)
-        state = str(status.status) if status is not None else "MISSING"
-        if state.endswith("RUNNING"):
-            break
-        if state.endswith("DEPLOY_FAILED") or time.time() - t0 > args.timeout:
-            msg = status.message if status is not None else ""
-            raise RuntimeError(f"app not ready ({state}) after {time.time() - t0:.0f} s: {msg}")
-        time.sleep(2.0)
+    wait_app_ready(APP_NAME, args.timeout)
     print(f"http://127.0.0.1:{args.port}/v1")
     console.print(f"[cascade up] ready in {time.time() - t0:.0f} s; model {cfg.model.name!r}")
     return 0

@@ -111,7 +111,7 @@ def stock_router_options(name: str) -> dict[str, Any]:
 
         return {
             "request_router_config": RequestRouterConfig(
-                request_router_class=PrefixCacheAffinityRouter
+                request_router_class=PrefixCacheAffinityRouter  # type: ignore[arg-type]
             )
         }
     if name == "capacity":
@@ -120,7 +120,7 @@ def stock_router_options(name: str) -> dict[str, Any]:
 
         return {
             "request_router_config": RequestRouterConfig(
-                request_router_class=CapacityQueueRouter,
+                request_router_class=CapacityQueueRouter,  # type: ignore[arg-type]
                 request_router_kwargs={"capacity_queue_actor_name": "capacity_queue"},
             ),
             "deployment_actors": [
