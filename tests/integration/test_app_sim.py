@@ -226,7 +226,12 @@ def test_serve_autoscaling_follows_the_plan_targets(app: Any) -> None:
             policy_state={}, current_num_replicas=1, deployment_name=pool,
             capacity_adjusted_min_replicas=1, capacity_adjusted_max_replicas=2,
         )  # fmt: skip
+        # the policy never blocks: the first calls hold while the answer is on its way
+        deadline = time.monotonic() + 10
         n, state = plan_policy(ctx)
+        while state["source"] != "plan" and time.monotonic() < deadline:
+            time.sleep(0.1)
+            n, state = plan_policy(ctx)
         assert n == min(max(target, 1), 2) and state["source"] == "plan"
     deadline = time.time() + 180
     running: dict[str, int] = {}
