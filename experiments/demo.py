@@ -129,7 +129,7 @@ def _ab_part(args: argparse.Namespace, console: Console, out: Path) -> None:
     ab_args = argparse.Namespace(
         config=str(ab.DEFAULT_CONFIG), trace="azure-conv", rate=args.ab_rate, burstiness=0.25,
         requests=args.ab_requests, routers="pow2", prompt_scale=1 / 8, max_output=128, seed=0,
-        num_cpus=8, timeout=900.0, skip_cascade=False, out=str(out / "ab"),
+        num_cpus=8, timeout=900.0, skip_cascade=False, telemetry_off=False, out=str(out / "ab"),
     )  # fmt: skip
     rows = ab.run(ab_args)
     (out / "ab" / "ab.json").write_text(json.dumps(rows, indent=2, sort_keys=True))

@@ -72,7 +72,11 @@ STOCK_INGRESS_CPUS = 0.1
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="Cascade YAML (engine vllm)")
     parser.add_argument("--trace", default="azure-conv", help="trace short name or path")
-    parser.add_argument("--rate", type=float, required=True, help="offered load (req/s)")
+    parser.add_argument(
+        "--rate",
+        required=True,
+        help="offered load (req/s); a comma-separated list runs each rate on one deployment",
+    )
     parser.add_argument("--burstiness", type=float, default=1.0, help="Gamma shape (1: Poisson)")
     parser.add_argument("--requests", type=int, default=200, help="requests per system")
     parser.add_argument(
@@ -169,18 +173,32 @@ def _deploy_cascade(config: str, num_cpus: int, timeout_s: float) -> None:
     )
 
 
-def _drive(args: argparse.Namespace, system: str, model: str, tokenizer: str, data: Path,
-           out: Path) -> dict[str, Any]:  # fmt: skip
-    result_file = f"{system}.json"
+def parse_rates(text: str) -> list[float]:
+    """``--rate``: one or more positive req/s, comma-separated."""
+    try:
+        rates = [float(r) for r in str(text).split(",") if r.strip()]
+    except ValueError as exc:
+        raise ValueError(
+            f"--rate: expected req/s numbers separated by commas, got {text!r}"
+        ) from exc
+    if not rates or any(not 0 < r < float("inf") for r in rates):
+        raise ValueError(f"--rate: every rate must be a positive finite req/s, got {text!r}")
+    return rates
+
+
+def _drive(args: argparse.Namespace, system: str, rate: float, model: str, tokenizer: str,
+           data: Path, out: Path) -> dict[str, Any]:  # fmt: skip
+    tag = f"{system}-r{rate:g}"
+    result_file = f"{tag}.json"
     cmd = [sys.executable, "-c", BENCH_SERVE, *client_args(
         base_url=f"http://127.0.0.1:{PORT}", model=model, tokenizer=tokenizer, dataset=data,
-        n=args.requests, rate=args.rate, burstiness=args.burstiness, seed=args.seed,
+        n=args.requests, rate=rate, burstiness=args.burstiness, seed=args.seed,
         result_dir=out, result_file=result_file,
     )]  # fmt: skip
-    _log(f"{system}: {args.requests} requests at {args.rate:g} req/s (vllm bench serve)")
+    _log(f"{system}: {args.requests} requests at {rate:g} req/s (vllm bench serve)")
     before = ray_cpu_seconds()
     # the client's progress bar goes straight to our stderr; its report to a log
-    with (out / f"{system}.client.log").open("w") as log:
+    with (out / f"{tag}.client.log").open("w") as log:
         proc = subprocess.run(cmd, stdout=log, stderr=sys.stderr, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"{system}: vllm bench serve exited {proc.returncode}")
@@ -244,8 +262,9 @@ def _run(args: argparse.Namespace) -> list[dict[str, Any]]:
         off["loops"]["telemetry"] = False
         configs[TELEMETRY_OFF] = str(out / "telemetry-off.yaml")
         Path(configs[TELEMETRY_OFF]).write_text(yaml.safe_dump(off))
+    rates = parse_rates(args.rate)
     rows: list[dict[str, Any]] = []
-    samples = {}
+    samples: dict[float, dict[str, Any]] = {r: {} for r in rates}
     serve_cli.run_down(argparse.Namespace())  # from no Ray at all
     for i, system in enumerate(systems, 1):
         _log(f"[{i}/{len(systems)}] {system}: deploying")
@@ -256,30 +275,38 @@ def _run(args: argparse.Namespace) -> list[dict[str, Any]]:
             else:
                 _deploy_stock(cfg, system.removeprefix("stock-"), args.num_cpus, args.timeout)
             _log(f"{system}: ready in {time.time() - t0:.0f} s")
-            result = _drive(args, system, cfg.model.name, tokenizer, data, out)
+            for rate in rates:
+                result = _drive(args, system, rate, cfg.model.name, tokenizer, data, out)
+                row = summarize(system, result)
+                row.update(rate=rate, burstiness=args.burstiness, trace=args.trace)
+                row["cpu_s"] = result["cpu_s"]
+                rows.append(row)
+                samples[rate][system] = latency_samples(result)
         except Exception as exc:  # one failing system must not lose the others' rows
             _log(f"{system}: FAILED: {exc}")
             rows.append({"system": system, "error": f"{type(exc).__name__}: {exc}"})
-            continue
         finally:
             serve_cli.run_down(argparse.Namespace())
-        row = summarize(system, result)
-        row.update(rate=args.rate, burstiness=args.burstiness, trace=args.trace)
-        row["cpu_s"] = result["cpu_s"]
-        rows.append(row)
-        samples[system] = latency_samples(result)
-    ok = {r["system"]: r for r in rows if "error" not in r}
-    if "cascade" in ok and TELEMETRY_OFF in ok:
-        on, off = ok["cascade"], ok[TELEMETRY_OFF]
-        rows.append({"ratios": "telemetry on/off", **ratios(on, off)})
-    if "cascade" in ok:
-        stock = [s for s in ok if s.startswith("stock-")]
-        per = {s: ratios(ok["cascade"], ok[s]) for s in stock}
-        if stock:
-            best = max(stock, key=lambda s: ok[s]["served_req_s"])
-            rows.append({"ratios": "cascade/stock", "best_stock": best, "best": per[best],
-                         "per_router": per})  # fmt: skip
-    if samples:
-        plot = write_cdf_plot(samples, out / "ab_latency_cdf.png")
-        _log(f"CDF plot: {plot}")
+    for rate in rates:
+        rows.extend(_ratio_rows([r for r in rows if r.get("rate") == rate], rate))
+        if samples[rate]:
+            plot = write_cdf_plot(samples[rate], out / f"ab_latency_cdf_r{rate:g}.png")
+            _log(f"CDF plot: {plot}")
     return rows
+
+
+def _ratio_rows(rows: list[dict[str, Any]], rate: float) -> list[dict[str, Any]]:
+    """Cascade / stock (each router, and the best by served req/s) and telemetry
+    on / off, for the rows of one offered rate."""
+    ok = {r["system"]: r for r in rows if "system" in r and "error" not in r}
+    out: list[dict[str, Any]] = []
+    if "cascade" in ok and TELEMETRY_OFF in ok:
+        out.append({"ratios": "telemetry on/off", "rate": rate,
+                    **ratios(ok["cascade"], ok[TELEMETRY_OFF])})  # fmt: skip
+    stock = [s for s in ok if s.startswith("stock-")]
+    if "cascade" in ok and stock:
+        per = {s: ratios(ok["cascade"], ok[s]) for s in stock}
+        best = max(stock, key=lambda s: ok[s]["served_req_s"])
+        out.append({"ratios": "cascade/stock", "rate": rate, "best_stock": best,
+                    "best": per[best], "per_router": per})  # fmt: skip
+    return out

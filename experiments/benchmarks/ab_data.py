@@ -190,20 +190,23 @@ def ab_table_rows(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, ...]]:
     def fmt(v: Any, digits: int = 2) -> str:
         return "-" if v is None else f"{float(v):.{digits}f}"
 
+    def at(name: str, r: Mapping[str, Any]) -> str:
+        return f"{name} @ {float(r['rate']):g}/s" if "rate" in r else name
+
     out: list[tuple[str, ...]] = []
     for r in rows:
         if "error" in r:
             out.append((str(r["system"]), f"error: {r['error']}"[:60], *[""] * 7))
         elif "system" in r:
             out.append((
-                str(r["system"]), fmt(r["served_req_s"]), fmt(r["output_tok_s"], 0),
+                at(str(r["system"]), r), fmt(r["served_req_s"]), fmt(r["output_tok_s"], 0),
                 fmt(r["ttft_p50_s"], 3), fmt(r["ttft_p99_s"], 3), fmt(r["tpot_p99_s"], 3),
                 fmt(r["e2e_p50_s"]), fmt(r["e2e_p99_s"]), str(r["failed"]),
             ))  # fmt: skip
         elif "best" in r:
             b = r["best"]
             out.append((
-                f"cascade/{r['best_stock']}", fmt(b["served_req_s"]), fmt(b["output_tok_s"]),
+                at(f"cascade/{r['best_stock']}", r), fmt(b["served_req_s"]), fmt(b["output_tok_s"]),
                 fmt(b["ttft_p50_s"]), fmt(b["ttft_p99_s"]), fmt(b["tpot_p99_s"]),
                 fmt(b["e2e_p50_s"]), fmt(b["e2e_p99_s"]), "",
             ))  # fmt: skip

@@ -98,3 +98,15 @@ def test_ratios_and_table() -> None:
     table = ab_table_rows(rows)
     assert [t[0] for t in table] == ["stock-pow2", "cascade", "stock-prefix", "cascade/stock-pow2"]
     assert table[1][7] == "1.50" and table[3][7] == "0.50" and "error" in table[2][1]
+
+
+def test_rates_parse_and_refuse_bad_input() -> None:
+    from experiments.benchmarks.ab import parse_rates, parse_routers
+
+    assert parse_rates("0.7, 2.9,6") == [0.7, 2.9, 6.0] and parse_rates(2.5) == [2.5]  # type: ignore[arg-type]
+    for bad in ("", "0", "-1", "inf", "fast"):
+        with pytest.raises(ValueError, match="--rate"):
+            parse_rates(bad)
+    assert parse_routers("pow2,capacity") == ["pow2", "capacity"]
+    with pytest.raises(ValueError, match="unknown"):
+        parse_routers("pow2,random")
