@@ -52,7 +52,7 @@ def _clean(metrics: dict[str, Any]) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     from experiments.sim_config import default_setup, load_setup
     from experiments.simulator import measure_capacity, run_policies
-    from experiments.traces import load_trace
+    from orchestrator.traces import load_trace
 
     if not (math.isfinite(args.load) and args.load > 0):
         raise ValueError(f"--load must be > 0 (a fraction of capacity), got {args.load}")

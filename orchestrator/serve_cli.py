@@ -336,8 +336,8 @@ def run_load(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import Progress
 
-    from experiments.loadgen import replay, report
-    from experiments.traces import load_trace
+    from orchestrator.loadgen import replay, report
+    from orchestrator.traces import load_trace
 
     if not (args.duration > 0):
         raise ValueError(f"--duration must be > 0, got {args.duration}")

@@ -27,17 +27,16 @@ from typing import Any
 
 import numpy as np
 
+# An adapter module (imported only where Ray Serve LLM runs): its base class is
+# Ray's engine protocol, unconditionally.
+from ray.llm._internal.serve.core.engine.protocol import LLMEngine
+
 from replicas.engine_model import EngineConfig, EngineModel
 from replicas.perf_model import build_perf_model
 from replicas.profiles import gpu_spec, kv_blocks, model_shape
 from replicas.prompts import chat_text, count_prompt_tokens, prefix_block_hashes
 from replicas.sim_engine import RequestRejected, SimEngine
 from replicas.telemetry import ReplicaSnapshot, RequestInfo
-
-try:  # the protocol base lives in Ray; only adapters import it (see DESIGN.md)
-    from ray.llm._internal.serve.core.engine.protocol import LLMEngine
-except ImportError:  # pragma: no cover - pure contexts never build this class
-    LLMEngine = object  # type: ignore[assignment,misc]
 
 
 def _serve_replica_id() -> str | None:

@@ -43,18 +43,57 @@ import copy
 import importlib.metadata
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from replicas.tiny_model import ensure_tiny_model
 
 if TYPE_CHECKING:
-    # Types only: replicas/ must not depend on orchestrator/ at run time (the
-    # package rule); any object with these fields works.
     from ray.serve.llm import LLMConfig
 
-    from orchestrator.config import ModelConfig, PoolConfig
-
 Device = Literal["cpu", "gpu"]
+
+
+# What this module reads of the config: replicas/ sit below orchestrator/ and do
+# not import its schema (orchestrator.config.ModelConfig / PoolConfig satisfy these).
+class ModelConfigLike(Protocol):
+    """The config's ``model`` section, as far as the vLLM replicas need it."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def engine(self) -> str: ...
+    @property
+    def model_path(self) -> str: ...
+    @property
+    def max_model_len(self) -> int: ...
+    @property
+    def max_num_seqs(self) -> int: ...
+    @property
+    def max_num_batched_tokens(self) -> int: ...
+    @property
+    def block_size(self) -> int: ...
+    @property
+    def gpu_memory_utilization(self) -> float: ...
+
+
+class PoolConfigLike(Protocol):
+    """One ``pools[i]`` entry, as far as the vLLM replicas need it."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def accelerator(self) -> str: ...
+    @property
+    def tp_size(self) -> int: ...
+    @property
+    def min_replicas(self) -> int: ...
+    @property
+    def max_replicas(self) -> int: ...
+    @property
+    def start_replicas(self) -> int: ...
+    @property
+    def engine_overrides(self) -> Mapping[str, Any]: ...
+
 
 TINY_MODEL_PATH = "tiny"
 TINY_SHAPE_KEYS = ("num_layers", "hidden_size", "num_heads", "num_kv_heads", "intermediate_size")
@@ -87,7 +126,7 @@ def vllm_is_cpu_build() -> bool:
     return True
 
 
-def pool_device(pool: PoolConfig, device: Device | None = None) -> Device:
+def pool_device(pool: PoolConfigLike, device: Device | None = None) -> Device:
     """Where this pool's engines run: ``device`` if given, else the pool's
     ``engine_overrides["device"]``, else CPU for ``accelerator: CPU`` or a CPU
     build of vLLM, else GPU."""
@@ -101,7 +140,7 @@ def pool_device(pool: PoolConfig, device: Device | None = None) -> Device:
     return "gpu"
 
 
-def tiny_model_dir(model: ModelConfig, pool: PoolConfig) -> Path:
+def tiny_model_dir(model: ModelConfigLike, pool: PoolConfigLike) -> Path:
     """The generated tiny model of this pool's shape (written if missing)."""
     ov = pool.engine_overrides
 
@@ -125,8 +164,8 @@ def tiny_model_dir(model: ModelConfig, pool: PoolConfig) -> Path:
 
 
 def llm_config_kwargs(
-    model: ModelConfig,
-    pool: PoolConfig,
+    model: ModelConfigLike,
+    pool: PoolConfigLike,
     *,
     model_dir: Path | None = None,
     device: Device | None = None,
@@ -228,8 +267,8 @@ def llm_config_kwargs(
 
 
 def build_llm_config(
-    model: ModelConfig,
-    pool: PoolConfig,
+    model: ModelConfigLike,
+    pool: PoolConfigLike,
     *,
     model_dir: Path | None = None,
     device: Device | None = None,
@@ -256,7 +295,7 @@ def build_llm_config(
     )
 
 
-def _positive(pool: PoolConfig, key: str, value: Any, *, allow_zero: bool = False) -> float:
+def _positive(pool: PoolConfigLike, key: str, value: Any, *, allow_zero: bool = False) -> float:
     ok = isinstance(value, int | float) and not isinstance(value, bool)
     if ok and (value > 0 or (allow_zero and value == 0)):
         return float(value)

@@ -61,7 +61,7 @@ def _row(name: str, setup: Any, trace: Any, policy: str) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     from experiments.sim_config import default_setup
     from experiments.simulator import measure_capacity
-    from experiments.traces import load_trace, poisson
+    from orchestrator.traces import load_trace, poisson
 
     cpu = pin_to_one_core()
     rows: list[dict[str, Any]] = []

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from experiments.traces import gamma_bursty, load_azure, load_mooncake, load_trace, mmpp, poisson
+from orchestrator.traces import gamma_bursty, load_azure, load_mooncake, load_trace, mmpp, poisson
 
 
 def test_azure_conv_reproduces_published_figures() -> None:
