@@ -83,7 +83,7 @@ class CascadeLLMServer(LLMServer):
         from replicas.gpu import GpuSampler
 
         self._gpu = GpuSampler()  # disabled cleanly without a GPU
-        from orchestrator.metrics import ReplicaMetrics
+        from replicas.metrics_export import ReplicaMetrics
 
         self._metrics = ReplicaMetrics()
         await super().__init__(llm_config, engine_cls=engine_cls)
