@@ -66,10 +66,16 @@ REQUEST_METRICS: tuple[str, ...] = (TTFT, E2E)  # what the ingress observes per 
 OUTCOMES: tuple[str, ...] = ("admitted", "rejected", "deferred")
 
 
-# The values of the Plan's solve status (``orchestrator.contracts.SolveStatus``),
-# the ``status`` label's vocabulary. Spelled out here because the table sits below
-# the orchestrator; a unit test keeps the two equal.
-PLAN_STATUSES: tuple[str, ...] = ("optimal", "fallback", "static")
+# The values of the Plan's solve status (``optim.SolveStatus``), the ``status``
+# label's vocabulary. Spelled out here because the table sits below optim/ and the
+# orchestrator; a unit test keeps the two equal.
+PLAN_STATUSES: tuple[str, ...] = (
+    "optimal",
+    "optimal_inaccurate",
+    "infeasible",
+    "solver_error",
+    "static",
+)
 
 
 def quantile_label(q: float) -> str:

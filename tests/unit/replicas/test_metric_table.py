@@ -1,7 +1,7 @@
 """The metric table sits below the orchestrator: its copy of the Plan's status
 vocabulary must stay the orchestrator's ``SolveStatus``."""
 
-from orchestrator.contracts import SolveStatus
+from optim.results import SolveStatus
 from replicas.metric_table import CLOSED_LABELS, PLAN_STATUSES
 
 
