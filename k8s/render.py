@@ -1,6 +1,7 @@
 """Render Kubernetes manifests from the one Cascade config.
 
-``render_manifests(config, options)`` returns three documents:
+``render_manifests(spec, options)`` returns three documents for a ``ServiceSpec``
+(plain data: ``orchestrator.k8s_cli.service_spec`` builds it from a Cascade config):
 
 1. a KubeRay ``RayService`` (``ray.io/v1``): a head group (Ray dashboard, GCS,
    Serve's HTTP proxy, the Cascade controller actor and ingress; environment that
@@ -12,7 +13,8 @@
    ``min_replicas``/``max_replicas``/``initial_replicas`` as the group's bounds,
    with the in-tree Ray autoscaler on. ``serveConfigV2`` runs
    ``orchestrator.app:build_app`` with the Cascade config inline as its
-   ``config`` argument, so the cluster needs no config file or volume.
+   ``config`` argument (``ServiceSpec.app_config``), so the cluster needs no
+   config file or volume.
 2. a Prometheus-operator ``PodMonitor`` scraping every Ray pod of this service
    (port ``metrics``, plus the head's autoscaler and dashboard metrics ports).
 3. a ``ConfigMap`` holding the Grafana dashboard JSON, labelled for the Grafana
@@ -25,14 +27,14 @@ pure (no Kubernetes client); ``k8s.validate`` checks the result offline.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
-from orchestrator.config import CascadeConfig, PoolConfig
-from orchestrator.dashboard import DASHBOARD_UID, dashboard_json, ray_dashboard_env
+from k8s.spec import PoolSpec, ServiceSpec
 
 APP_IMPORT_PATH = "orchestrator.app:build_app"
 APP_NAME = "cascade"
@@ -94,8 +96,8 @@ class RenderOptions:
     extra_env: Mapping[str, str] = field(default_factory=dict)
 
 
-def _labels(config: CascadeConfig, component: str, pool: str | None = None) -> dict[str, str]:
-    out = {LABEL_NAME: "cascade", LABEL_INSTANCE: config.name, LABEL_COMPONENT: component}
+def _labels(spec: ServiceSpec, component: str, pool: str | None = None) -> dict[str, str]:
+    out = {LABEL_NAME: "cascade", LABEL_INSTANCE: spec.name, LABEL_COMPONENT: component}
     if pool is not None:
         out[LABEL_POOL] = pool
     return out
@@ -108,14 +110,12 @@ def _meta(name: str, labels: Mapping[str, str], namespace: str | None) -> dict[s
     return meta
 
 
-def inline_config(config: CascadeConfig) -> str:
-    """The Cascade config as YAML text for the app's ``config`` argument (defaults
-    omitted; parses back to an equal ``CascadeConfig``)."""
-    body = _dump(config.model_dump(mode="json", exclude_defaults=True))
-    return f"# Cascade config {config.name!r} (cascade k8s render; defaults omitted)\n{body}"
+def dump_yaml(data: Any) -> str:
+    """``data`` as block-style YAML (multi-line strings as ``|`` blocks)."""
+    return _dump(data)
 
 
-def serve_config(config: CascadeConfig) -> dict[str, Any]:
+def serve_config(spec: ServiceSpec) -> dict[str, Any]:
     """Ray Serve's config file (the content of ``serveConfigV2``)."""
     return {
         "proxy_location": "EveryNode",
@@ -125,10 +125,41 @@ def serve_config(config: CascadeConfig) -> dict[str, Any]:
                 "name": APP_NAME,
                 "route_prefix": "/",
                 "import_path": APP_IMPORT_PATH,
-                "args": {"config": inline_config(config)},
+                "args": {"config": spec.app_config},
             }
         ],
     }
+
+
+def ray_dashboard_env(
+    grafana_host: str,
+    prometheus_host: str,
+    *,
+    grafana_iframe_host: str | None = None,
+    prometheus_name: str = "Prometheus",
+    grafana_org_id: str | None = None,
+) -> dict[str, str]:
+    """Head-node environment that embeds Grafana panels in the Ray dashboard.
+
+    ``grafana_host``: Grafana as the head node reaches it (health checks);
+    ``grafana_iframe_host``: Grafana as the user's browser reaches it (defaults to
+    ``grafana_host``); ``prometheus_host``: Prometheus as the head reaches it;
+    ``prometheus_name``: the Grafana data-source name Ray's dashboards use.
+    Each URL needs its scheme (``http://``).
+    """
+    hosts = {
+        "RAY_GRAFANA_HOST": grafana_host,
+        "RAY_PROMETHEUS_HOST": prometheus_host,
+        "RAY_GRAFANA_IFRAME_HOST": grafana_iframe_host or grafana_host,
+    }
+    for key, value in hosts.items():
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError(f"{key}={value!r}: must start with http:// or https://")
+    env = dict(hosts)
+    env["RAY_PROMETHEUS_NAME"] = prometheus_name
+    if grafana_org_id is not None:
+        env["RAY_GRAFANA_ORG_ID"] = grafana_org_id
+    return env
 
 
 def _env(pairs: Mapping[str, str]) -> list[dict[str, Any]]:
@@ -142,7 +173,7 @@ def _secret_env(options: RenderOptions) -> list[dict[str, Any]]:
     return [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": ref}}]
 
 
-def _head(config: CascadeConfig, options: RenderOptions) -> dict[str, Any]:
+def _head(spec: ServiceSpec, options: RenderOptions) -> dict[str, Any]:
     env = ray_dashboard_env(
         options.grafana_host,
         options.prometheus_host,
@@ -163,7 +194,7 @@ def _head(config: CascadeConfig, options: RenderOptions) -> dict[str, Any]:
         # The head runs no GPU work: the controller actor, the ingress and Serve's proxy.
         "rayStartParams": {"dashboard-host": "0.0.0.0"},
         "template": {
-            "metadata": {"labels": _labels(config, "ray-head")},
+            "metadata": {"labels": _labels(spec, "ray-head")},
             "spec": {
                 "containers": [
                     {
@@ -179,9 +210,7 @@ def _head(config: CascadeConfig, options: RenderOptions) -> dict[str, Any]:
     }
 
 
-def _worker_group(
-    config: CascadeConfig, pool: PoolConfig, options: RenderOptions
-) -> dict[str, Any]:
+def _worker_group(spec: ServiceSpec, pool: PoolSpec, options: RenderOptions) -> dict[str, Any]:
     gpus = pool.tp_size
     resources = {
         "cpu": str(options.cpus_per_gpu * gpus),
@@ -218,24 +247,22 @@ def _worker_group(
         "resources": {f"accelerator_type:{pool.accelerator}": "1"},
         "rayStartParams": {},
         "template": {
-            "metadata": {"labels": _labels(config, "ray-worker", pool.name)},
+            "metadata": {"labels": _labels(spec, "ray-worker", pool.name)},
             "spec": pod_spec,
         },
     }
 
 
-def render_rayservice(
-    config: CascadeConfig, options: RenderOptions | None = None
-) -> dict[str, Any]:
-    """The RayService for ``config`` (see the module docstring)."""
+def render_rayservice(spec: ServiceSpec, options: RenderOptions | None = None) -> dict[str, Any]:
+    """The RayService for ``spec`` (see the module docstring)."""
     options = options or RenderOptions()
     return {
         "apiVersion": "ray.io/v1",
         "kind": "RayService",
-        "metadata": _meta(config.name, _labels(config, "rayservice"), options.namespace),
+        "metadata": _meta(spec.name, _labels(spec, "rayservice"), options.namespace),
         "spec": {
             "upgradeStrategy": {"type": "NewCluster"},
-            "serveConfigV2": _dump(serve_config(config)),
+            "serveConfigV2": _dump(serve_config(spec)),
             "rayClusterConfig": {
                 "rayVersion": options.ray_version,
                 "enableInTreeAutoscaling": True,
@@ -246,16 +273,14 @@ def render_rayservice(
                     "upscalingMode": "Default",
                     "idleTimeoutSeconds": options.idle_timeout_s,
                 },
-                "headGroupSpec": _head(config, options),
-                "workerGroupSpecs": [_worker_group(config, p, options) for p in config.pools],
+                "headGroupSpec": _head(spec, options),
+                "workerGroupSpecs": [_worker_group(spec, p, options) for p in spec.pools],
             },
         },
     }
 
 
-def render_podmonitor(
-    config: CascadeConfig, options: RenderOptions | None = None
-) -> dict[str, Any]:
+def render_podmonitor(spec: ServiceSpec, options: RenderOptions | None = None) -> dict[str, Any]:
     """A PodMonitor for every Ray pod of this service, created next to it."""
     options = options or RenderOptions()
     relabel = [
@@ -265,7 +290,7 @@ def render_podmonitor(
             "targetLabel": "ray_io_cluster",
         }
     ]
-    labels = _labels(config, "metrics")
+    labels = _labels(spec, "metrics")
     labels["release"] = options.prometheus_release
     endpoints = [
         {"port": port, "path": "/metrics", "interval": "10s", "relabelings": relabel}
@@ -274,11 +299,11 @@ def render_podmonitor(
     return {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PodMonitor",
-        "metadata": _meta(f"{config.name}-ray", labels, options.namespace),
+        "metadata": _meta(f"{spec.name}-ray", labels, options.namespace),
         "spec": {
             "jobLabel": LABEL_INSTANCE,
             "selector": {
-                "matchLabels": {LABEL_NAME: "cascade", LABEL_INSTANCE: config.name},
+                "matchLabels": {LABEL_NAME: "cascade", LABEL_INSTANCE: spec.name},
             },
             "podMetricsEndpoints": endpoints,
         },
@@ -286,29 +311,29 @@ def render_podmonitor(
 
 
 def render_dashboard_configmap(
-    config: CascadeConfig, options: RenderOptions | None = None
+    spec: ServiceSpec, options: RenderOptions | None = None
 ) -> dict[str, Any]:
     """The Grafana dashboard in a ConfigMap the Grafana sidecar loads."""
     options = options or RenderOptions()
-    labels = _labels(config, "dashboard")
+    labels = _labels(spec, "dashboard")
     labels["grafana_dashboard"] = "1"
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": _meta(f"{config.name}-dashboard", labels, options.namespace),
-        "data": {f"{DASHBOARD_UID}.json": dashboard_json(config)},
+        "metadata": _meta(f"{spec.name}-dashboard", labels, options.namespace),
+        "data": {f"{spec.dashboard_uid}.json": spec.dashboard_json},
     }
 
 
 def render_manifests(
-    config: CascadeConfig, options: RenderOptions | None = None
+    spec: ServiceSpec, options: RenderOptions | None = None
 ) -> list[dict[str, Any]]:
     """RayService, PodMonitor, dashboard ConfigMap (in apply order)."""
     options = options or RenderOptions()
     return [
-        render_rayservice(config, options),
-        render_podmonitor(config, options),
-        render_dashboard_configmap(config, options),
+        render_rayservice(spec, options),
+        render_podmonitor(spec, options),
+        render_dashboard_configmap(spec, options),
     ]
 
 

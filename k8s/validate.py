@@ -6,7 +6,10 @@
   of the CRD files in ``crd_dir()`` (``$CASCADE_KUBERAY_CRDS``, else
   ``<repo>/../shared/kuberay-crds``), after dropping nulls and applying defaults
   as the API server does, with unknown fields rejected (``k8s.schema``); then the
-  operator's own rules and Serve/Cascade checks (``k8s.rules``);
+  operator's own rules (``k8s.kuberay_rules``) and Serve/Cascade checks
+  (``k8s.serve_rules``; the Cascade config is parsed by the ``check_config`` the
+  caller passes, as ``k8s/`` takes plain data: the CLI passes
+  ``orchestrator.k8s_cli.cascade_pools``; without one it is only checked present);
 * ``monitoring.coreos.com/v1`` ``PodMonitor``: a small embedded schema of the
   fields we use (``k8s.builtin_schemas``; the real CRD is not shipped here);
 * ``v1`` ``ConfigMap``: its basic shape (string data, key syntax, 1 MiB) and, for
@@ -30,9 +33,10 @@ from typing import Any
 
 import yaml
 
-from k8s import rules
+from k8s import kuberay_rules, rules, serve_rules
 from k8s.builtin_schemas import CONFIGMAP, PODMONITOR
 from k8s.schema import OBJECT_META, iter_schema_errors, normalize, to_jsonschema
+from k8s.spec import ConfigCheck
 
 CRD_ENV = "CASCADE_KUBERAY_CRDS"
 KUBERAY_VERSION = "v1.7.0"
@@ -123,7 +127,9 @@ def _label(doc: Mapping[str, Any], index: int) -> str:
     return f"document[{index}]" + (f" ({kind})" if isinstance(kind, str) else "")
 
 
-def validate_document(doc: Any, index: int = 0, *, crds: str | None = None) -> list[Issue]:
+def validate_document(
+    doc: Any, index: int = 0, *, crds: str | None = None, check_config: ConfigCheck | None = None
+) -> list[Issue]:
     """Problems of one parsed document (empty list = valid)."""
     if not isinstance(doc, Mapping):
         return [Issue(f"document[{index}]", "", "a manifest must be a mapping", "document")]
@@ -156,12 +162,12 @@ def validate_document(doc: Any, index: int = 0, *, crds: str | None = None) -> l
         # the operator's rules assume a schema-valid object; report the schema first
         return issues
     if kind == "RayService":
-        issues += [Issue(label, p, m, "kuberay") for p, m in rules.rayservice_problems(obj)]
-        serve, cascade = rules.serve_config_problems(obj)
+        issues += [Issue(label, p, m, "kuberay") for p, m in kuberay_rules.rayservice_problems(obj)]
+        serve, cascade = serve_rules.serve_config_problems(obj, check_config)
         issues += [Issue(label, p, m, "serve") for p, m in serve]
         issues += [Issue(label, p, m, "cascade") for p, m in cascade]
     elif kind == "RayCluster":
-        issues += [Issue(label, p, m, "kuberay") for p, m in rules.raycluster_problems(obj)]
+        issues += [Issue(label, p, m, "kuberay") for p, m in kuberay_rules.raycluster_problems(obj)]
     elif kind == "PodMonitor":
         issues += [Issue(label, p, m, "podmonitor") for p, m in rules.podmonitor_problems(obj)]
     elif kind == "ConfigMap":
@@ -169,13 +175,15 @@ def validate_document(doc: Any, index: int = 0, *, crds: str | None = None) -> l
     return issues
 
 
-def validate_documents(docs: Iterable[Any], *, crds: str | None = None) -> list[Issue]:
+def validate_documents(
+    docs: Iterable[Any], *, crds: str | None = None, check_config: ConfigCheck | None = None
+) -> list[Issue]:
     """Problems of a sequence of parsed documents (``None`` documents are skipped,
     like ``kubectl`` skips empty ones)."""
     out: list[Issue] = []
     for i, doc in enumerate(docs):
         if doc is not None:
-            out += validate_document(doc, i, crds=crds)
+            out += validate_document(doc, i, crds=crds, check_config=check_config)
     return out
 
 
@@ -190,7 +198,9 @@ def load_documents(text: str, source: str = "<input>") -> list[Any]:
         raise ValueError(f"{source}{at}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
 
 
-def validate_file(path: str | Path, *, crds: str | None = None) -> list[Issue]:
+def validate_file(
+    path: str | Path, *, crds: str | None = None, check_config: ConfigCheck | None = None
+) -> list[Issue]:
     """Problems of every document in a YAML file (a YAML syntax error is one Issue)."""
     p = Path(path)
     try:
@@ -199,7 +209,7 @@ def validate_file(path: str | Path, *, crds: str | None = None) -> list[Issue]:
         return [Issue(str(p), "", str(exc), "yaml")]
     if not docs:
         return [Issue(str(p), "", "no documents", "document")]
-    return validate_documents(docs, crds=crds)
+    return validate_documents(docs, crds=crds, check_config=check_config)
 
 
 def summarize(issues: Sequence[Issue]) -> str:

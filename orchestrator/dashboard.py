@@ -22,7 +22,7 @@ already contain every field of ours; repeated pushes never duplicate it.
 
 ``prometheus_config()`` / ``write_prometheus_config()`` write a prometheus.yml that
 scrapes every Ray node listed in Ray's service-discovery file, and
-``ray_dashboard_env()`` gives the head-node variables that embed Grafana in the
+``k8s.render.ray_dashboard_env()`` gives the head-node variables that embed Grafana in the
 Ray dashboard.
 """
 
@@ -791,34 +791,3 @@ def write_prometheus_config(path: str | Path, sd_file: str | Path = RAY_SD_FILE,
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text(prometheus_config(sd_file, **kw))
     return p
-
-
-def ray_dashboard_env(
-    grafana_host: str,
-    prometheus_host: str,
-    *,
-    grafana_iframe_host: str | None = None,
-    prometheus_name: str = "Prometheus",
-    grafana_org_id: str | None = None,
-) -> dict[str, str]:
-    """Head-node environment that embeds Grafana panels in the Ray dashboard.
-
-    ``grafana_host``: Grafana as the head node reaches it (health checks);
-    ``grafana_iframe_host``: Grafana as the user's browser reaches it (defaults to
-    ``grafana_host``); ``prometheus_host``: Prometheus as the head reaches it;
-    ``prometheus_name``: the Grafana data-source name Ray's dashboards use.
-    Each URL needs its scheme (``http://``).
-    """
-    hosts = {
-        "RAY_GRAFANA_HOST": grafana_host,
-        "RAY_PROMETHEUS_HOST": prometheus_host,
-        "RAY_GRAFANA_IFRAME_HOST": grafana_iframe_host or grafana_host,
-    }
-    for key, value in hosts.items():
-        if not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError(f"{key}={value!r}: must start with http:// or https://")
-    env = dict(hosts)
-    env["RAY_PROMETHEUS_NAME"] = prometheus_name
-    if grafana_org_id is not None:
-        env["RAY_GRAFANA_ORG_ID"] = grafana_org_id
-    return env

@@ -6,6 +6,10 @@ Grafana-dashboard ConfigMap as one multi-document YAML (default config:
 ``cascade k8s validate FILE...`` checks manifests offline against the KubeRay
 v1.7.0 CRDs (``$CASCADE_KUBERAY_CRDS`` or ``../shared/kuberay-crds``), the
 operator's rules and Cascade's own checks; exit status 1 when any fails.
+
+``k8s/`` takes plain data: ``service_spec`` turns a Cascade config into the
+``ServiceSpec`` it renders, and ``cascade_pools`` is the Cascade-config check it
+validates with (both here, at the top, where the config schema is importable).
 """
 
 from __future__ import annotations
@@ -14,10 +18,53 @@ import argparse
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from orchestrator.config import EXAMPLES_DIR, load_config
+from orchestrator.config import EXAMPLES_DIR, CascadeConfig, load_config, parse_config
+
+if TYPE_CHECKING:
+    from k8s.spec import ServiceSpec
 
 CLUSTER_CONFIG = EXAMPLES_DIR / "cluster.yaml"
+
+
+def service_spec(config: CascadeConfig) -> ServiceSpec:
+    """What ``k8s.render`` renders for ``config``: its pools, the config as YAML text
+    for the app's ``config`` argument (defaults omitted; parses back to an equal
+    ``CascadeConfig``), and the Grafana dashboard."""
+    from k8s.render import dump_yaml
+    from k8s.spec import PoolSpec, ServiceSpec
+    from orchestrator.dashboard import DASHBOARD_UID, dashboard_json
+
+    body = dump_yaml(config.model_dump(mode="json", exclude_defaults=True))
+    header = f"# Cascade config {config.name!r} (cascade k8s render; defaults omitted)\n"
+    pools = tuple(
+        PoolSpec(
+            name=p.name,
+            accelerator=p.accelerator,
+            tp_size=p.tp_size,
+            min_replicas=p.min_replicas,
+            max_replicas=p.max_replicas,
+            start_replicas=p.start_replicas,
+            node_selector=dict(p.node_selector),
+        )
+        for p in config.pools
+    )
+    return ServiceSpec(
+        name=config.name,
+        pools=pools,
+        app_config=header + body,
+        dashboard_uid=DASHBOARD_UID,
+        dashboard_json=dashboard_json(config),
+    )
+
+
+def cascade_pools(data: Any) -> list[tuple[str, str]]:
+    """The Cascade-config check of ``k8s.validate`` (a ``k8s.spec.ConfigCheck``):
+    ``(name, accelerator)`` of each pool; ``ValueError`` naming the key path when
+    ``data`` is not a valid Cascade config."""
+    config = parse_config(data, "Cascade config")
+    return [(p.name, p.accelerator) for p in config.pools]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -71,8 +118,8 @@ def _render(args: argparse.Namespace) -> int:
         prometheus_release=args.prometheus_release,
         hf_token_secret=args.hf_token_secret or None,
     )
-    docs = render_manifests(config, options)
-    issues = validate_documents(docs)
+    docs = render_manifests(service_spec(config), options)
+    issues = validate_documents(docs, check_config=cascade_pools)
     if issues:  # a renderer bug or an option the operator would refuse: never print it
         for issue in issues:
             print(f"cascade k8s render: {issue}", file=sys.stderr)
@@ -103,7 +150,7 @@ def _validate(args: argparse.Namespace) -> int:
             issues, docs = [Issue(name, "", str(exc), "yaml")], []
         else:
             issues = (
-                validate_documents(docs, crds=args.crds)
+                validate_documents(docs, crds=args.crds, check_config=cascade_pools)
                 if docs
                 else [Issue(name, "", "no documents", "document")]
             )

@@ -9,11 +9,12 @@ from typing import Any
 import pytest
 import yaml
 
-from k8s.render import RenderOptions, render_manifests, serve_config, to_yaml
+from k8s.render import RenderOptions, ray_dashboard_env, render_manifests, serve_config, to_yaml
 from k8s.validate import validate_documents, validate_file
 from orchestrator.cli import main
 from orchestrator.config import EXAMPLES_DIR, load_config, parse_config
 from orchestrator.dashboard import dashboard_json
+from orchestrator.k8s_cli import cascade_pools, service_spec
 
 REPO = EXAMPLES_DIR.parent
 CLUSTER = EXAMPLES_DIR / "cluster.yaml"
@@ -22,7 +23,7 @@ MANIFESTS = sorted((REPO / "k8s" / "manifests").glob("*.yaml"))
 
 @pytest.fixture(scope="module")
 def docs() -> list[dict[str, Any]]:
-    return render_manifests(load_config(CLUSTER))
+    return render_manifests(service_spec(load_config(CLUSTER)))
 
 
 def _labels_match(selector: dict[str, str], labels: dict[str, str]) -> bool:
@@ -31,11 +32,11 @@ def _labels_match(selector: dict[str, str], labels: dict[str, str]) -> bool:
 
 @pytest.mark.parametrize("config", [CLUSTER, EXAMPLES_DIR / "default.yaml"], ids=lambda p: p.name)
 def test_rendered_manifests_validate(config: Path) -> None:
-    docs = render_manifests(load_config(config))
+    docs = render_manifests(service_spec(load_config(config)))
     assert [d["kind"] for d in docs] == ["RayService", "PodMonitor", "ConfigMap"]
-    assert validate_documents(docs) == []
+    assert validate_documents(docs, check_config=cascade_pools) == []
     # and so does the printed stream, parsed back
-    assert validate_documents(yaml.safe_load_all(to_yaml(docs))) == []
+    assert validate_documents(yaml.safe_load_all(to_yaml(docs)), check_config=cascade_pools) == []
 
 
 def test_one_gpu_worker_group_per_pool(docs: list[dict[str, Any]]) -> None:
@@ -69,7 +70,7 @@ def test_head_embeds_grafana_in_the_ray_dashboard(docs: list[dict[str, Any]]) ->
     for key in ("RAY_GRAFANA_HOST", "RAY_PROMETHEUS_HOST", "RAY_GRAFANA_IFRAME_HOST"):
         assert env[key].startswith("http://")
     opts = RenderOptions(grafana_iframe_host="https://grafana.example.com")
-    other = render_manifests(load_config(CLUSTER), opts)[0]
+    other = render_manifests(service_spec(load_config(CLUSTER)), opts)[0]
     c = other["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]
     assert {"name": "RAY_GRAFANA_IFRAME_HOST", "value": "https://grafana.example.com"} in c["env"]
 
@@ -77,7 +78,7 @@ def test_head_embeds_grafana_in_the_ray_dashboard(docs: list[dict[str, Any]]) ->
 def test_serve_config_carries_the_same_cascade_config_inline(docs: list[dict[str, Any]]) -> None:
     config = load_config(CLUSTER)
     serve = yaml.safe_load(docs[0]["spec"]["serveConfigV2"])
-    assert serve == serve_config(config)
+    assert serve == serve_config(service_spec(config))
     (app,) = serve["applications"]
     assert app["import_path"] == "orchestrator.app:build_app"
     assert parse_config(yaml.safe_load(app["args"]["config"])) == config
@@ -106,9 +107,9 @@ def test_configmap_holds_the_dashboard(docs: list[dict[str, Any]]) -> None:
 
 
 def test_namespace_option_reaches_every_object() -> None:
-    docs = render_manifests(load_config(CLUSTER), RenderOptions(namespace="llm"))
+    docs = render_manifests(service_spec(load_config(CLUSTER)), RenderOptions(namespace="llm"))
     assert {d["metadata"]["namespace"] for d in docs} == {"llm"}
-    assert validate_documents(docs) == []
+    assert validate_documents(docs, check_config=cascade_pools) == []
 
 
 def test_committed_manifests_validate_and_match_a_fresh_render(
@@ -116,7 +117,7 @@ def test_committed_manifests_validate_and_match_a_fresh_render(
 ) -> None:
     assert MANIFESTS, "k8s/manifests/ holds no manifest"
     for path in MANIFESTS:
-        assert validate_file(path) == [], path
+        assert validate_file(path, check_config=cascade_pools) == [], path
     committed = REPO / "k8s" / "manifests" / "cascade-llama3-8b.yaml"
     assert main(["k8s", "render"]) == 0  # default: examples/cluster.yaml
     fresh = capsys.readouterr().out
@@ -146,3 +147,15 @@ def test_render_to_a_file_then_validate_it_with_the_cli(
     assert main(["k8s", "render", "--namespace", "llm", "--out", str(out)]) == 0
     assert main(["k8s", "validate", str(out)]) == 0
     assert "OK (1 RayService, 1 PodMonitor, 1 ConfigMap)" in capsys.readouterr().out
+
+
+def test_ray_dashboard_env_needs_schemes_and_defaults_the_iframe_host() -> None:
+    env = ray_dashboard_env("http://grafana:3000", "http://prom:9090")
+    assert env == {
+        "RAY_GRAFANA_HOST": "http://grafana:3000",
+        "RAY_PROMETHEUS_HOST": "http://prom:9090",
+        "RAY_GRAFANA_IFRAME_HOST": "http://grafana:3000",
+        "RAY_PROMETHEUS_NAME": "Prometheus",
+    }
+    with pytest.raises(ValueError, match="RAY_PROMETHEUS_HOST"):
+        ray_dashboard_env("http://grafana:3000", "prom:9090")

@@ -20,6 +20,7 @@ from k8s.schema import iter_schema_errors, normalize, to_jsonschema
 from k8s.validate import Issue, crd_dir, crd_schemas, validate_document, validate_file
 from orchestrator.cli import main
 from orchestrator.config import EXAMPLES_DIR, load_config
+from orchestrator.k8s_cli import cascade_pools, service_spec
 
 Doc = dict[str, Any]
 RS, PM, CM = 0, 1, 2
@@ -27,7 +28,7 @@ RS, PM, CM = 0, 1, 2
 
 @pytest.fixture(scope="module")
 def rendered() -> list[Doc]:
-    return render_manifests(load_config(EXAMPLES_DIR / "cluster.yaml"))
+    return render_manifests(service_spec(load_config(EXAMPLES_DIR / "cluster.yaml")))
 
 
 def _cluster(d: Doc) -> Doc:
@@ -180,9 +181,9 @@ def test_each_broken_manifest_fails_with_its_specific_error(
     message: str,
 ) -> None:
     doc = copy.deepcopy(rendered[index])
-    assert validate_document(doc, index) == []
+    assert validate_document(doc, index, check_config=cascade_pools) == []
     mutate(doc)
-    issues = validate_document(doc, index)
+    issues = validate_document(doc, index, check_config=cascade_pools)
     assert issues, f"{case}: accepted"
     shown = "\n".join(map(str, issues))
     # one error, or the same error once per worker group it applies to
@@ -197,7 +198,7 @@ def test_nulls_are_dropped_and_defaults_applied_as_the_api_server_does(
     doc = copy.deepcopy(rendered[RS])
     doc["spec"]["suspend"] = None  # `suspend:` with no value: dropped, not a type error
     _wg(doc)["numOfHosts"] = None
-    assert validate_document(doc) == []
+    assert validate_document(doc, check_config=cascade_pools) == []
     schema = crd_schemas(str(crd_dir()))[("ray.io/v1", "RayService")].structural
     obj = normalize(copy.deepcopy(doc), schema)
     assert "suspend" not in obj["spec"]

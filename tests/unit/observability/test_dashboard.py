@@ -26,7 +26,6 @@ from orchestrator.dashboard import (
     dashboard_queries,
     prometheus_config,
     push_dashboard,
-    ray_dashboard_env,
     resolve_variables,
     write_prometheus_config,
 )
@@ -268,18 +267,6 @@ def test_prometheus_config_passes_promtool(tmp_path: Path) -> None:
     p = write_prometheus_config(tmp_path / "prometheus.yml", sd)
     out = subprocess.run(["promtool", "check", "config", str(p)], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
-
-
-def test_ray_dashboard_env_needs_schemes_and_defaults_the_iframe_host() -> None:
-    env = ray_dashboard_env("http://grafana:3000", "http://prom:9090")
-    assert env == {
-        "RAY_GRAFANA_HOST": "http://grafana:3000",
-        "RAY_PROMETHEUS_HOST": "http://prom:9090",
-        "RAY_GRAFANA_IFRAME_HOST": "http://grafana:3000",
-        "RAY_PROMETHEUS_NAME": "Prometheus",
-    }
-    with pytest.raises(ValueError, match="RAY_PROMETHEUS_HOST"):
-        ray_dashboard_env("http://grafana:3000", "prom:9090")
 
 
 def test_the_docs_list_every_metric_under_its_prometheus_name() -> None:
