@@ -2,53 +2,66 @@
 
 The ``cascade`` policy in ``cascade simulate`` is more than a router: it runs the
 controller core (``orchestrator.controller.Controller``: merges, cascade fit,
-backpressure, optimizer → Plan with per-pool routing weights) and the configured
-admission policy behind the backpressure gate, exactly as the Ray ingress does
-(``orchestrator.ingress_core``). Baselines run without either, as they would on
-a plain Ray Serve deployment.
+per-class traffic, backpressure, optimizer → Plan) and the ``Gateway``
+(``orchestrator.gateway``: class → pool split → hold / spill → admission →
+replica ranking) of the config file, exactly the objects the Ray controller
+actor, ingress and routers run, here on the simulator's virtual clock. The
+gateway predicts with the controller's fitted cascade model (the same object)
+and reports its per-class arrivals to the controller before every step, as the
+Ray ingress does every second. Baselines run without either, as they would on a
+plain Ray Serve deployment.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
 
 from orchestrator.config import CascadeConfig
+from orchestrator.contracts import Plan
 from orchestrator.controller import Controller
-from orchestrator.ingress_core import plan_pressure
-from policies import build_policies
-from replicas.telemetry import RequestInfo
+from orchestrator.gateway import Gateway
+from replicas.telemetry import ReplicaSnapshot
 
 STACK_POLICIES = frozenset({"cascade"})
 
 
-class PlanAdmission:
-    """``admit(request, view, now_s) -> bool`` for the simulator: the Plan's
-    backpressure gate for the chosen pool, then the configured admission."""
+@dataclass
+class CascadeStack:
+    """The controller core and the gateway of one deployment (see module doc)."""
 
-    def __init__(self, config: CascadeConfig, controller: Controller) -> None:
-        self.admission = build_policies(config.policy_config()).admission
-        self.controller = controller
+    controller: Controller
+    gateway: Gateway
 
-    def admit(self, request: RequestInfo, view: Any, now_s: float) -> bool:
-        plan = self.controller.plan
-        pressure = None
-        pools = set(getattr(view, "pools", ()) or ())
-        if plan is not None and len(pools) == 1:
-            pool = next(iter(pools))
-            pp = plan.pools.get(pool)
-            if pp is not None:
-                if pp.saturation >= 1.0:
-                    return False  # backpressure holds new prefills on this pool
-                pressure = plan_pressure(pp, pool, now_s)
-        return bool(self.admission.decide(request, view, now_s, pressure).admit)
+    def tick(self, now_s: float, snapshots: Sequence[ReplicaSnapshot]) -> Plan:
+        """One controller period: arrivals in, a step, the Plan and fit out."""
+        counts, period_s = self.gateway.take_arrivals()
+        self.controller.report_arrivals(counts, period_s, now_s)
+        plan = self.controller.step(now_s, snapshots)
+        self.gateway.set_plan(plan)
+        if self.gateway.cascade is not self.controller.cascade:
+            self.gateway.set_cascade_model(self.controller.cascade)
+        return plan
 
 
-def stack_for(
-    policy: str, config: CascadeConfig | None
-) -> tuple[Controller | None, PlanAdmission | None]:
-    """(controller, admission) for ``policy``: both for Cascade's stack, none for
-    baselines or when no config file is in use."""
-    if config is None or policy not in STACK_POLICIES:
-        return None, None
+StackBuilder = Callable[[np.random.Generator, Callable[[], float]], CascadeStack]
+
+
+def build_stack(
+    config: CascadeConfig, rng: np.random.Generator, clock: Callable[[], float]
+) -> CascadeStack:
+    """Controller + gateway of ``config``, the gateway on ``rng`` and ``clock``."""
     controller = Controller(config)
-    return controller, PlanAdmission(config, controller)
+    gateway = Gateway.from_config(config, rng=rng, clock=clock)
+    gateway.set_cascade_model(controller.cascade)
+    return CascadeStack(controller, gateway)
+
+
+def stack_for(policy: str, config: CascadeConfig | None) -> StackBuilder | None:
+    """How to build ``policy``'s stack: Cascade's for ``cascade`` with a config
+    file; None for baselines or without a config (router only)."""
+    if config is None or policy not in STACK_POLICIES:
+        return None
+    return lambda rng, clock: build_stack(config, rng, clock)

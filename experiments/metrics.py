@@ -8,12 +8,13 @@ Definitions (all latencies in seconds, measured from arrival at the cluster):
   engines' step logs (a decode step of duration d with n sequences gives n ITLs of
   ~d; the first token after a preemption is not separated out).
 * P50/P90/P99 over completed requests. Rejected requests (admission or engine)
-  count as SLO misses.
+  and deferred ones (the gateway's 429 + Retry-After; the simulated client does
+  not retry) count as SLO misses; ``rejected`` includes ``deferred``.
 * ``p99_window_cv``: the E2E P99 of each ``window_s`` window of arrivals (windows
   with at least 20 completed requests), then σ(P99) / mean(P99) across windows:
   how predictable the tail is over time.
-* ``slo_attainment``: fraction of all requests with TTFT ≤ ``ttft_s`` and TPOT ≤
-  ``tpot_s`` (and E2E ≤ ``e2e_s`` when set).
+* ``slo_attainment``: fraction of all requests that met their class's SLO
+  (``SloClass.met``: TTFT ≤ ``ttft_s``, TPOT ≤ ``tpot_s``, E2E ≤ ``e2e_s`` when set).
 * ``goodput_per_gpu_s``: requests within SLO per GPU-second of the run (span from
   the first arrival to the last completion).
 * ``gpu_util``: busy fraction (a step running) over the span, mean over replicas;
@@ -22,13 +23,14 @@ Definitions (all latencies in seconds, measured from arrival at the cluster):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from experiments.sim_config import Slo
+from policies.slo import SloClass
 
 FloatArray = NDArray[np.float64]
 
@@ -80,7 +82,7 @@ def window_p99(log: RequestLog, window_s: float, min_n: int = 20) -> tuple[Float
 def summarize(
     log: RequestLog,
     *,
-    slo: Slo,
+    slos: Sequence[SloClass],
     gpus: int,
     busy_s: FloatArray,
     kv_block_s: FloatArray,
@@ -89,9 +91,12 @@ def summarize(
     itl_weights: FloatArray,
     preemptions: int,
     rejected: int,
+    deferred: int = 0,
+    slo_index: NDArray[np.int64] | None = None,
     window_s: float = 60.0,
 ) -> dict[str, Any]:
-    """The metrics dict of one run (see module docstring for definitions)."""
+    """The metrics dict of one run (see module docstring for definitions).
+    ``slo_index[i]``: request i's class in ``slos`` (None: all ``slos[0]``)."""
     n = log.arrival_s.size
     done = np.isfinite(log.finish_s)
     ttft = (log.first_token_s - log.arrival_s)[done]
@@ -100,9 +105,14 @@ def summarize(
     multi = out > 1
     tpot = np.full(ttft.size, 0.0)
     tpot[multi] = (e2e[multi] - ttft[multi]) / (out[multi] - 1)
-    ok = (ttft <= slo.ttft_s) & (tpot <= slo.tpot_s)
-    if slo.e2e_s is not None:
-        ok &= e2e <= slo.e2e_s
+    if slo_index is None or len(slos) == 1:
+        ok = slos[0].met(ttft, tpot, e2e)
+    else:
+        cls = slo_index[done]
+        ok = np.zeros(ttft.size, dtype=bool)
+        for c, slo in enumerate(slos):
+            m = cls == c
+            ok[m] = slo.met(ttft[m], tpot[m], e2e[m])
     good = int(ok.sum())
     span = float(np.nanmax(log.finish_s) - log.arrival_s.min()) if done.any() else 0.0
     _, p99w = window_p99(log, window_s)
@@ -112,6 +122,7 @@ def summarize(
         "requests": int(n),
         "completed": int(done.sum()),
         "rejected": int(rejected),
+        "deferred": int(deferred),
         "ttft_p50_s": _q(ttft, 0.5),
         "ttft_p90_s": _q(ttft, 0.9),
         "ttft_p99_s": _q(ttft, 0.99),

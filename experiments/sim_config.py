@@ -6,8 +6,10 @@ each pool gives ``initial_replicas`` (or ``min_replicas``) replicas of
 from ``model`` and the pool's ``engine_overrides`` (``max_num_seqs``,
 ``max_num_batched_tokens``, ``gpu_memory_utilization``, ``num_blocks``,
 ``max_model_len``, ``perf_model``, ``profile``: a ``cascade profile`` CSV, required
-for accelerators without a vidur profile such as CPU). The SLOs are those of the
-default class. ``max_model_len`` is applied only when a pool sets it: the traces'
+for accelerators without a vidur profile such as CPU). The SLOs are the file's
+classes (``policies.slo.SloConfig``): a request's class comes from its prompt
+length as the gateway classes it, and SLO attainment uses its class's targets.
+``max_model_len`` is applied only when a pool sets it: the traces'
 prompts exceed Llama-2's 4k context, and the simulator is about scheduling, not
 about which model served them.
 
@@ -17,11 +19,11 @@ unknown accelerator or model, weights that do not fit).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from policies.slo import SloConfig
 from replicas.engine_model import EngineConfig
 from replicas.perf_model import PerfModel, build_perf_model
 from replicas.profiles import gpu_spec, kv_blocks, model_shape
@@ -80,27 +82,12 @@ class PoolSetup:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class Slo:
-    """Latency objectives of a request (seconds)."""
-
-    ttft_s: float = 2.0
-    tpot_s: float = 0.1
-    e2e_s: float | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("ttft_s", "tpot_s"):
-            v = getattr(self, name)
-            if not (math.isfinite(v) and v > 0):
-                raise ValueError(f"slo.{name} must be > 0, got {v!r}")
-
-
 @dataclass(frozen=True)
 class SimSetup:
     """Pools, SLOs and loop periods of one simulated deployment."""
 
     pools: tuple[PoolSetup, ...]
-    slo: Slo = field(default_factory=Slo)
+    slos: SloConfig = field(default_factory=SloConfig)
     snapshot_period_s: float = 0.25
     controller_period_s: float = 5.0
     window_s: float = 60.0
@@ -185,12 +172,10 @@ def setup_from_config(cfg: Any, source: str = "<config>") -> SimSetup:
             )
         except ValueError as exc:
             raise ValueError(f"{where}: {exc}") from None
-    slos = cfg.slos
-    cls = next(c for c in slos.classes if c.name == slos.default_class)
     loops = cfg.loops
     return SimSetup(
         pools=tuple(pools),
-        slo=Slo(cls.ttft_s, cls.tpot_s, getattr(cls, "e2e_s", None)),
+        slos=cfg.slos,
         snapshot_period_s=loops.snapshot_period_s,
         controller_period_s=loops.routing_period_s,
         source=source,

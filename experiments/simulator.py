@@ -1,18 +1,20 @@
 """The cluster simulator: a discrete-event loop in virtual time over engine models.
 
-Pools of ``EngineModel`` replicas (one perf model per pool) serve a ``Trace``. The
-same decision code as on Ray plugs in through the same interfaces:
+Pools of ``EngineModel`` replicas (one perf model per pool) serve a ``Trace``.
+Every arrival's decision is the ``orchestrator.gateway.Gateway``'s (``route``:
+class → pool → hold / spill → admission → replica ranking), on a virtual clock,
+fed the replicas' ``ReplicaSnapshot``s (refreshed every ``snapshot_period_s`` of
+virtual time, as on Ray) and the simulator's in-flight counts; the loop itself
+decides nothing.
 
-* a router with ``rank(request, view, rng) -> list[int]`` and the
-  ``on_routed`` / ``on_completed`` hooks (``policies`` or ``experiments.baselines``),
-  fed a ``policies`` ``ReplicaView`` built from the replicas' ``ReplicaSnapshot``s
-  (refreshed every ``snapshot_period_s`` of virtual time, as on Ray) plus the
-  router's own in-flight counts;
-* an optional admission policy (``admit(request, view, now_s) -> bool``);
-* an optional controller (``step(now_s, snapshots) -> Plan``, e.g.
-  ``orchestrator.controller.Controller``) called every ``controller_period_s``;
-  its ``Plan.routing[class][pool]`` weights split arrivals between pools before
-  the router ranks the chosen pool's replicas.
+* A baseline policy is a gateway without pools or admission around its router
+  (``policies`` or ``experiments.baselines``): one deployment of every replica,
+  as stock Ray Serve runs it.
+* The ``cascade`` policy with a config file (``experiments.cascade_stack``) is
+  the config's gateway plus the controller core, stepped every
+  ``controller_period_s`` with full snapshots and the gateway's per-class
+  arrivals; its Plan splits pools and holds, its cascade fit reaches the
+  gateway's predictors.
 
 Events: arrivals (read in order from the trace arrays, not queued), step ends
 (a heap keyed by (time, sequence)), controller ticks. A replica runs steps back
@@ -34,27 +36,31 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from experiments.baselines import make_router
+from experiments.cascade_stack import StackBuilder
 from experiments.metrics import RequestLog, summarize
 from experiments.sim_config import SimSetup
 from experiments.traces import Trace
+from orchestrator.gateway import Gateway
 from replicas.engine_model import EngineModel
-from replicas.telemetry import ReplicaSnapshot, RequestInfo
+from replicas.telemetry import RequestInfo
 
 _STEP, _CTRL = 0, 1
 MAX_TOKENS_CAP = 4096  # what clients ask for as max_tokens (the true length is hidden)
 
 
-class AdmissionLike(Protocol):
-    def admit(self, request: RequestInfo, view: Any, now_s: float) -> bool: ...
+class VirtualClock:
+    """The simulator's clock, injected into the gateway: ``clock()`` is ``now``."""
 
+    def __init__(self) -> None:
+        self.now = 0.0
 
-class ControllerLike(Protocol):
-    def step(self, now_s: float, snapshots: list[ReplicaSnapshot]) -> Any: ...
+    def __call__(self) -> float:
+        return self.now
 
 
 @dataclass(frozen=True)
@@ -88,33 +94,32 @@ def build_engines(setup: SimSetup, seed: int, *, fast_forward: bool = True) -> l
     return engines
 
 
-def _build_view(snaps: list[ReplicaSnapshot], outstanding: dict[str, int], now: float) -> Any:
-    import policies
-    from policies.view import build_view
-
-    build: Callable[..., Any] = getattr(policies, "build_view", build_view)
-    return build(snaps, outstanding, now)
-
-
 def simulate(
     setup: SimSetup,
     trace: Trace,
     policy: str,
     *,
     seed: int = 0,
-    admission: AdmissionLike | None = None,
-    controller: ControllerLike | None = None,
+    stack: StackBuilder | None = None,
     progress: Callable[[float], None] | None = None,
     fast_forward: bool = True,
 ) -> SimResult:
-    """Run ``trace`` through ``setup`` with router ``policy``; see module docstring.
+    """Run ``trace`` through ``setup`` with router ``policy``, or with the stack
+    ``stack`` builds (controller + gateway); see module docstring.
     ``fast_forward=False`` makes every engine step its own event (slower; the
     same model, different but equally seeded noise draws)."""
     wall0 = time.perf_counter()
     engines = build_engines(setup, seed, fast_forward=fast_forward)
-    router = make_router(policy, engines)
     oracle = policy == "oracle"
     rng = np.random.default_rng([seed, 1 << 20])
+    clock = VirtualClock()
+    cascade = stack(rng, clock) if stack is not None else None
+    if cascade is not None:
+        gateway = cascade.gateway
+    else:
+        gateway = Gateway(
+            slos=setup.slos, router=make_router(policy, engines), rng=rng, clock=clock
+        )
     n = len(trace)
     arr = trace.arrival_s.tolist()
     prompts = trace.prompt_tokens.tolist()
@@ -125,23 +130,22 @@ def simulate(
     replica_of = np.full(n, -1, dtype=np.int64)
     preempt = np.zeros(n, dtype=np.int64)
     ids = [e.replica_id for e in engines]
-    pool_of = [e.pool for e in engines]
+    index_of = {rid: k for k, rid in enumerate(ids)}
     outstanding = dict.fromkeys(ids, 0)
     inflight: dict[int, RequestInfo] = {}
     period = setup.snapshot_period_s
     snaps = [e.snapshot(0.0, full=False) for e in engines]
+    gateway.set_snapshots(snaps)
     snap_t = [0.0] * len(engines)
     next_refresh = period
-    view: Any = None
-    pool_members: dict[str, list[int]] = {}
-    for k, p in enumerate(pool_of):
-        pool_members.setdefault(p, []).append(k)
     heap: list[tuple[float, int, int, int]] = []
     seq = 0
-    plan: Any = None
-    if controller is not None:
+    if cascade is not None:
         heap.append((setup.controller_period_s, -1, _CTRL, 0))
+    slo_names = [c.name for c in setup.slos.classes]
+    slo_index = np.zeros(n, dtype=np.int64)
     rejected_admission = 0
+    deferred = 0
     events = 0
     i = 0
     tick = max(1, n // 100)
@@ -171,7 +175,7 @@ def simulate(
                     finish[j] = r.finish_s
                     preempt[j] = r.preemptions
                     outstanding[ids[k]] -= 1
-                    router.on_completed(ids[k], inflight.pop(j))
+                    gateway.on_completed(ids[k], inflight.pop(j))
                 d = e.begin_step(t, arr[i] if i < n else math.inf)
                 if d is None:
                     busy[k] = False
@@ -181,8 +185,9 @@ def simulate(
                     due[k] = t + d
                     heapq.heappush(heap, (t + d, seq, _STEP, k))
             else:
-                if controller is not None:
-                    plan = controller.step(t, [e.snapshot(t, full=True) for e in engines])
+                if cascade is not None:
+                    clock.now = t
+                    cascade.tick(t, [e.snapshot(t, full=True) for e in engines])
                 if i < n or any(busy):
                     heapq.heappush(heap, (t + setup.controller_period_s, -1, _CTRL, 0))
             continue
@@ -190,6 +195,7 @@ def simulate(
             break
         # ---- an arrival -------------------------------------------------------------
         t = arr[i]
+        clock.now = t
         events += 1
         if t >= next_refresh:
             for k, e in enumerate(engines):
@@ -197,7 +203,7 @@ def simulate(
                     snaps[k] = e.snapshot(t, full=False)
                     snap_t[k] = t
             next_refresh = t + period
-            view = None
+            gateway.set_snapshots(snaps)
         info = RequestInfo(
             request_id=str(i),
             prompt_tokens=prompts[i],
@@ -206,36 +212,22 @@ def simulate(
             prefix_hashes=hashes[i] if hashes else (),
             arrival_s=t,
         )
-        cand = list(range(len(engines)))
-        if plan is not None and getattr(plan, "routing", None):
-            weights = plan.routing.get(info.slo_class) or next(iter(plan.routing.values()))
-            names = [p for p in weights if p in pool_members and weights[p] > 0]
-            if names:
-                w = np.asarray([weights[p] for p in names])
-                cand = pool_members[names[int(rng.choice(len(names), p=w / w.sum()))]]
-        sub_snaps = snaps if len(cand) == len(engines) else [snaps[k] for k in cand]
-        if view is None or len(cand) != len(engines):
-            v = _build_view(sub_snaps, outstanding, t)
-            if len(cand) == len(engines):
-                view = v
-        else:
-            v = view.with_outstanding(outstanding)
-        if admission is not None and not admission.admit(info, v, t):
-            rejected_admission += 1
+        decision, view, order = gateway.route(info, outstanding)
+        info = decision.request
+        if len(slo_names) > 1:
+            slo_index[i] = slo_names.index(info.slo_class)
+        if not order or view is None:
+            rejected_admission += 1  # a deferral too: the simulated client does not retry
+            deferred += decision.admission.defer
             i += 1
             continue
-        order = router.rank(info, v, rng)
-        if not order:
-            rejected_admission += 1
-            i += 1
-            continue
-        k = cand[order[0]]
+        k = index_of[view.replica_ids[order[0]]]
         e = engines[k]
         if e.add_request(info, t, output_tokens=outs[i], idx=i) is not None:
             replica_of[i] = k
             outstanding[ids[k]] += 1
             inflight[i] = info
-            router.on_routed(ids[k], info)
+            gateway.on_routed(ids[k], info)
             if not busy[k]:
                 start(k, t, arr[i + 1] if i + 1 < n else math.inf)
             else:
@@ -255,7 +247,8 @@ def simulate(
     itl_w = np.concatenate([np.frombuffer(e.log_decodes, dtype=np.int64) for e in engines])
     metrics = summarize(
         log,
-        slo=setup.slo,
+        slos=setup.slos.classes,
+        slo_index=slo_index if len(slo_names) > 1 else None,
         gpus=setup.gpus,
         busy_s=np.asarray([e.busy_s for e in engines]),
         kv_block_s=np.asarray([e.kv_block_s for e in engines]),
@@ -264,6 +257,7 @@ def simulate(
         itl_weights=itl_w.astype(np.float64),
         preemptions=sum(e.preemptions for e in engines),
         rejected=rejected_admission + sum(e.rejected for e in engines),
+        deferred=deferred,
         window_s=setup.window_s,
     )
     wall = time.perf_counter() - wall0
@@ -308,17 +302,14 @@ def run_policies(
     *,
     seed: int = 0,
     progress: Callable[[str, float], None] | None = None,
-    admission: AdmissionLike | None = None,
-    stack_factory: Callable[[str], tuple[ControllerLike | None, AdmissionLike | None]]
-    | None = None,
+    stack_factory: Callable[[str], StackBuilder | None] | None = None,
 ) -> list[SimResult]:
     """Run several policies on the same arrivals and seeds. ``stack_factory(name)``
-    gives a policy its own controller and admission (``experiments.cascade_stack``);
-    ``admission`` applies to policies it gives none."""
+    gives a policy its controller + gateway stack (``experiments.cascade_stack``)
+    or None (router only)."""
     out = []
     for name in policies:
         cb = (lambda f, name=name: progress(name, f)) if progress is not None else None
-        ctrl, adm = stack_factory(name) if stack_factory is not None else (None, None)
-        out.append(simulate(setup, trace, name, seed=seed, progress=cb,
-                            admission=adm or admission, controller=ctrl))  # fmt: skip
+        stack = stack_factory(name) if stack_factory is not None else None
+        out.append(simulate(setup, trace, name, seed=seed, progress=cb, stack=stack))
     return out

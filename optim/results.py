@@ -10,19 +10,23 @@ from optim.model import Prediction
 
 
 class SolveStatus(StrEnum):
-    """How a decision was reached.
+    """How a decision was reached (the optimizer's results and the controller's
+    ``Plan.status`` share this one enum).
 
     ``OPTIMAL`` / ``OPTIMAL_INACCURATE``: the solver's plan, checked against the
     model (caps and SLOs hold for every pair that carries traffic).
     ``INFEASIBLE``: no plan meets the SLOs and caps (or a class has no pool that
     could meet its SLO even idle); the result holds a fallback plan.
     ``SOLVER_ERROR``: the solver failed or returned an unusable plan; fallback too.
+    ``STATIC``: no solve ran (optimizer disabled, not enough telemetry yet, or
+    an estimate error): routing proportional to live replicas.
     """
 
     OPTIMAL = "optimal"
     OPTIMAL_INACCURATE = "optimal_inaccurate"
     INFEASIBLE = "infeasible"
     SOLVER_ERROR = "solver_error"
+    STATIC = "static"
 
     @property
     def ok(self) -> bool:

@@ -24,7 +24,8 @@ from policies.config import (
     RouterConfig,
     format_errors,
 )
-from policies.slo import SloSpec
+from policies.slo import SloClass as SloClass  # re-exported: the one SLO type
+from policies.slo import SloConfig
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 DEFAULT_CONFIG = EXAMPLES_DIR / "default.yaml"
@@ -82,42 +83,6 @@ class PoolConfig(_Strict):
     @property
     def start_replicas(self) -> int:
         return self.min_replicas if self.initial_replicas is None else self.initial_replicas
-
-
-class SloClass(_Strict):
-    """A request class and its latency objectives (seconds) at ``quantile``.
-
-    Without ``e2e_s`` the end-to-end target follows the request's length:
-    ``ttft_s + tpot_s · (output_tokens − 1)``, so long answers are not refused
-    for being long.
-    """
-
-    name: str = Field(min_length=1)
-    ttft_s: float = Field(gt=0)
-    tpot_s: float = Field(gt=0)
-    e2e_s: float | None = Field(default=None, gt=0)
-    quantile: float = Field(default=0.99, gt=0.5, lt=1.0)
-    max_prompt_tokens: int | None = Field(default=None, ge=1, description="class by prompt length")
-
-
-class SloConfig(_Strict):
-    classes: tuple[SloClass, ...] = (SloClass(name="default", ttft_s=2.0, tpot_s=0.1),)
-    default_class: str = "default"
-
-    @model_validator(mode="after")
-    def _names(self) -> SloConfig:
-        names = [c.name for c in self.classes]
-        if len(set(names)) != len(names):
-            raise ValueError(f"class names must be unique, got {names}")
-        if self.default_class not in names:
-            raise ValueError(f"default_class {self.default_class!r} is not one of {names}")
-        return self
-
-    def by_name(self, name: str) -> SloClass:
-        for c in self.classes:
-            if c.name == name:
-                return c
-        return self.by_name(self.default_class)
 
 
 class OptimizerConfig(_Strict):
@@ -180,10 +145,7 @@ class CascadeConfig(_Strict):
             router=self.router,
             admission=self.admission,
             backpressure=self.backpressure,
-            slos={
-                c.name: SloSpec(ttft_s=c.ttft_s, tpot_s=c.tpot_s, e2e_s=c.e2e_s)
-                for c in self.slos.classes
-            },
+            slos=self.slos.table(),
         )
 
     def pool(self, name: str) -> PoolConfig:

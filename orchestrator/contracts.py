@@ -10,19 +10,11 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
+from optim.results import SolveStatus as SolveStatus  # re-exported: Plan.status
 from replicas.telemetry import ReplicaSnapshot
 from uncertainty import CascadeCoefficients
-
-
-class SolveStatus(StrEnum):
-    """How the routing part of a Plan was obtained."""
-
-    OPTIMAL = "optimal"  # the optimizer solved it
-    FALLBACK = "fallback"  # infeasible/failed solve: last feasible or proportional plan
-    STATIC = "static"  # no optimizer configured / not enough telemetry yet
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +69,9 @@ class Plan:
     """Routing weights per request class and pool, admission and replica targets.
 
     ``routing[class][pool]`` are fractions summing to 1 over pools for each class.
+    ``status``: how the routing was obtained (``optim.SolveStatus``: a failed or
+    infeasible solve carries the optimizer's fallback routing; ``STATIC`` when no
+    solve ran).
     """
 
     time_s: float

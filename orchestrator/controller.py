@@ -11,9 +11,12 @@ step, on the injected clock:
    σ_decode);
 4. run backpressure per pool (decode ITL σ → prefill token budget);
 5. every ``loops.routing_period_s``: re-solve the routing optimizer with fresh
-   estimates (``orchestrator.estimates``); a failed or infeasible solve keeps the
-   optimizer's typed fallback, and any error becomes a STATIC plan with a reason:
-   a step never raises because of telemetry or the solver.
+   estimates (``orchestrator.estimates``); per-class traffic comes from
+   ``report_arrivals`` (the gateway's tallies: the Ray ingress and the simulator
+   feed it the same way), else the completion rate split evenly over the classes.
+   A failed or infeasible solve keeps the optimizer's typed fallback, and any
+   error becomes a STATIC plan with a reason: a step never raises because of
+   telemetry or the solver.
 
 6. every ``loops.allocation_period_s``: the elastic allocator (``optim.Allocator``:
    integer replicas per pool within min/max, variance + ``w_cost`` × $/hour, with
@@ -47,7 +50,13 @@ from orchestrator.contracts import (
     PoolView,
     SolveStatus,
 )
-from orchestrator.estimates import ClassLoad, PoolTelemetry, problem_inputs, proportional_weights
+from orchestrator.estimates import (
+    ClassLoad,
+    ClassTraffic,
+    PoolTelemetry,
+    problem_inputs,
+    proportional_weights,
+)
 from policies import build_policies
 from policies.backpressure import Backpressure
 from replicas.telemetry import ITL, METRICS, PREFILL_STEP, STEP, ReplicaSnapshot
@@ -107,6 +116,7 @@ class Controller:
         self._pool_metrics: dict[str, dict[str, LevelStats]] = {}
         self._cluster_metrics: dict[str, LevelStats] = {}
         self._stale: tuple[str, ...] = ()
+        self.traffic = ClassTraffic()
         self.view: ClusterView | None = None
         self.plan: Plan | None = None
 
@@ -117,7 +127,8 @@ class Controller:
         snapshots: Sequence[ReplicaSnapshot],
         class_load: Mapping[str, ClassLoad] | None = None,
     ) -> Plan:
-        """Fold ``snapshots`` in and return the new Plan (never raises on data)."""
+        """Fold ``snapshots`` in and return the new Plan (never raises on data).
+        ``class_load`` overrides the traffic estimated from ``report_arrivals``."""
         if not math.isfinite(now_s):
             raise ValueError(f"now_s must be finite, got {now_s!r}")
         self._ingest(now_s, snapshots)
@@ -150,6 +161,13 @@ class Controller:
             reason=self._routing_reason,
         )
         return self.plan
+
+    def report_arrivals(
+        self, counts: Mapping[str, tuple[int, float, float]], period_s: float, now_s: float
+    ) -> None:
+        """Per class (requests, mean prompt tokens, mean max tokens) over the last
+        ``period_s`` seconds, from the gateway (``Gateway.take_arrivals``)."""
+        self.traffic.report(counts, period_s, now_s)
 
     def pin(self, pool: str, replicas: int | None) -> None:
         """Pin ``pool`` to ``replicas`` (an operator override of the allocator, e.g.
@@ -319,9 +337,9 @@ class Controller:
             self._set_static(view, "not enough telemetry: a pool has no fresh snapshot")
             return
         classes = self.config.slos.classes
+        measured = class_load if class_load is not None else self.traffic.loads()
         loads = [
-            (class_load or {}).get(c.name)
-            or ClassLoad(rate_per_s=self._completion_rate(view) / len(classes))
+            measured.get(c.name) or ClassLoad(rate_per_s=self._completion_rate() / len(classes))
             for c in classes
         ]
         try:
@@ -348,7 +366,7 @@ class Controller:
             c.name: _normalise({names[j]: float(x[i, j]) for j in range(len(names))})
             for i, c in enumerate(classes)
         }
-        self._routing_status = SolveStatus.OPTIMAL if result.status.ok else SolveStatus.FALLBACK
+        self._routing_status = result.status  # a failed solve: the optimizer's fallback x
         self._routing_reason = result.message or str(result.status)
         self._solve_ms = float(result.solve_ms)
         if now_s >= self._next_alloc_s:
@@ -391,7 +409,7 @@ class Controller:
         self._routing_status = SolveStatus.STATIC
         self._routing_reason = reason
 
-    def _completion_rate(self, view: ClusterView) -> float:
+    def _completion_rate(self) -> float:
         """Requests/s completing across the cluster, from the replicas' cumulative
         ``completed`` counters between their last two snapshots."""
         return max(sum(self._rates.get(r, 0.0) for r in self._latest), 1e-3)
@@ -445,7 +463,8 @@ class Controller:
         return [
             ClassSpec(
                 name=c.name,
-                slo_s=c.e2e_s or c.ttft_s + c.tpot_s * max(load.output_tokens - 1.0, 1.0),
+                # a deployment's classes set tpot_s (SloConfig), so the target exists
+                slo_s=c.e2e_target_s(load.output_tokens) or math.nan,
                 quantile=c.quantile,
                 tail_factor=None
                 if self.config.optimizer.tail == "cantelli"

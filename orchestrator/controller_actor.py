@@ -41,12 +41,11 @@ from orchestrator.controller_state import (
     config_fingerprint,
     describe_config,
 )
-from orchestrator.estimates import ClassLoad
+from orchestrator.estimates import ClassTraffic
 from orchestrator.metrics import ControllerMetrics
 from orchestrator.routing_core import cascade_theta
 from replicas.names import CONTROLLER_NAME, CONTROLLER_NAMESPACE
 from replicas.telemetry import ReplicaSnapshot
-from uncertainty import DecayedWelford
 
 logger = logging.getLogger("cascade.controller")
 _ROUTER_TTL_S = 60.0  # a router that has not synced for this long is forgotten
@@ -76,8 +75,6 @@ class ControllerActor:
         self._snapshots: tuple[ReplicaSnapshot, ...] = ()
         self._plan: Plan | None = None
         self._view: ClusterView | None = None
-        self._arrivals: dict[str, DecayedWelford] = {}
-        self._shape: dict[str, tuple[float, float]] = {}
         self.steps = 0
         self.step_errors = 0
         self.received = 0
@@ -115,11 +112,11 @@ class ControllerActor:
         floor = ckpt.plan_version + CHECKPOINT_EVERY_STEPS
         mine = bool(self.creation_id) and ckpt.creation_id == self.creation_id
         if mine and ckpt.fingerprint == self.fingerprint:  # Ray restarted this actor
-            arrivals = {c: DecayedWelford.from_dict(dict(d)) for c, d in ckpt.arrivals.items()}
+            traffic = ClassTraffic()
+            traffic.load_state(ckpt.arrivals, ckpt.shapes)
             self.core.load_state(ckpt.core)  # checks everything before changing anything
             self.core.raise_version(floor)
-            self._arrivals = arrivals
-            self._shape = dict(ckpt.shapes)
+            self.core.traffic = traffic
             self.steps = ckpt.steps
             self.restarts = ckpt.restarts + 1
             self._cascade_theta = cascade_theta(self.core.cascade)
@@ -152,8 +149,8 @@ class ControllerActor:
             steps=self.steps,
             restarts=self.restarts,
             core=self.core.state_dict(),
-            arrivals={c: est.to_dict() for c, est in self._arrivals.items()},
-            shapes=dict(self._shape),
+            arrivals={c: est.to_dict() for c, est in self.core.traffic.arrivals.items()},
+            shapes=dict(self.core.traffic.shapes),
         ).encode()
 
     def _save(self, data: bytes) -> None:
@@ -198,32 +195,20 @@ class ControllerActor:
         self, counts: Mapping[str, tuple[int, float, float]], period_s: float
     ) -> None:
         """From the ingress: per class (requests, mean prompt tokens, mean max
-        tokens) over the last ``period_s`` seconds."""
+        tokens) over the last ``period_s`` seconds (``Gateway.take_arrivals``),
+        into the core's per-class traffic estimate."""
         self._start()
-        now = time.time()
-        for cls, (n, prompt, output) in counts.items():
-            est = self._arrivals.setdefault(cls, DecayedWelford(halflife_s=30.0))
-            est.update([n / max(period_s, 1e-3)], [now])
-            if n:
-                self._shape[cls] = (prompt, output)
+        self.core.report_arrivals(counts, period_s, time.time())
 
     async def _loop(self) -> None:
         period = self.config.loops.snapshot_period_s
         while True:
             await asyncio.sleep(period)
             batch, self._inbox = self._inbox, []
-            loads = {
-                c: ClassLoad(
-                    rate_per_s=max(est.mean, 0.0),
-                    rate_ci_per_s=_half_width(est),
-                    prompt_tokens=self._shape.get(c, (1020.0, 129.0))[0],
-                    output_tokens=self._shape.get(c, (1020.0, 129.0))[1],
-                )
-                for c, est in self._arrivals.items()
-                if est.count
-            }
+            # read on the loop (where report_arrivals writes), not in the worker thread
+            loads = self.core.traffic.loads()
             try:
-                plan = await asyncio.to_thread(self.core.step, time.time(), batch, loads or None)
+                plan = await asyncio.to_thread(self.core.step, time.time(), batch, loads)
             except Exception:  # the loop must survive anything a step throws
                 self.step_errors += 1
                 logger.exception("controller step failed")
@@ -304,7 +289,7 @@ class ControllerActor:
             "restored": self.restored,
             "checkpoints": self.checkpoints,
             "checkpoint_errors": self.checkpoint_errors,
-            "arrival_rates": {c: est.mean for c, est in self._arrivals.items() if est.count},
+            "arrival_rates": self.core.traffic.rates(),
             "pinned": dict(self.core.pinned),
             "steps": self.steps,
             "step_errors": self.step_errors,
@@ -324,11 +309,6 @@ class ControllerActor:
                 for rid, (t, rep) in sorted(self._routers.items())
             },
         }
-
-
-def _half_width(est: DecayedWelford) -> float:
-    lo, hi = est.ci(0.95)
-    return float((hi - lo) / 2) if hi == hi and lo == lo else 0.0
 
 
 @dataclass(frozen=True)

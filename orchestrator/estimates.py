@@ -29,8 +29,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from optim.inputs import ProblemInputs
+from uncertainty import DecayedWelford
 
 _MIN_S = 1e-6
+_DEFAULT_SHAPE = (1020.0, 129.0)  # Azure conv trace medians (prompt, output tokens)
+ARRIVAL_HALFLIFE_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +50,65 @@ class ClassLoad:
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0):
                 raise ValueError(f"ClassLoad.{name} must be finite and >= 0, got {v!r}")
+
+
+class ClassTraffic:
+    """Per-class arrival rate and request shape, from the gateway's tallies.
+
+    ``report(counts, period_s, now_s)``: ``counts[class] = (requests, mean prompt
+    tokens, mean max tokens)`` over the last ``period_s`` seconds (what
+    ``Gateway.take_arrivals`` returns; the Ray ingress reports it every second,
+    the simulator at each controller tick). The rate is a time-decayed mean
+    (half-life ``ARRIVAL_HALFLIFE_S``) with a 95 % confidence half-width;
+    ``loads()`` gives the optimizer's ``ClassLoad`` per class seen so far.
+    """
+
+    def __init__(self) -> None:
+        self.arrivals: dict[str, DecayedWelford] = {}
+        self.shapes: dict[str, tuple[float, float]] = {}
+
+    def report(
+        self, counts: Mapping[str, tuple[int, float, float]], period_s: float, now_s: float
+    ) -> None:
+        for cls, (n, prompt, output) in counts.items():
+            est = self.arrivals.setdefault(cls, DecayedWelford(halflife_s=ARRIVAL_HALFLIFE_S))
+            est.update([n / max(period_s, 1e-3)], [now_s])
+            if n:
+                self.shapes[cls] = (float(prompt), float(output))
+
+    def loads(self) -> dict[str, ClassLoad]:
+        out = {}
+        for c, est in self.arrivals.items():
+            if not est.count:
+                continue
+            lo, hi = est.ci(0.95)
+            half = float((hi - lo) / 2) if math.isfinite(hi) and math.isfinite(lo) else 0.0
+            prompt, output = self.shapes.get(c, _DEFAULT_SHAPE)
+            out[c] = ClassLoad(max(est.mean, 0.0), max(half, 0.0), prompt, output)
+        return out
+
+    def rates(self) -> dict[str, float]:
+        return {c: float(est.mean) for c, est in self.arrivals.items() if est.count}
+
+    def state_dict(self) -> dict[str, dict[str, object]]:
+        """``{"arrivals": {class: DecayedWelford.to_dict()}, "shapes": {...}}``."""
+        return {
+            "arrivals": {c: est.to_dict() for c, est in self.arrivals.items()},
+            "shapes": {c: list(v) for c, v in self.shapes.items()},
+        }
+
+    def load_state(
+        self,
+        arrivals: Mapping[str, Mapping[str, object]],
+        shapes: Mapping[str, tuple[float, float]],
+    ) -> None:
+        """Take ``state_dict()``'s parts (a checkpoint); ``ValueError`` if malformed."""
+        try:
+            est = {str(c): DecayedWelford.from_dict(dict(d)) for c, d in arrivals.items()}
+            shp = {str(c): (float(v[0]), float(v[1])) for c, v in shapes.items()}
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise ValueError(f"class traffic state: {exc!r}") from None
+        self.arrivals, self.shapes = est, shp
 
 
 @dataclass(frozen=True, slots=True)

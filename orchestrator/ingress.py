@@ -1,13 +1,17 @@
-"""``CascadeIngress``: Ray's ``OpenAiIngress`` with Cascade's pool split and admission.
+"""``CascadeIngress``: Ray's ``OpenAiIngress`` with Cascade's gateway decision.
 
 One model may be served by several pool deployments (``llm-h100``, ``llm-a100``).
-For each chat/completions request the ingress (``IngressCore``, pure) picks the
-pool from the controller's Plan and runs admission; a refused request gets HTTP
-429 with a ``Retry-After`` header and an OpenAI-style error body. Everything else
-(routes, validation errors as 4xx, streaming, model listing) is Ray's. The Plan
-and snapshots come from a background refresh; requests never wait on the
-controller. Per-class arrivals are reported to the controller every second (the
-optimizer's λ_c).
+For each chat/completions request the ingress asks the ``Gateway`` (pure, the
+same object the simulator runs): SLO class (the ``x-cascade-class`` header, the
+``cascade_class`` body field, or the prompt length), pool from the controller's
+Plan, backpressure hold / spill, admission. A refused request gets HTTP 429 with
+a ``Retry-After`` header and an OpenAI-style error body. The class is written
+into the body's ``cascade_class`` so the pool's router (``RoutingCore``) ranks
+with the same class. Everything else (routes, validation errors as 4xx,
+streaming, model listing) is Ray's. The Plan, snapshots and the fitted cascade
+model come from a background refresh (``router_sync``); requests never wait on
+the controller. Per-class arrivals (``Gateway.take_arrivals``) are reported to
+the controller every second (the optimizer's λ_c).
 """
 
 from __future__ import annotations
@@ -30,11 +34,9 @@ from ray.serve.handle import DeploymentHandle
 from ray.serve.llm.ingress import OpenAiIngress
 
 from orchestrator.config import parse_config
-from orchestrator.ingress_core import IngressCore
+from orchestrator.gateway import CLASS_FIELD, CLASS_HEADER, Gateway, request_info_from_body
 from orchestrator.metrics import IngressMetrics
-from orchestrator.routing_core import request_info_from_body
-from policies import build_policies
-from replicas.deployment import CONTROLLER_NAME, CONTROLLER_NAMESPACE
+from replicas.names import CONTROLLER_NAME, CONTROLLER_NAMESPACE
 
 _POOL: contextvars.ContextVar[str | None] = contextvars.ContextVar("cascade_pool", default=None)
 
@@ -57,13 +59,11 @@ class CascadeIngress(OpenAiIngress):
         self._cfg = cfg
         self._pool_handles = dict(pool_handles)
         self._pool_stream_handles: dict[str, DeploymentHandle] = {}
-        self.core = IngressCore(
-            [p.name for p in cfg.pools], build_policies(cfg.policy_config()).admission
-        )
+        self.gateway = Gateway.from_config(cfg)
         self._refresh_s = refresh_s
         self._task: asyncio.Task[None] | None = None
         self._ids = itertools.count()
-        self._arrivals: dict[str, list[float]] = {}
+        self._sync_id = f"ingress:{id(self):x}"
         self._metrics = IngressMetrics.from_config(cfg)
 
     # ---- background: Plan + snapshots in, arrivals out ----------------------------------
@@ -80,18 +80,13 @@ class CascadeIngress(OpenAiIngress):
             try:
                 if controller is None:
                     controller = ray.get_actor(CONTROLLER_NAME, namespace=CONTROLLER_NAMESPACE)
-                plan, snaps = await asyncio.gather(
-                    controller.get_plan.remote(), controller.get_snapshots.remote()
-                )
-                self.core.update(plan, snaps)
+                # snapshots, Plan and the fitted cascade model in one call (no
+                # report: the ingress is not a router)
+                self.gateway.sync(await controller.router_sync.remote(self._sync_id, None))
                 now = time.time()
                 if now - last_report >= 1.0:
-                    counts = {
-                        c: (int(v[0]), v[1] / max(v[0], 1), v[2] / max(v[0], 1))
-                        for c, v in self._arrivals.items()
-                    }
-                    self._arrivals = {}
-                    await controller.report_arrivals.remote(counts, now - last_report)
+                    counts, period_s = self.gateway.take_arrivals()
+                    await controller.report_arrivals.remote(counts, period_s)
                     last_report = now
             except Exception:  # controller missing/restarting: keep the last Plan
                 controller = None
@@ -114,18 +109,11 @@ class CascadeIngress(OpenAiIngress):
             value = getattr(body, field, None)
             if value is not None and value < 1:
                 return _error(400, f"{field} must be >= 1, got {value}", "BadRequestError")
+        asked = request.headers.get(CLASS_HEADER) or getattr(body, CLASS_FIELD, None)
         info = request_info_from_body(body, f"ingress-{next(self._ids)}", with_hashes=False)
-        tally = self._arrivals.setdefault(info.slo_class, [0.0, 0.0, 0.0])
-        tally[0] += 1
-        tally[1] += info.prompt_tokens
-        tally[2] += info.max_tokens
-        decision = self.core.decide(info)
-        outcome = (
-            "admitted"
-            if decision.admission.admit
-            else ("deferred" if decision.admission.defer else "rejected")
-        )
-        self._metrics.observe_admission(info.slo_class, outcome)
+        decision = self.gateway.decide(info, asked if isinstance(asked, str) else None)
+        info = decision.request  # with its class
+        self._metrics.observe_admission(info.slo_class, decision.outcome)
         if not decision.admission.admit:
             retry = decision.admission.retry_after_s or 1.0
             return _error(
@@ -134,7 +122,9 @@ class CascadeIngress(OpenAiIngress):
                 "RateLimitError",
                 headers={"Retry-After": str(max(1, math.ceil(retry)))},
             )
-        predicted = self.core.predicted_p99(info, decision.pool)
+        with contextlib.suppress(Exception):  # the pool's router classes by this field
+            setattr(body, CLASS_FIELD, info.slo_class)
+        predicted = self.gateway.predicted_p99(info, decision.pool)
         t0 = time.perf_counter()
         token = _POOL.set(decision.pool)
         try:

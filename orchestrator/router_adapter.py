@@ -1,7 +1,8 @@
 """``CascadeRequestRouter``: Ray Serve's ``RequestRouter`` driven by ``policies``.
 
-No policy logic lives here: ``choose_replicas`` asks ``RoutingCore`` (pure) to
-rank the candidates and returns one rank per replica, best first, as Serve
+No policy logic lives here: ``choose_replicas`` asks ``RoutingCore`` (pure; it
+ranks with the deployment's ``Gateway``, the decision object the ingress and the
+simulator share) to rank the candidates and returns one rank per replica, best first, as Serve
 expects. The latest snapshots, Plan and fitted cascade model come from the
 controller actor through a background ``router_sync`` every ``refresh_s``
 (≤ 250 ms old), which also carries this router's ``RouterReport`` (plan version
@@ -34,9 +35,9 @@ from ray.serve.request_router import (
 
 from orchestrator.config import parse_config
 from orchestrator.controller_state import config_fingerprint
+from orchestrator.gateway import Gateway
 from orchestrator.metrics import RouterMetrics
-from orchestrator.routing_core import RoutingCore, request_info_from_body
-from policies import build_policies
+from orchestrator.routing_core import RoutingCore
 from replicas.names import CONTROLLER_NAME, CONTROLLER_NAMESPACE
 from replicas.telemetry import RequestInfo
 
@@ -56,7 +57,7 @@ class CascadeRequestRouter(FIFOMixin, RequestRouter):
     ) -> None:
         cfg = parse_config(config or {"pools": [{"name": "default", "accelerator": "CPU"}]})
         self.core = RoutingCore(
-            build_policies(cfg.policy_config()).router, config_fingerprint=config_fingerprint(cfg)
+            Gateway.from_config(cfg), config_fingerprint=config_fingerprint(cfg)
         )
         self.refresh_s = refresh_s
         self._controller_name = controller_name
@@ -124,7 +125,7 @@ class CascadeRequestRouter(FIFOMixin, RequestRouter):
                 return cached
             body = pending.args[0] if pending.args else None
         try:
-            info = request_info_from_body(body, rid)
+            info = self.core.request_info(body, rid)
         except Exception:  # a body we cannot read still gets routed
             info = RequestInfo(request_id=rid, prompt_tokens=0, max_tokens=16)
         if pending is not None:

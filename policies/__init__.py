@@ -22,8 +22,8 @@ Routing
         kv_usage, queue_depth, prefix_cache, dynamo_cost, uncertainty, cascade.
     Extension points: ``Filter.keep``, ``Scorer.score`` (values in [0, 1]),
         ``Picker.order``; registries ``FILTERS``, ``SCORERS``, ``PICKERS``.
-    Cross-pool: ``PoolSplitter.choose_pool(slo_class, weights, rng, available=None) -> str``;
-        ``CrossPoolRouter(router).rank(request, view, rng, weights)``.
+    Cross-pool: ``PoolSplitter.choose_pool(slo_class, weights, rng, available=None) -> str``
+        (``orchestrator.gateway.Gateway`` runs the whole decision).
 
 Admission and backpressure
     ``Admission.decide(request, view, now_s, pressure=None) -> AdmissionDecision``
@@ -32,16 +32,18 @@ Admission and backpressure
     ``UncertaintyBackpressure.update(pool, now_s, itl_sigma_s, itl_sigma_growth=None,
         admitted_prefill_tokens_per_s=None) -> BackpressureState``
         ``BackpressureState(pool, time_s, saturation, prefill_token_budget,
-        budget_fraction, sigma_eff_s, action)``; saturation ≥ 1 means hold.
-        Types: uncertainty, none (``BACKPRESSURES``). ``PrefillGate`` (a ``TokenBucket``
-        per pool) enforces the budget at the ingress.
+        budget_fraction, sigma_eff_s, action)``; saturation ≥ 1 means hold (the
+        gateway spills to another pool). Types: uncertainty, none (``BACKPRESSURES``).
+        The ``token_budget`` admission enforces the budget (``TokenBucket``).
 
 Config
     ``load_policy_config(path | mapping, *, whole_file=False) -> PolicyConfig``
         (``router``, ``admission``, ``backpressure``, ``slos``); ``ValueError``
         with the key path and accepted values on any error.
     ``build_policies(path | mapping | PolicyConfig) -> Policies`` (router,
-        admission, backpressure, and ``Policies.admit`` = backpressure gate + admission).
+        admission, backpressure).
+    SLOs: ``SloClass`` (the one SLO type), ``SloConfig`` (classes + default,
+        ``classify(prompt_tokens, requested)``).
 """
 
 from policies.admission import (
@@ -56,7 +58,6 @@ from policies.backpressure import (
     Backpressure,
     BackpressureState,
     NoBackpressure,
-    PrefillGate,
     TokenBucket,
     UncertaintyBackpressure,
 )
@@ -69,11 +70,11 @@ from policies.build import (
     build_router,
 )
 from policies.config import PolicyConfig, RouterConfig, load_policy_config
-from policies.pools import CrossPoolRouter, PoolSplitter
+from policies.pools import PoolSplitter
 from policies.profiles import BASELINES, PROFILES
 from policies.registry import ADMISSIONS, BACKPRESSURES, FILTERS, PICKERS, SCORERS, Registry
 from policies.router import Router
-from policies.slo import SloSpec
+from policies.slo import SloClass, SloConfig
 from policies.view import ReplicaPrior, ReplicaView, build_view
 
 __all__ = [
@@ -89,14 +90,12 @@ __all__ = [
     "AlwaysAdmit",
     "Backpressure",
     "BackpressureState",
-    "CrossPoolRouter",
     "Filter",
     "NoBackpressure",
     "Picker",
     "Policies",
     "PolicyConfig",
     "PoolSplitter",
-    "PrefillGate",
     "QueueCapAdmission",
     "Registry",
     "ReplicaPrior",
@@ -104,8 +103,9 @@ __all__ = [
     "Router",
     "RouterConfig",
     "Scorer",
+    "SloClass",
+    "SloConfig",
     "SloFeasibleAdmission",
-    "SloSpec",
     "TokenBucket",
     "TokenBudgetAdmission",
     "UncertaintyBackpressure",

@@ -20,7 +20,7 @@ from pydantic import Field, model_validator
 from policies.backpressure import BackpressureState, TokenBucket
 from policies.params import PolicyParams
 from policies.registry import ADMISSIONS
-from policies.slo import DEFAULT_SLOS, SloSpec, meet_probability, predict_request, slo_for
+from policies.slo import DEFAULT_SLOS, SloClass, meet_probability, predict_request, slo_for
 from policies.view import ReplicaView
 from replicas.telemetry import RequestInfo
 from uncertainty import CascadeModel, LatencyPrediction
@@ -232,7 +232,7 @@ class SloFeasibleParams(_RefusalParams):
     min_probability: float = Field(default=0.5, ge=0.0, le=1.0)
     action: Literal["reject", "defer"] = "defer"
     output_cv: float = Field(default=0.3, ge=0.0)
-    slos: dict[str, SloSpec] = Field(default_factory=lambda: dict(DEFAULT_SLOS))
+    slos: dict[str, SloClass] = Field(default_factory=lambda: dict(DEFAULT_SLOS))
 
 
 _DRAIN_GRID = np.linspace(0.0, 1.0, 21)  # fraction of the current queue wait still ahead
@@ -275,7 +275,7 @@ class SloFeasibleAdmission(Admission):
     def set_cascade_model(self, model: CascadeModel) -> None:
         self.model = model
 
-    def set_slos(self, slos: dict[str, SloSpec]) -> None:
+    def set_slos(self, slos: dict[str, SloClass]) -> None:
         self.params = self.params.model_copy(update={"slos": dict(slos)})
 
     def decide(
@@ -317,7 +317,7 @@ class SloFeasibleAdmission(Admission):
 
 
 def _drain_time(
-    pred: LatencyPrediction, view: ReplicaView, slo: SloSpec, length: float, threshold: float
+    pred: LatencyPrediction, view: ReplicaView, slo: SloClass, length: float, threshold: float
 ) -> float | None:
     """Seconds until the first replica reaches P ≥ threshold as its queue drains
     (None if none does with an empty queue). Vectorized over replicas × grid."""

@@ -316,30 +316,3 @@ class TokenBucket:
     @property
     def tokens(self) -> float:
         return self._tokens
-
-
-class PrefillGate:
-    """Enforces backpressure budgets at the ingress: one token bucket per pool,
-    refilled at the pool's ``prefill_token_budget`` (tokens/s) and holding at
-    most ``burst_s`` seconds of it, so a reduced budget bites within a second.
-
-    ``wait_s(state, prompt_tokens, now_s)``: None if the prompt may start its
-    prefill now (its tokens are taken), else the seconds until it may. A prompt
-    larger than the burst is charged the burst (it passes when the bucket is full).
-    """
-
-    def __init__(self, burst_s: float = 1.0) -> None:
-        if not burst_s > 0:
-            raise ValueError(f"PrefillGate: burst_s={burst_s!r} must be > 0")
-        self.burst_s = burst_s
-        self._buckets: dict[str, TokenBucket] = {}
-
-    def wait_s(self, state: BackpressureState, prompt_tokens: int, now_s: float) -> float | None:
-        rate = float(max(state.prefill_token_budget, 1))
-        burst = max(rate * self.burst_s, 1.0)
-        bucket = self._buckets.get(state.pool)
-        if bucket is None:
-            bucket = self._buckets[state.pool] = TokenBucket(rate, burst, now_s)
-        elif bucket.rate != rate:
-            bucket.set_rate(rate, now_s, burst)
-        return bucket.try_take(min(float(prompt_tokens), burst), now_s)

@@ -3,18 +3,17 @@
 router = build_router("cascade")                       # named profile
 router = build_router({"scorers": [{"type": "kv_usage"}]})
 pol = build_policies(load_policy_config("examples/policies/cascade.yaml"))
-decision = pol.admit(request, pool_view, now_s)
+decision = pol.admission.decide(request, pool_view, now_s)
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from policies.admission import Admission, AdmissionDecision
-from policies.backpressure import Backpressure, BackpressureState, PrefillGate
+from policies.admission import Admission
+from policies.backpressure import Backpressure
 from policies.base import Filter, Picker, Scorer
 from policies.config import (
     ComponentSpec,
@@ -25,9 +24,7 @@ from policies.config import (
 )
 from policies.registry import ADMISSIONS, BACKPRESSURES, FILTERS, PICKERS, SCORERS
 from policies.router import Router
-from policies.slo import SloSpec
-from policies.view import ReplicaView
-from replicas.telemetry import RequestInfo
+from policies.slo import SloClass
 from uncertainty import CascadeModel
 
 
@@ -40,7 +37,7 @@ def build_router(
     spec: str | Mapping[str, Any] | RouterConfig,
     *,
     cascade_model: CascadeModel | None = None,
-    slos: Mapping[str, SloSpec] | None = None,
+    slos: Mapping[str, SloClass] | None = None,
 ) -> Router:
     """A ``Router`` from a profile name (``policies.PROFILES``), a ``router:``
     mapping or a validated ``RouterConfig``. ``slos`` fills SLO-aware scorers
@@ -62,7 +59,9 @@ def build_router(
     return router
 
 
-def build_admission(spec: ComponentSpec, *, slos: Mapping[str, SloSpec] | None = None) -> Admission:
+def build_admission(
+    spec: ComponentSpec, *, slos: Mapping[str, SloClass] | None = None
+) -> Admission:
     adm = ADMISSIONS.build(spec.type, spec.params)
     if slos is not None and _wants_slos(spec):
         adm.set_slos(dict(slos))  # type: ignore[attr-defined]
@@ -75,39 +74,14 @@ def build_backpressure(spec: ComponentSpec) -> Backpressure:
 
 @dataclass
 class Policies:
-    """The three policies of one deployment, built from a ``PolicyConfig``.
-
-    ``admit`` applies the backpressure gate first (the pool's latest
-    ``BackpressureState`` budget, via ``PrefillGate``), then the admission policy.
-    """
+    """The three policies of one deployment, built from a ``PolicyConfig``. The
+    gateway (``orchestrator.gateway.Gateway``) applies them in order: backpressure
+    hold (spill / defer), admission, router."""
 
     router: Router
     admission: Admission
     backpressure: Backpressure
     config: PolicyConfig
-    gate: PrefillGate = field(default_factory=PrefillGate, repr=False)
-
-    def admit(
-        self, request: RequestInfo, view: ReplicaView, now_s: float, pool: str | None = None
-    ) -> AdmissionDecision:
-        """Admission for ``request`` into ``pool`` (default: the view's only pool).
-
-        The pool's backpressure budget is enforced first (unless the admission
-        policy is ``token_budget``, which enforces it itself); a refusal there is
-        a deferral with the time until the budget has room."""
-        key = pool or (view.pools[0] if view.size and len(set(view.pools)) == 1 else None)
-        pressure: BackpressureState | None = self.backpressure.state(key) if key else None
-        if pressure is not None and self.admission.type_name != "token_budget":
-            wait = self.gate.wait_s(pressure, request.prompt_tokens, now_s)
-            if wait is not None:
-                return AdmissionDecision(
-                    False,
-                    f"pool {pressure.pool!r} prefill budget {pressure.prefill_token_budget} "
-                    f"tokens/s exhausted (saturation {pressure.saturation:.2f})",
-                    wait if math.isfinite(wait) else None,
-                    True,
-                )
-        return self.admission.decide(request, view, now_s, pressure)
 
     def set_cascade_model(self, model: CascadeModel) -> None:
         self.router.set_cascade_model(model)

@@ -50,7 +50,7 @@ import policies.scorers  # noqa: F401
 from policies.params import PolicyParams
 from policies.profiles import PROFILES
 from policies.registry import ADMISSIONS, BACKPRESSURES, FILTERS, PICKERS, SCORERS, Registry
-from policies.slo import SloSpec
+from policies.slo import SloClass, slo_table
 
 _SECTIONS = ("router", "admission", "backpressure", "slos")
 
@@ -166,7 +166,13 @@ class PolicyConfig(PolicyParams):
     backpressure: BackpressureSpec = Field(
         default_factory=lambda: _default_spec("none"), validate_default=True
     )
-    slos: dict[str, SloSpec] | None = None
+    slos: dict[str, SloClass] | None = None
+
+    @field_validator("slos", mode="after")
+    @classmethod
+    def _named_slos(cls, v: dict[str, SloClass] | None) -> dict[str, SloClass] | None:
+        # a policy file names classes by key: {interactive: {ttft_s: .., tpot_s: ..}}
+        return None if v is None else slo_table(v)
 
     @field_validator("router", mode="before")
     @classmethod

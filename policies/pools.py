@@ -2,8 +2,8 @@
 
 The controller's ``Plan`` holds routing weights per request class and pool
 (e.g. ``{"interactive": {"h100": 0.8, "a100": 0.2}}``). ``PoolSplitter`` draws a
-pool from the class's weights; ``CrossPoolRouter`` then ranks that pool's
-replicas with an ordinary ``Router``.
+pool from the class's weights; the gateway (``orchestrator.gateway``) then holds
+or spills, admits, and ranks that pool's replicas with an ordinary ``Router``.
 """
 
 from __future__ import annotations
@@ -12,10 +12,6 @@ from collections.abc import Mapping
 from typing import cast
 
 import numpy as np
-
-from policies.router import Router
-from policies.view import ReplicaView
-from replicas.telemetry import RequestInfo
 
 PoolWeights = Mapping[str, float]
 ClassWeights = Mapping[str, Mapping[str, float]]
@@ -72,47 +68,3 @@ def _class_weights(slo_class: str, weights: ClassWeights | PoolWeights | None) -
         nested = cast(ClassWeights, weights)
         return nested.get(slo_class) or nested.get("default") or {}
     return cast(PoolWeights, weights)
-
-
-class CrossPoolRouter:
-    """Pick the pool (``PoolSplitter`` on the plan's weights, available =
-    replicas per pool in the view), then rank that pool's replicas with
-    ``router``. With ``spill`` the other pools' replicas follow, ranked by the
-    same router, so a caller whose chosen pool is full still has somewhere to go.
-    """
-
-    def __init__(
-        self, router: Router, splitter: PoolSplitter | None = None, spill: bool = False
-    ) -> None:
-        self.router = router
-        self.splitter = splitter or PoolSplitter()
-        self.spill = spill
-
-    def rank(
-        self,
-        request: RequestInfo,
-        view: ReplicaView,
-        rng: np.random.Generator,
-        weights: ClassWeights | PoolWeights | None = None,
-    ) -> list[int]:
-        """View indices, best first: the chosen pool's replicas (then, with
-        ``spill``, the others). [] for an empty view."""
-        if view.size == 0:
-            return []
-        pools, counts = np.unique(np.asarray(view.pools), return_counts=True)
-        available = {str(p): float(c) for p, c in zip(pools, counts, strict=True)}
-        pool = self.splitter.choose_pool(request.slo_class, weights, rng, available)
-        idx = view.pool_indices(pool)
-        sub = self.router.rank(request, view.take(idx), rng)
-        ranked = [int(idx[i]) for i in sub]
-        if self.spill:
-            rest = np.setdiff1d(np.arange(view.size), idx)
-            if rest.size:
-                ranked += [int(rest[i]) for i in self.router.rank(request, view.take(rest), rng)]
-        return ranked
-
-    def on_routed(self, replica_id: str, request: RequestInfo) -> None:
-        self.router.on_routed(replica_id, request)
-
-    def on_completed(self, replica_id: str, request: RequestInfo) -> None:
-        self.router.on_completed(replica_id, request)

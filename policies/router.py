@@ -20,7 +20,7 @@ import numpy as np
 
 from policies.base import Filter, Picker, Scorer
 from policies.pickers import MaxScorePicker
-from policies.slo import SloSpec
+from policies.slo import SloClass
 from policies.view import IntArray, ReplicaView
 from replicas.telemetry import RequestInfo
 from uncertainty import CascadeModel
@@ -127,7 +127,7 @@ class Router:
             if setter is not None:
                 setter(model)
 
-    def set_slos(self, slos: dict[str, SloSpec]) -> None:
+    def set_slos(self, slos: dict[str, SloClass]) -> None:
         """Give SLO-aware scorers the deployment's SLO table."""
         for c in self._components():
             setter = getattr(c, "set_slos", None)

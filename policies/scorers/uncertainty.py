@@ -30,7 +30,7 @@ from pydantic import Field
 from policies.base import Scorer
 from policies.params import PolicyParams
 from policies.registry import SCORERS
-from policies.slo import DEFAULT_SLOS, SloSpec, meet_probability, predict_request, slo_for
+from policies.slo import DEFAULT_SLOS, SloClass, meet_probability, predict_request, slo_for
 from policies.view import IntArray, ReplicaView
 from replicas.telemetry import RequestInfo
 from uncertainty import CascadeModel, LatencyPrediction
@@ -45,7 +45,7 @@ class UncertaintyParams(PolicyParams):
     kappa: float = Field(default=1.0, ge=0.0)
     metric: Literal["e2e", "ttft"] = "e2e"
     output_cv: float = Field(default=0.3, ge=0.0)
-    slos: dict[str, SloSpec] = Field(default_factory=lambda: dict(DEFAULT_SLOS))
+    slos: dict[str, SloClass] = Field(default_factory=lambda: dict(DEFAULT_SLOS))
 
 
 @SCORERS.register("uncertainty")
@@ -89,7 +89,7 @@ class UncertaintyScorer(Scorer):
         """Use the controller's fitted cascade model from now on."""
         self.model = model
 
-    def set_slos(self, slos: dict[str, SloSpec]) -> None:
+    def set_slos(self, slos: dict[str, SloClass]) -> None:
         """Replace the SLO table (e.g. with the deployment file's ``slos``)."""
         self.params = self.params.model_copy(update={"slos": dict(slos)})
 

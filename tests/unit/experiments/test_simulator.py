@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from experiments.sim_config import PoolSetup, SimSetup, Slo
+from experiments.sim_config import PoolSetup, SimSetup
 from experiments.simulator import measure_capacity, simulate
 from experiments.traces import Trace, load_trace, poisson
 from orchestrator.cli import main
+from policies.slo import SloClass, SloConfig
 
 # a heterogeneous pool: 2 fast (H100) and 2 slow (A100) replicas, small KV
 SETUP = SimSetup(
@@ -19,7 +20,7 @@ SETUP = SimSetup(
         PoolSetup("h100", "H100", 2, max_num_seqs=64, max_num_batched_tokens=2048),
         PoolSetup("a100", "A100", 2, max_num_seqs=64, max_num_batched_tokens=2048),
     ),
-    slo=Slo(ttft_s=1.0, tpot_s=0.05),
+    slos=SloConfig(classes=(SloClass(ttft_s=1.0, tpot_s=0.05),)),
     window_s=20.0,
 )
 

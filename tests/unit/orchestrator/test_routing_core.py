@@ -1,12 +1,12 @@
-"""RoutingCore and IngressCore: the pure halves of the Ray adapters."""
+"""RoutingCore: the pure half of the Serve router adapter (the ingress's is the
+gateway: tests/unit/orchestrator/test_gateway.py)."""
 
 import numpy as np
 import pytest
 
 from orchestrator.contracts import Plan, PoolPlan, RouterSync, SolveStatus
-from orchestrator.ingress_core import IngressCore
 from orchestrator.routing_core import RoutingCore, cascade_theta, request_info_from_body
-from policies import build_policies, build_router
+from policies import build_router
 from replicas.prompts import prefix_block_hashes
 from replicas.telemetry import DecayedStats, ReplicaSnapshot, RequestInfo
 from uncertainty import CascadeModel
@@ -157,39 +157,3 @@ def _plan(saturation: float = 0.0, weights: dict[str, float] | None = None) -> P
         pools={"h": PoolPlan(10_000, saturation, 1), "a": PoolPlan(10_000, 0.0, 1)},
         status=SolveStatus.OPTIMAL,
     )
-
-
-def test_ingress_follows_plan_weights_and_holds_saturated_pools() -> None:
-    admission = build_policies({"admission": {"type": "always"}}).admission
-    core = IngressCore(["h", "a"], admission, rng=np.random.default_rng(1))
-    core.update(_plan(), [_snap("h0", "h"), _snap("a0", "a")])
-    picks = {core.decide(REQ).pool for _ in range(50)}
-    assert picks == {"h"}
-    core.update(_plan(saturation=1.2), [_snap("h0", "h"), _snap("a0", "a")])
-    d = core.decide(REQ)  # h is held: the request spills to a
-    assert d.admission.admit and d.pool == "a"
-    held_both = Plan(
-        time_s=1.0, version=2, routing={"default": {"h": 1.0, "a": 0.0}},
-        pools={"h": PoolPlan(10_000, 1.5, 1), "a": PoolPlan(10_000, 1.1, 1)},
-        status=SolveStatus.OPTIMAL,
-    )  # fmt: skip
-    core.update(held_both, [_snap("h0", "h"), _snap("a0", "a")])
-    d = core.decide(REQ)  # every pool held: defer with Retry-After
-    assert not d.admission.admit and d.admission.retry_after_s and d.admission.retry_after_s > 0
-    assert "backpressure" in d.admission.reason and core.rejected == 1
-
-
-def test_ingress_before_any_plan_spreads_over_pools() -> None:
-    admission = build_policies({"admission": {"type": "always"}}).admission
-    core = IngressCore(["h", "a"], admission, rng=np.random.default_rng(2))
-    pools = [core.decide(REQ).pool for _ in range(200)]
-    assert 60 < pools.count("h") < 140
-    assert all(core.decide(REQ).admission.admit for _ in range(5))
-
-
-@pytest.mark.parametrize("weights", [{"h": 0.5, "a": 0.5}])
-def test_ingress_skips_pools_without_live_replicas(weights: dict[str, float]) -> None:
-    admission = build_policies({"admission": {"type": "always"}}).admission
-    core = IngressCore(["h", "a"], admission, rng=np.random.default_rng(3))
-    core.update(_plan(weights=weights), [_snap("a0", "a")])  # pool h has no replica
-    assert {core.decide(REQ).pool for _ in range(30)} == {"a"}

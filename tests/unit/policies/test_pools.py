@@ -1,12 +1,11 @@
-"""Cross-pool split: draw the pool from the plan's weights, then rank inside it."""
+"""Cross-pool split: draw the pool from the plan's weights (the gateway ranks inside it)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from policies import CrossPoolRouter, PoolSplitter, build_router, build_view
-from tests.unit.policies.fakes import request, snap
+from policies import PoolSplitter
 
 PLAN = {"interactive": {"h100": 0.8, "a100": 0.2}, "batch": {"a100": 1.0}}
 
@@ -42,30 +41,3 @@ def test_errors() -> None:
         PoolSplitter().choose_pool("x", None, rng)
     with pytest.raises(ValueError, match="finite and >= 0"):
         PoolSplitter().choose_pool("x", {"h100": -1.0}, rng)
-
-
-def test_cross_pool_router_ranks_inside_the_chosen_pool() -> None:
-    view = build_view(
-        [
-            snap("h0", kv_used=500),
-            snap("a0", pool="a100"),
-            snap("h1", kv_used=100),
-            snap("a1", pool="a100"),
-        ],
-        None,
-        0.0,
-    )
-    router = CrossPoolRouter(build_router("kv_usage"))
-    rng = np.random.default_rng(3)
-    ranking = router.rank(request(slo_class="batch"), view, rng, PLAN)
-    assert sorted(view.replica_ids[i] for i in ranking) == ["a0", "a1"]
-    ranking = router.rank(
-        request(slo_class="interactive"), view, rng, {"interactive": {"h100": 1.0}}
-    )
-    assert [view.replica_ids[i] for i in ranking] == ["h1", "h0"]
-    spill = CrossPoolRouter(build_router("kv_usage"), spill=True)
-    ranking = spill.rank(
-        request(slo_class="interactive"), view, rng, {"interactive": {"h100": 1.0}}
-    )
-    assert [view.replica_ids[i] for i in ranking][:2] == ["h1", "h0"] and len(ranking) == 4
-    assert router.rank(request(), build_view([], None, 0.0), rng, PLAN) == []

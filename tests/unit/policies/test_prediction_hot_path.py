@@ -12,7 +12,7 @@ from scipy.stats import norm
 
 from policies import ReplicaView, build_view
 from policies.scorers.uncertainty import UncertaintyScorer
-from policies.slo import SloSpec, meet_probability, predict_request, slo_for
+from policies.slo import SloClass, meet_probability, predict_request, slo_for
 from replicas.telemetry import RequestInfo
 from tests.unit.policies.fakes import request, snap
 from uncertainty import CascadeModel, ReplicaLoad, predict_latency
@@ -179,7 +179,7 @@ def test_uncertainty_scorer_fast_path_equals_generic(fitted: bool) -> None:
     base = build_view(snaps, None, 0.1)
     scorer = UncertaintyScorer(model=model)
     scorer.set_slos(
-        {"default": SloSpec(ttft_s=2.0, tpot_s=0.1), "batch": SloSpec(ttft_s=5.0, e2e_s=60.0)}
+        {"default": SloClass(ttft_s=2.0, tpot_s=0.1), "batch": SloClass(ttft_s=5.0, e2e_s=60.0)}
     )
     all_idx = base.indices
     some = np.array([0, 3, 4, 9, 15])

@@ -1,0 +1,457 @@
+"""The gateway: every request's decision, in one pure object.
+
+For each request, in this order (docs/policies.md, "The gateway"):
+
+1. **class**: ``SloConfig.classify`` — an explicit class (the ``x-cascade-class``
+   header or the ``cascade_class`` body field at the Ray ingress) if it is a
+   configured one, else by prompt length (``max_prompt_tokens``), else the
+   configured ``default_class``;
+2. **pool**: drawn from the Plan's weights for the class (the default class's
+   weights for a class the Plan does not list; proportional to live replicas
+   before the first Plan or when no weighted pool is live);
+3. **backpressure**: a pool whose Plan saturation is >= 1 holds new prefills, so
+   the request spills to the live, not-held pool with the highest weight for its
+   class; only when every live pool is held is it *deferred* (``Retry-After``
+   ``HOLD_RETRY_S``, about the controller's pace);
+4. **admission**: the configured policy on the chosen pool's replicas, with the
+   pool's backpressure read-out and the configured SLOs. A policy that raises
+   admits (serving beats refusing on a bug) and is counted;
+5. **replica ranking**: the configured router on the pool's replicas; a router
+   that raises or filters every replica out falls back to least-outstanding
+   (counted) — a request is never dropped for want of a ranking.
+
+The Ray ingress runs 1–4 (``decide``) and the pool deployment's Serve router
+runs 5 (``rank``, via ``RoutingCore``); the simulator runs both (``route``) on a
+virtual clock. Each is the same class built from the same config
+(``Gateway.from_config``) and fed the same way: ``sync`` / ``set_plan`` /
+``set_snapshots`` / ``set_cascade_model`` with the controller's Plan, snapshots
+and fitted cascade model, off the request path. Views are built once per
+snapshot refresh (an O(replicas) loop) and refreshed per request with in-flight
+counts only, so a request costs O(1) Python calls whatever the replica count.
+
+Arrivals are tallied per class (``take_arrivals``) for the controller's traffic
+estimate (``Controller.report_arrivals``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from orchestrator.contracts import Plan, PoolPlan, RouterSync
+from policies import AdmissionDecision, PoolSplitter, ReplicaView, build_policies, build_view
+from policies.admission import Admission
+from policies.backpressure import BackpressureState
+from policies.slo import SloConfig, predict_request
+from replicas.prompts import chat_text, count_prompt_tokens, prefix_block_hashes
+from replicas.telemetry import ReplicaSnapshot, RequestInfo
+from uncertainty import CascadeModel
+
+if TYPE_CHECKING:
+    from orchestrator.config import CascadeConfig
+
+logger = logging.getLogger("cascade.gateway")
+
+HOLD_RETRY_S = 1.0  # backpressure holds re-check at about the controller's pace
+CLASS_HEADER = "x-cascade-class"  # explicit SLO class: HTTP header ...
+CLASS_FIELD = "cascade_class"  # ... or request body field
+ALL_POOLS = ""  # the pool key of a gateway without pools (one deployment of every replica)
+ADMITTED = AdmissionDecision(True, "admitted")
+
+
+class RouterLike(Protocol):
+    """A ``policies.Router`` (or a simulator baseline with the same shape)."""
+
+    def rank(self, request: RequestInfo, view: Any, rng: np.random.Generator) -> list[int]: ...
+
+    def on_routed(self, replica_id: str, request: RequestInfo) -> None: ...
+
+    def on_completed(self, replica_id: str, request: RequestInfo) -> None: ...
+
+
+def plan_pressure(pp: PoolPlan, pool: str, now_s: float) -> BackpressureState:
+    """The Plan's backpressure read-out of one pool, as admission policies take it."""
+    return BackpressureState(
+        pool, now_s, pp.saturation, pp.admission_token_budget, 1.0, 0.0, "hold"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayDecision:
+    """One request's decision. ``request`` carries its class; ``pool`` is where
+    it goes (or would have gone); ``spilled_from`` names the held pool it left."""
+
+    request: RequestInfo
+    pool: str
+    admission: AdmissionDecision
+    spilled_from: str | None = None
+
+    @property
+    def admit(self) -> bool:
+        return self.admission.admit
+
+    @property
+    def slo_class(self) -> str:
+        return self.request.slo_class
+
+    @property
+    def outcome(self) -> str:
+        """``admitted``, ``deferred`` (429 + Retry-After: try again) or ``rejected``."""
+        if self.admission.admit:
+            return "admitted"
+        return "deferred" if self.admission.defer else "rejected"
+
+
+class Gateway:
+    """See the module docstring.
+
+    Args:
+        pools: pool names; None: one deployment of every replica (no split, no
+            holds: a stock Ray Serve deployment, the simulator's baselines).
+        slos: the SLO classes (default: one ``default`` class).
+        router: ranks a pool's replicas (None: ``rank`` is least-outstanding).
+        admission: None admits everything.
+        rng, clock: injected (the simulator passes a seeded generator and its
+            virtual clock).
+    """
+
+    def __init__(
+        self,
+        pools: Sequence[str] | None = None,
+        *,
+        slos: SloConfig | None = None,
+        router: RouterLike | None = None,
+        admission: Admission | None = None,
+        rng: np.random.Generator | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.pools = list(pools) if pools is not None else [ALL_POOLS]
+        self._split = pools is not None
+        self.slos = slos or SloConfig()
+        self.router = router
+        self.admission = admission
+        self.rng = rng or np.random.default_rng()
+        self.clock = clock
+        self.splitter = PoolSplitter()
+        self.plan: Plan | None = None
+        self.cascade = CascadeModel()  # the prior until the controller's fit arrives
+        self._cascade_state: object = None
+        self.synced_s = -float("inf")  # controller time of the last sync
+        self.snapshots: dict[str, list[ReplicaSnapshot]] = {p: [] for p in self.pools}
+        self._live: dict[str, float] = dict.fromkeys(self.pools, 1.0)
+        # one view per pool of the current snapshots, built at the first request
+        # after a refresh (an O(replicas) loop), then refreshed per request with
+        # in-flight counts only (ReplicaView.with_outstanding)
+        self._views: dict[str, ReplicaView] = {}
+        # counters (cumulative)
+        self.decisions = 0
+        self.rejected = 0
+        self.deferred = 0
+        self.spilled = 0
+        self.admission_errors = 0
+        self.rank_fallbacks = 0
+        self._arrivals: dict[str, list[float]] = {}
+        self._arrivals_since: float | None = None
+        self._logged: set[str] = set()
+
+    @classmethod
+    def from_config(
+        cls,
+        config: CascadeConfig,
+        *,
+        router: RouterLike | None = None,
+        rng: np.random.Generator | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> Gateway:
+        """The gateway of a deployment file: its pools, SLO classes, router (unless
+        ``router`` is given), admission (with the configured SLOs)."""
+        pol = build_policies(config.policy_config())
+        return cls(
+            [p.name for p in config.pools],
+            slos=config.slos,
+            router=router if router is not None else pol.router,
+            admission=pol.admission,
+            rng=rng,
+            clock=clock,
+        )
+
+    # ---- inputs (off the request path) ------------------------------------------------
+    def set_plan(self, plan: Plan | None) -> None:
+        if plan is not None:
+            self.plan = plan
+
+    def set_snapshots(self, snapshots: Sequence[ReplicaSnapshot]) -> None:
+        """The replicas' latest snapshots (views are rebuilt at the next request)."""
+        by_pool: dict[str, list[ReplicaSnapshot]] = {p: [] for p in self.pools}
+        for s in snapshots:
+            key = s.pool if self._split else ALL_POOLS
+            if key in by_pool:
+                by_pool[key].append(s)
+        self.snapshots = by_pool
+        live = {p: float(len(s)) for p, s in by_pool.items()}
+        # no telemetry yet: every pool counts
+        self._live = live if any(live.values()) else dict.fromkeys(self.pools, 1.0)
+        self._views = {}
+
+    def set_cascade_model(self, model: CascadeModel) -> None:
+        """Predict with ``model`` (the controller's fit) from now on: the router's
+        scorers, the admission policy and ``predicted_p99``."""
+        self.cascade = model
+        for policy in (self.router, self.admission):
+            setter = getattr(policy, "set_cascade_model", None)
+            if setter is not None:
+                setter(model)
+
+    def sync(self, state: RouterSync) -> None:
+        """Take the controller's latest snapshots, Plan and cascade fit (a Ray
+        adapter's background refresh). A cascade state that fails to load keeps
+        the previous model (logged once); the rest is applied regardless."""
+        self.set_snapshots(state.snapshots)
+        self.set_plan(state.plan)
+        self.synced_s = state.time_s
+        if state.cascade is not None and state.cascade != self._cascade_state:
+            try:
+                model = CascadeModel.from_dict(dict(state.cascade))
+            except (KeyError, TypeError, ValueError) as exc:
+                self._log_once(f"cascade:{type(exc).__name__}", "bad cascade state from controller")
+            else:
+                self._cascade_state = state.cascade
+                self.set_cascade_model(model)
+
+    # ---- the decision ------------------------------------------------------------------
+    def classify(self, prompt_tokens: int, requested: str | None = None) -> str:
+        """The request's SLO class (see ``SloConfig.classify``)."""
+        return self.slos.classify(prompt_tokens, requested)
+
+    def decide(self, request: RequestInfo, requested_class: str | None = None) -> GatewayDecision:
+        """Class → pool → hold / spill → admission (module docstring, steps 1–4).
+        ``requested_class``: the client's explicit class, if any. Never raises on
+        telemetry or a policy error."""
+        self.decisions += 1
+        cls = self.classify(request.prompt_tokens, requested_class)
+        if cls != request.slo_class:
+            request = replace(request, slo_class=cls)
+        self._count_arrival(request)
+        now = self.clock()
+        pool = self._choose_pool(cls)
+        spilled_from = None
+        if self._held(pool):
+            other = self._spill(cls, pool)
+            if other == pool:  # every live pool is held: try again shortly
+                self.deferred += 1
+                pp = self._pool_plan(pool)
+                sat = pp.saturation if pp is not None else float("nan")
+                return GatewayDecision(
+                    request,
+                    pool,
+                    AdmissionDecision(
+                        False,
+                        f"backpressure: every pool holds new prefills ({pool} saturation "
+                        f"{sat:.2f} >= 1)",
+                        HOLD_RETRY_S,
+                        True,
+                    ),
+                )
+            self.spilled += 1
+            spilled_from, pool = pool, other
+        decision = self._admit(request, pool, now)
+        if not decision.admit:
+            if decision.defer:
+                self.deferred += 1
+            else:
+                self.rejected += 1
+        return GatewayDecision(request, pool, decision, spilled_from)
+
+    def rank(self, request: RequestInfo, view: ReplicaView) -> list[int]:
+        """Indices into ``view``, best first (step 5). Never raises, never empty
+        when ``view`` is not: a failing or all-filtering router falls back to
+        least-outstanding (``rank_fallbacks``)."""
+        if view.size == 0:
+            return []
+        if self.router is not None:
+            try:
+                order = self.router.rank(request, view, self.rng)
+                if order:
+                    return order
+            except Exception as exc:  # the policy must never leave a request waiting
+                self._log_once(type(exc).__name__, "routing policy failed; least-outstanding")
+            self.rank_fallbacks += 1
+        return self._least_outstanding(view)
+
+    def route(
+        self, request: RequestInfo, inflight: Mapping[str, int] | None = None
+    ) -> tuple[GatewayDecision, ReplicaView | None, list[int]]:
+        """``decide`` then ``rank`` in the chosen pool (the simulator's call):
+        (decision, the pool's view with ``inflight``, ranking). The ranking is
+        empty when the request is not admitted or the pool has no replicas."""
+        decision = self.decide(request)
+        if not decision.admit:
+            return decision, None, []
+        view = self.pool_view(decision.pool, inflight)
+        if view is None:
+            return decision, None, []
+        return decision, view, self.rank(decision.request, view)
+
+    def pool_view(self, pool: str, inflight: Mapping[str, int] | None = None) -> ReplicaView | None:
+        """The pool's view of the current snapshots (cached until the next
+        ``set_snapshots``) with ``inflight`` counts; None without snapshots.
+        Snapshot ages are as of the first request after a refresh."""
+        view = self._views.get(pool)
+        if view is None:
+            snaps = self.snapshots.get(pool)
+            if not snaps:
+                return None
+            view = self._views[pool] = build_view(snaps, None, self.clock())
+        return view.with_outstanding(inflight) if inflight else view
+
+    def on_routed(self, replica_id: str, request: RequestInfo) -> None:
+        if self.router is not None:
+            try:
+                self.router.on_routed(replica_id, request)
+            except Exception:
+                self._log_once("on_routed", "router on_routed hook failed")
+
+    def on_completed(self, replica_id: str, request: RequestInfo) -> None:
+        if self.router is not None:
+            try:
+                self.router.on_completed(replica_id, request)
+            except Exception:
+                self._log_once("on_completed", "router on_completed hook failed")
+
+    def take_arrivals(self) -> tuple[dict[str, tuple[int, float, float]], float]:
+        """Per class (requests, mean prompt tokens, mean max tokens) since the last
+        call, and the seconds that covers (for ``Controller.report_arrivals``)."""
+        now = self.clock()
+        since = self._arrivals_since if self._arrivals_since is not None else now
+        counts = {
+            c: (int(v[0]), v[1] / max(v[0], 1.0), v[2] / max(v[0], 1.0))
+            for c, v in self._arrivals.items()
+        }
+        self._arrivals = {}
+        self._arrivals_since = now
+        return counts, max(now - since, 0.0)
+
+    def predicted_p99(self, request: RequestInfo, pool: str) -> tuple[float, float] | None:
+        """Predicted (TTFT, E2E) P99 in seconds of ``request`` on the best replica
+        of ``pool`` (the one a latency-aware router would pick), with the fitted
+        cascade model; None without telemetry. Feeds the coverage metric."""
+        try:
+            view = self.pool_view(pool)
+            if view is None:
+                return None
+            pred = predict_request(self.cascade, view, request, 0.0)
+            e2e = pred.e2e_quantile(0.99)
+            best = int(np.argmin(e2e))
+            return float(pred.ttft_quantile(0.99)[best]), float(e2e[best])
+        except Exception:
+            return None
+
+    # ---- steps -------------------------------------------------------------------------
+    def _count_arrival(self, request: RequestInfo) -> None:
+        if self._arrivals_since is None:
+            self._arrivals_since = self.clock()
+        tally = self._arrivals.get(request.slo_class)
+        if tally is None:
+            tally = self._arrivals[request.slo_class] = [0.0, 0.0, 0.0]
+        tally[0] += 1.0
+        tally[1] += request.prompt_tokens
+        tally[2] += request.max_tokens
+
+    def _class_weights(self, cls: str) -> Mapping[str, float] | None:
+        if self.plan is None or not self._split:
+            return None
+        routing = self.plan.routing
+        return routing.get(cls) or routing.get(self.slos.default_class) or None
+
+    def _choose_pool(self, cls: str) -> str:
+        if len(self.pools) == 1:
+            return self.pools[0]
+        try:
+            return self.splitter.choose_pool(
+                cls, self._class_weights(cls), self.rng, available=self._live
+            )
+        except ValueError:  # malformed weights: any pool beats no answer
+            return self.pools[int(self.rng.integers(len(self.pools)))]
+
+    def _pool_plan(self, pool: str) -> PoolPlan | None:
+        return self.plan.pools.get(pool) if self.plan is not None else None
+
+    def _held(self, pool: str) -> bool:
+        pp = self._pool_plan(pool)
+        return pp is not None and pp.saturation >= 1.0
+
+    def _spill(self, cls: str, held: str) -> str:
+        """The live, not-held pool with the highest weight for ``cls``; ``held``
+        itself when there is none."""
+        weights = self._class_weights(cls) or {}
+        best, best_w = held, -1.0
+        for p in self.pools:
+            if p != held and self.snapshots.get(p) and not self._held(p):
+                w = weights.get(p, 0.0)
+                if w > best_w:
+                    best, best_w = p, w
+        return best
+
+    def _admit(self, request: RequestInfo, pool: str, now: float) -> AdmissionDecision:
+        if self.admission is None:
+            return ADMITTED
+        view = self.pool_view(pool)
+        if view is None:
+            return AdmissionDecision(True, "no telemetry yet")
+        pp = self._pool_plan(pool)
+        pressure = plan_pressure(pp, pool, now) if pp is not None else None
+        try:
+            return self.admission.decide(request, view, now, pressure)
+        except Exception:
+            self.admission_errors += 1
+            self._log_once("admission", "admission policy failed; admitting")
+            return AdmissionDecision(True, "admission policy error: admitted")
+
+    def _least_outstanding(self, view: ReplicaView) -> list[int]:
+        loads = np.asarray(view.outstanding, dtype=float) + self.rng.random(view.size) * 1e-3
+        return [int(i) for i in np.argsort(loads)]
+
+    def _log_once(self, key: str, message: str) -> None:
+        if key not in self._logged:
+            self._logged.add(key)
+            logger.exception("%s (%s)", message, key)
+
+
+def request_info_from_body(
+    body: object,
+    request_id: str,
+    *,
+    slos: SloConfig | None = None,
+    requested_class: str | None = None,
+    with_hashes: bool = True,
+) -> RequestInfo:
+    """A ``RequestInfo`` from an OpenAI completions/chat request body.
+
+    The SLO class: ``slos.classify`` of the prompt length and the explicit class
+    (``requested_class``, e.g. the ``x-cascade-class`` header, else the body's
+    ``cascade_class`` field); ``default`` without ``slos``. Prefix block hashes
+    (``replicas.prompts.prefix_block_hashes``) for the prefix-affinity scorers
+    unless ``with_hashes`` is False (the ingress: only routers score prefixes,
+    and hashing is the costly part of parsing)."""
+    if hasattr(body, "messages"):
+        prompt: object = chat_text(body.messages)
+    else:
+        prompt = getattr(body, "prompt", "")
+    max_tokens = getattr(body, "max_completion_tokens", None) or getattr(body, "max_tokens", None)
+    tokens = count_prompt_tokens(prompt)
+    cls = "default"
+    if slos is not None:
+        asked = requested_class or getattr(body, CLASS_FIELD, None)
+        cls = slos.classify(tokens, asked if isinstance(asked, str) else None)
+    return RequestInfo(
+        request_id=request_id,
+        prompt_tokens=tokens,
+        max_tokens=max(int(max_tokens or 16), 1),
+        prefix_hashes=prefix_block_hashes(prompt) if with_hashes else (),
+        slo_class=cls,
+    )
