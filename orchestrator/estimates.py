@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -90,19 +91,13 @@ class ClassTraffic:
     def rates(self) -> dict[str, float]:
         return {c: float(est.mean) for c, est in self.arrivals.items() if est.count}
 
-    def state_dict(self) -> dict[str, dict[str, object]]:
-        """``{"arrivals": {class: DecayedWelford.to_dict()}, "shapes": {...}}``."""
-        return {
-            "arrivals": {c: est.to_dict() for c, est in self.arrivals.items()},
-            "shapes": {c: list(v) for c, v in self.shapes.items()},
-        }
-
     def load_state(
         self,
-        arrivals: Mapping[str, Mapping[str, object]],
+        arrivals: Mapping[str, Mapping[str, Any]],
         shapes: Mapping[str, tuple[float, float]],
     ) -> None:
-        """Take ``state_dict()``'s parts (a checkpoint); ``ValueError`` if malformed."""
+        """Restore from a checkpoint: per class ``DecayedWelford.to_dict()`` and
+        (prompt, output) shape; ``ValueError`` if malformed (nothing changes)."""
         try:
             est = {str(c): DecayedWelford.from_dict(dict(d)) for c, d in arrivals.items()}
             shp = {str(c): (float(v[0]), float(v[1])) for c, v in shapes.items()}

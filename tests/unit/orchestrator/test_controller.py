@@ -155,3 +155,25 @@ def test_operator_pin_overrides_the_allocator_and_is_validated() -> None:
         ctl.pin("llm-v100", 2)
     with pytest.raises(ValueError, match=r"outside \[2, 16\]"):
         ctl.pin("llm-h100", 1)
+
+
+def test_per_class_traffic_from_reported_arrivals_drives_the_plan() -> None:
+    """The gateway's per-class tallies (``report_arrivals``) are the optimizer's
+    λ_c: the same feed on Ray (the ingress, every second) and in the simulator."""
+    cfg = load_config()
+    low, high = Controller(cfg), Controller(cfg)
+    for t in range(1, 6):
+        low.report_arrivals({"default": (1, 800.0, 120.0)}, 1.0, float(t))
+        high.report_arrivals({"default": (400, 800.0, 120.0)}, 1.0, float(t))
+    loads = high.traffic.loads()["default"]
+    assert loads.rate_per_s == pytest.approx(400.0)
+    assert (loads.prompt_tokens, loads.output_tokens) == (800.0, 120.0)
+    p_low, p_high = low.step(6.0, _snaps(6.0)), high.step(6.0, _snaps(6.0))
+    t_low = sum(p.target_replicas for p in p_low.pools.values())
+    t_high = sum(p.target_replicas for p in p_high.pools.values())
+    assert t_low < t_high, (t_low, t_high)
+    # a checkpoint round trip keeps the estimate
+    arrivals = {c: est.to_dict() for c, est in high.traffic.arrivals.items()}
+    again = Controller(cfg)
+    again.traffic.load_state(arrivals, high.traffic.shapes)
+    assert again.traffic.rates() == pytest.approx(high.traffic.rates())
