@@ -19,7 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("experiments.benchmarks.cli", "run a benchmark and print JSON"),
     "up": ("orchestrator.serve_cli:", "start local Ray and deploy the app; prints the URL"),
     "status": ("orchestrator.serve_cli:", "pools, replicas, sigma per level, and the Plan"),
-    "load": ("orchestrator.serve_cli:", "replay a trace through the HTTP API"),
+    "load": ("orchestrator.load_cli:", "replay a trace through the HTTP API"),
     "down": ("orchestrator.serve_cli:", "shut the app, the controller and Ray down"),
     "demo": ("experiments.demo", "run the main end-to-end job"),
     "simulate": ("experiments.simulate_cli", "replay a trace through the simulated cluster"),
