@@ -9,56 +9,15 @@ from orchestrator.config import load_config
 from orchestrator.contracts import SolveStatus
 from orchestrator.controller import Controller
 from orchestrator.estimates import ClassLoad
-from replicas.telemetry import (
-    BatchComposition,
-    DecayedStats,
-    ReplicaSnapshot,
-)
+from replicas.telemetry import ReplicaSnapshot
+from tests.builders import measured_snapshot
 from uncertainty import Summary
-
-
-def _snapshot(
-    rid: str,
-    pool: str,
-    t: float,
-    itl_s: float,
-    rng: np.random.Generator,
-    *,
-    sigma_scale: float = 0.2,
-    kv: float = 0.3,
-) -> ReplicaSnapshot:
-    itl = rng.lognormal(np.log(itl_s), sigma_scale, 2000)
-    step = itl * rng.uniform(0.9, 1.1, itl.size)
-    pre = rng.lognormal(np.log(8 * itl_s), 0.3, 200)
-    e2e = rng.lognormal(np.log(130 * itl_s), 0.3, 100)
-
-    def stats(x: np.ndarray) -> DecayedStats:
-        return DecayedStats(float(x.mean()), float(x.std()), float(x.size), 0.5)
-
-    return ReplicaSnapshot(
-        replica_id=rid,
-        pool=pool,
-        time_s=t,
-        running=20,
-        waiting=2,
-        kv_blocks_used=int(kv * 1000),
-        kv_blocks_total=1000,
-        prefill_s_per_token=itl_s / 100,
-        batch=BatchComposition(prefill_tokens=512, decode_seqs=20, heterogeneity=1.3),
-        summaries={
-            "itl": Summary().update(itl),
-            "step": Summary().update(step),
-            "prefill_step": Summary().update(pre),
-            "e2e": Summary().update(e2e),
-        },
-        recent={"itl": stats(itl), "prefill_step": stats(pre), "step": stats(step)},
-    )
 
 
 def _snaps(t: float, seed: int = 0, **kw) -> list[ReplicaSnapshot]:  # type: ignore[no-untyped-def]
     rng = np.random.default_rng(seed)
-    out = [_snapshot(f"h{i}", "llm-h100", t, 0.010, rng, **kw) for i in range(4)]
-    out += [_snapshot(f"a{i}", "llm-a100", t, 0.020, rng, **kw) for i in range(4)]
+    out = [measured_snapshot(f"h{i}", "llm-h100", t, 0.010, rng, **kw) for i in range(4)]
+    out += [measured_snapshot(f"a{i}", "llm-a100", t, 0.020, rng, **kw) for i in range(4)]
     return out
 
 
@@ -87,8 +46,8 @@ def test_stale_and_foreign_snapshots_are_dropped() -> None:
     ctl = Controller(load_config())
     ctl.step(1.0, _snaps(1.0))
     rng = np.random.default_rng(9)
-    foreign = _snapshot("x0", "no-such-pool", 2.0, 0.01, rng)
-    older = _snapshot("h0", "llm-h100", 0.5, 0.01, rng)  # older than what we hold
+    foreign = measured_snapshot("x0", "no-such-pool", 2.0, 0.01, rng)
+    older = measured_snapshot("h0", "llm-h100", 0.5, 0.01, rng)  # older than what we hold
     ctl.step(2.0, [foreign, older])
     assert ctl.rejected_snapshots == 1
     assert ctl.view is not None and len(ctl.view.pools["llm-h100"].replicas) == 4

@@ -1,5 +1,6 @@
-"""Shared fakes for the policy tests: snapshot factories and the synthetic
-backpressure plant (documented in docs/backpressure.md, "The step-load test")."""
+"""The synthetic backpressure plant of the policy tests (documented in
+docs/backpressure.md, "The step-load test"). ``snap`` and ``request`` are the
+shared builders (``tests.builders``), re-exported for the policy tests."""
 
 from __future__ import annotations
 
@@ -10,68 +11,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from policies.backpressure import Backpressure
-from replicas.telemetry import BatchComposition, DecayedStats, ReplicaSnapshot, RequestInfo
+from tests.builders import request
+from tests.builders import snapshot as snap
 
-
-def snap(
-    rid: str,
-    *,
-    pool: str = "h100",
-    accelerator: str = "H100",
-    time_s: float = 0.0,
-    running: int = 0,
-    waiting: int = 0,
-    waiting_prefill_tokens: int = 0,
-    kv_used: int = 0,
-    kv_total: int = 1000,
-    block_size: int = 16,
-    prefill_s_per_token: float = 1e-4,
-    itl: tuple[float, float] | None = (0.03, 0.004),  # (mean, std) s; None = no history
-    itl_autocorr: float = 0.5,
-    prefill_step: tuple[float, float] | None = (0.05, 0.01),
-    heterogeneity: float = 1.2,
-    cached: frozenset[int] = frozenset(),
-) -> ReplicaSnapshot:
-    recent: dict[str, DecayedStats] = {}
-    if itl is not None:
-        recent["itl"] = DecayedStats(itl[0], itl[1], 100.0, itl_autocorr)
-    if prefill_step is not None:
-        recent["prefill_step"] = DecayedStats(prefill_step[0], prefill_step[1], 20.0, 0.1)
-    return ReplicaSnapshot(
-        replica_id=rid,
-        pool=pool,
-        time_s=time_s,
-        accelerator=accelerator,
-        running=running,
-        waiting=waiting,
-        waiting_prefill_tokens=waiting_prefill_tokens,
-        kv_blocks_used=kv_used,
-        kv_blocks_total=kv_total,
-        block_size=block_size,
-        prefill_s_per_token=prefill_s_per_token,
-        batch=BatchComposition(0, running, heterogeneity),
-        recent=recent,
-        cached_prefix_hashes=cached,
-    )
-
-
-def request(
-    prompt: int = 512,
-    max_tokens: int = 128,
-    *,
-    predicted: float | None = None,
-    hashes: tuple[int, ...] = (),
-    slo_class: str = "default",
-    rid: str = "req",
-) -> RequestInfo:
-    return RequestInfo(
-        request_id=rid,
-        prompt_tokens=prompt,
-        max_tokens=max_tokens,
-        predicted_output_tokens=predicted,
-        prefix_hashes=hashes,
-        slo_class=slo_class,
-    )
+__all__ = ["StepLoadPlant", "request", "snap", "step_metrics"]
 
 
 # ---- the synthetic backpressure plant ---------------------------------------------
