@@ -142,6 +142,12 @@ class CascadeModel:
         return np.asarray(theta, dtype=np.float64)
 
     @property
+    def theta(self) -> FloatArray:
+        """θ = (log scale, a, b, c), the fitted log-linear coefficients (the
+        predictors' hot path reads it; a view, not a copy: do not write to it)."""
+        return self._theta
+
+    @property
     def coefficients(self) -> CascadeCoefficients:
         t = self._theta
         # weighted residual sum of squares: Σw(y − xθ)² = Syy − 2θᵀb + θᵀAθ
