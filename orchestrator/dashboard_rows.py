@@ -204,8 +204,9 @@ def health_row() -> list[Panel]:
         ),
         Panel(
             "Solves by status",
-            "Optimizer solves per second: optimal, fallback (infeasible or failed, safe "
-            "plan kept) or static (no optimizer or not enough telemetry).",
+            "Optimizer solves per second by status: optimal (or optimal_inaccurate), "
+            "infeasible or solver_error (a safe fallback plan kept), static (no optimizer "
+            "or not enough telemetry).",
             (Query(f"sum by (status) (rate({series(solve, 'count')}{RATE}))", "{{status}}"),),
             unit="ops",
         ),
