@@ -35,7 +35,7 @@ from replicas.push import SnapshotPusher
 from replicas.recorder import TelemetryRecorder
 from replicas.telemetry import ReplicaSnapshot
 
-__all__ = ["CONTROLLER_NAME", "CONTROLLER_NAMESPACE", "CascadeLLMServer"]  # names: re-exported
+__all__ = ["CascadeLLMServer"]
 
 logger = logging.getLogger("cascade.replica")
 
