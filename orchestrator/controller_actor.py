@@ -46,6 +46,7 @@ from orchestrator.metrics import ControllerMetrics
 from orchestrator.routing_core import cascade_theta
 from replicas.names import CONTROLLER_NAME, CONTROLLER_NAMESPACE
 from replicas.telemetry import ReplicaSnapshot
+from replicas.throttle import Throttle
 
 logger = logging.getLogger("cascade.controller")
 _ROUTER_TTL_S = 60.0  # a router that has not synced for this long is forgotten
@@ -80,6 +81,7 @@ class ControllerActor:
         self.received = 0
         self._task: asyncio.Task[None] | None = None
         self.metrics = ControllerMetrics()
+        self._metrics_due = Throttle()  # export at 1 Hz, step at 4 Hz (replicas.throttle)
         self.metric_errors = 0
         self._routers: dict[str, tuple[float, RouterReport]] = {}
         self._cascade_state: dict[str, Any] | None = None  # published with the Plan
@@ -215,8 +217,10 @@ class ControllerActor:
                 continue
             self._plan, self._view = plan, self.core.view
             try:
-                if self._view is not None:
-                    solved = self.core.solved_last_step and plan.status.value != "static"
+                solved = self.core.solved_last_step and plan.status.value != "static"
+                # every solve is exported (its time is a histogram sample); the
+                # gauges at most once a second
+                if self._view is not None and (solved or self._metrics_due.due()):
                     self.metrics.export(
                         self._view, plan, solve_ms=plan.solve_ms if solved else None
                     )

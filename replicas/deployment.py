@@ -34,6 +34,7 @@ from replicas.prompts import chat_text, count_prompt_tokens
 from replicas.push import SnapshotPusher
 from replicas.recorder import TelemetryRecorder
 from replicas.telemetry import ReplicaSnapshot
+from replicas.throttle import Throttle
 
 __all__ = ["CascadeLLMServer"]
 
@@ -86,6 +87,7 @@ class CascadeLLMServer(LLMServer):
         from replicas.metrics_export import ReplicaMetrics
 
         self._metrics = ReplicaMetrics()
+        self._metrics_due = Throttle()  # export at 1 Hz, push at 4 Hz (replicas.throttle)
         await super().__init__(llm_config, engine_cls=engine_cls)
         self._task = asyncio.get_running_loop().create_task(self._push_loop())
 
@@ -151,12 +153,16 @@ class CascadeLLMServer(LLMServer):
             self.build_snapshot,
             self._lookup_controller,
             lambda ctl, snap: asyncio.ensure_future(ctl.push.remote([snap])),
-            on_snapshot=self._metrics.export,
+            on_snapshot=self._export_metrics,
         )
         while True:
             await asyncio.sleep(self.snapshot_period_s)
             if self.telemetry:
                 self._pusher.tick()  # never raises; see replicas.push for what fails how
+
+    def _export_metrics(self, snap: ReplicaSnapshot) -> None:
+        if self._metrics_due.due():
+            self._metrics.export(snap)
 
     async def cascade_push_stats(self) -> dict[str, Any]:
         """Pushes sent and errors per step and type (tests, debugging)."""

@@ -69,6 +69,7 @@ def test_full_config_builds_with_defaults_filled_in() -> None:
     assert pol.router.picker.type_name == "weighted_random"
     assert [s.type_name for s, _ in pol.router.scorers] == [
         "uncertainty",
+        "least_outstanding",
         "prefix_cache",
         "kv_usage",
     ]

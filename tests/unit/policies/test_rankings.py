@@ -157,6 +157,24 @@ CASES: list[tuple[str, Any, list[ReplicaSnapshot], dict[str, int], RequestInfo, 
         request(48, hashes=(1, 2, 3)),
         ["warm", "cold"],
     ),
+    (
+        "cascade profile: a shared prefix does not herd onto the busier replica",
+        "cascade",
+        # both meet the SLO easily (P ≈ 1); "warm" holds the prefix but has one
+        # more request: load balance outranks affinity
+        [snap("warm", running=2, cached=frozenset({1, 2, 3})), snap("cold", running=1)],
+        {},
+        request(48, hashes=(1, 2, 3)),
+        ["cold", "warm"],
+    ),
+    (
+        "cascade profile: affinity breaks a load tie",
+        "cascade",
+        [snap("cold", running=1), snap("warm", running=1, cached=frozenset({1, 2, 3}))],
+        {},
+        request(48, hashes=(1, 2, 3)),
+        ["warm", "cold"],
+    ),
 ]
 
 
