@@ -4,9 +4,9 @@ The same object runs inside the detached Ray controller actor and inside the
 simulator, so a decision measured in simulation is the decision Ray makes. Each
 step, on the injected clock:
 
-1. ingest snapshots: keep the newest per replica, ignore older duplicates and
-   snapshots staler than ``loops.stale_after_s`` (a dead replica stops counting);
-2. merge replica → pool → cluster (``uncertainty.Hierarchy``, exact);
+1. ingest snapshots and merge replica → pool → cluster (``orchestrator.monitor``:
+   newest per replica, stale ones dropped, exact ``uncertainty.Hierarchy``);
+2. (the merged statistics are recomputed at most every second, and before a solve);
 3. fit the cascade model on each new snapshot (σ_prefill, KV, heterogeneity →
    σ_decode);
 4. run backpressure per pool (decode ITL σ → prefill token budget);
@@ -39,41 +39,28 @@ from optim.allocation import AllocationProblem
 from optim.hysteresis import Allocator, HysteresisConfig
 from optim.results import AllocationResult
 from optim.routing import RoutingProblem
-from optim.specs import ClassSpec, PoolSpec
-from optim.tail import gaussian_kappa
 from orchestrator.config import CascadeConfig
 from orchestrator.contracts import (
     ClusterView,
-    LevelStats,
     Plan,
     PoolPlan,
-    PoolView,
     SolveStatus,
 )
 from orchestrator.estimates import (
     ClassLoad,
     ClassTraffic,
     PoolTelemetry,
+    class_specs,
+    pool_specs,
+    pool_telemetry,
     problem_inputs,
     proportional_weights,
 )
+from orchestrator.monitor import Monitor
 from policies import build_policies
 from policies.backpressure import Backpressure
-from replicas.telemetry import ITL, METRICS, PREFILL_STEP, STEP, ReplicaSnapshot
-from uncertainty import CascadeModel, Hierarchy, Summary
-
-_QS = (0.5, 0.9, 0.99)
-# Merged latency statistics (replica → pool → cluster) are recomputed at most this
-# often, and always before a solve: routers act on snapshots, not on these, and a
-# full re-merge of 1,000 replicas costs ~0.1 s.
-MERGE_PERIOD_S = 1.0
-
-
-def _level(s: Summary) -> LevelStats:
-    if s.n == 0:
-        return LevelStats(0, math.nan, math.nan, math.nan, math.nan, math.nan)
-    p50, p90, p99 = (float(v) for v in s.quantiles(_QS))
-    return LevelStats(s.n, s.mean, s.std, p50, p90, p99)
+from replicas.telemetry import ITL, PREFILL_STEP, ReplicaSnapshot
+from uncertainty import CascadeModel
 
 
 class Controller:
@@ -95,8 +82,7 @@ class Controller:
         self.config = config
         self.cascade = cascade_model or CascadeModel()
         self.backpressure = backpressure or build_policies(config.policy_config()).backpressure
-        self._latest: dict[str, ReplicaSnapshot] = {}
-        self._hier: dict[str, Hierarchy] = {m: Hierarchy() for m in METRICS}
+        self.monitor = Monitor([p.name for p in config.pools], config.loops.stale_after_s)
         self._version = 0
         self._routing: dict[str, dict[str, float]] = {}
         self._routing_status = SolveStatus.STATIC
@@ -109,13 +95,7 @@ class Controller:
         self.allocation: AllocationResult | None = None
         self._targets = {p.name: p.start_replicas for p in config.pools}
         self.pinned: dict[str, int] = {}  # operator pins override the allocator
-        self.rejected_snapshots = 0
         self.solved_last_step = False  # did the last step run the routing optimizer
-        self._rates: dict[str, float] = {}  # replica -> completions/s (last interval)
-        self._merged_t = -math.inf
-        self._pool_metrics: dict[str, dict[str, LevelStats]] = {}
-        self._cluster_metrics: dict[str, LevelStats] = {}
-        self._stale: tuple[str, ...] = ()
         self.traffic = ClassTraffic()
         self.view: ClusterView | None = None
         self.plan: Plan | None = None
@@ -131,10 +111,11 @@ class Controller:
         ``class_load`` overrides the traffic estimated from ``report_arrivals``."""
         if not math.isfinite(now_s):
             raise ValueError(f"now_s must be finite, got {now_s!r}")
-        self._ingest(now_s, snapshots)
-        view = self._build_view(now_s)
-        self.view = view
+        self._fit_cascade(self.monitor.ingest(now_s, snapshots))
         self.solved_last_step = now_s >= self._next_solve_s
+        # merged statistics are fresh for every solve
+        view = self.monitor.view(now_s, self.cascade.coefficients, merge=self.solved_last_step)
+        self.view = view
         if self.solved_last_step:
             self._next_solve_s = now_s + self.config.loops.routing_period_s
             self._solve(now_s, view, class_load)
@@ -232,41 +213,14 @@ class Controller:
 
     def latest_snapshots(self) -> list[ReplicaSnapshot]:
         """The newest fresh snapshot of every live replica (routers read these)."""
-        return list(self._latest.values())
+        return list(self.monitor.latest.values())
 
-    # ---- ingestion -----------------------------------------------------------------
-    def _ingest(self, now_s: float, snapshots: Sequence[ReplicaSnapshot]) -> None:
-        pools = {p.name for p in self.config.pools}
-        fresh: list[ReplicaSnapshot] = []
-        for snap in snapshots:
-            prev = self._latest.get(snap.replica_id)
-            if snap.pool not in pools or (prev is not None and snap.time_s <= prev.time_s):
-                self.rejected_snapshots += snap.pool not in pools
-                continue
-            if prev is not None:
-                dt = snap.time_s - prev.time_s
-                self._rates[snap.replica_id] = max(snap.completed - prev.completed, 0) / dt
-            self._latest[snap.replica_id] = snap
-            fresh.append(snap)
-        stale_after = self.config.loops.stale_after_s
-        stale = []
-        for rid, snap in list(self._latest.items()):
-            if now_s - snap.time_s > stale_after:
-                stale.append(rid)
-                del self._latest[rid]
-                self._rates.pop(rid, None)
-                for h in self._hier.values():
-                    h.remove((snap.pool, rid))
-        self._stale = tuple(stale)
-        for snap in fresh:
-            if snap.replica_id not in self._latest:
-                continue
-            for metric, summary in snap.summaries.items():
-                if metric in self._hier and summary.n:
-                    # snapshots are immutable by contract: no copy
-                    self._hier[metric].put((snap.pool, snap.replica_id), summary, copy=False)
-        self._fit_cascade(fresh)
+    @property
+    def rejected_snapshots(self) -> int:
+        """Snapshots of pools this config does not have."""
+        return self.monitor.rejected
 
+    # ---- the cascade fit ----------------------------------------------------------
     def _fit_cascade(self, fresh: Sequence[ReplicaSnapshot]) -> None:
         rows = []
         for s in fresh:
@@ -279,45 +233,6 @@ class Controller:
         if rows:
             a = np.asarray(rows)
             self.cascade.update(a[:, 0], a[:, 1], a[:, 2], a[:, 3])
-
-    # ---- views -----------------------------------------------------------------------
-    def _build_view(self, now_s: float) -> ClusterView:
-        by_pool: dict[str, list[ReplicaSnapshot]] = {p.name: [] for p in self.config.pools}
-        for snap in self._latest.values():
-            by_pool[snap.pool].append(snap)
-        if now_s - self._merged_t >= MERGE_PERIOD_S or now_s >= self._next_solve_s:
-            self._merged_t = now_s
-            self._pool_metrics = {
-                name: {
-                    m: _level(h.summary((name,)))
-                    for m, h in self._hier.items()
-                    if name in h.children()
-                }
-                for name in by_pool
-            }
-            self._cluster_metrics = {
-                m: _level(h.summary()) for m, h in self._hier.items() if h.summary().n
-            }
-        pools: dict[str, PoolView] = {}
-        for name, snaps in by_pool.items():
-            pools[name] = PoolView(
-                name=name,
-                replicas=tuple(sorted(s.replica_id for s in snaps)),
-                running=sum(s.running for s in snaps),
-                waiting=sum(s.waiting for s in snaps),
-                kv_usage=float(np.mean([s.kv_usage for s in snaps])) if snaps else 0.0,
-                itl_sigma_s=_mean_recent(snaps, ITL, "std"),
-                prefill_sigma_s=_mean_recent(snaps, PREFILL_STEP, "std"),
-                arrival_rate_per_s=sum(self._rates.get(s.replica_id, 0.0) for s in snaps),
-                metrics=self._pool_metrics.get(name, {}),
-            )
-        return ClusterView(
-            time_s=now_s,
-            pools=pools,
-            cluster=self._cluster_metrics,
-            cascade=self.cascade.coefficients,
-            stale_replicas=self._stale,
-        )
 
     # ---- routing -----------------------------------------------------------------------
     def _static_routing(self, view: ClusterView) -> dict[str, dict[str, float]]:
@@ -332,20 +247,23 @@ class Controller:
         if not opt.enabled:
             self._set_static(view, "optimizer disabled")
             return
-        telemetry = self._pool_telemetry(view)
+        telemetry = pool_telemetry(
+            self.config, self.monitor.latest.values(), view, self.monitor.hier[ITL]
+        )
         if telemetry is None:
             self._set_static(view, "not enough telemetry: a pool has no fresh snapshot")
             return
         classes = self.config.slos.classes
         measured = class_load if class_load is not None else self.traffic.loads()
         loads = [
-            measured.get(c.name) or ClassLoad(rate_per_s=self._completion_rate() / len(classes))
+            measured.get(c.name)
+            or ClassLoad(rate_per_s=self.monitor.completion_rate() / len(classes))
             for c in classes
         ]
         try:
             if self._problem is None:
                 self._problem = RoutingProblem(
-                    self._pool_specs(telemetry), self._class_specs(loads)
+                    pool_specs(self.config, telemetry), class_specs(self.config, loads)
                 )
             inputs = problem_inputs(
                 loads,
@@ -385,8 +303,8 @@ class Controller:
             if self._allocator is None:
                 loops = self.config.loops
                 problem = AllocationProblem(
-                    self._pool_specs(telemetry),
-                    self._class_specs(loads),
+                    pool_specs(self.config, telemetry),
+                    class_specs(self.config, loads),
                     cost_weight=self.config.optimizer.w_cost,
                 )
                 self._allocator = Allocator(
@@ -408,77 +326,6 @@ class Controller:
         self._routing = self._static_routing(view)
         self._routing_status = SolveStatus.STATIC
         self._routing_reason = reason
-
-    def _completion_rate(self) -> float:
-        """Requests/s completing across the cluster, from the replicas' cumulative
-        ``completed`` counters between their last two snapshots."""
-        return max(sum(self._rates.get(r, 0.0) for r in self._latest), 1e-3)
-
-    def _pool_telemetry(self, view: ClusterView) -> list[PoolTelemetry] | None:
-        out = []
-        for pool in self.config.pools:
-            snaps = [s for s in self._latest.values() if s.pool == pool.name]
-            itl = view.pools[pool.name].metrics.get(ITL)
-            if not snaps or itl is None or not math.isfinite(itl.p50):
-                return None
-            step = view.pools[pool.name].metrics.get(STEP)
-            itl_h = self._hier[ITL].summary((pool.name,))
-            pre = [s.recent[PREFILL_STEP] for s in snaps if PREFILL_STEP in s.recent]
-            pre_cv = float(np.mean([p.std / p.mean for p in pre if p.mean > 0])) if pre else 0.3
-            overrides: Mapping[str, Any] = pool.engine_overrides
-            out.append(
-                PoolTelemetry(
-                    replicas=len(snaps),
-                    itl_p10_s=float(itl_h.quantile(0.1)),
-                    itl_sigma_s=_mean_recent(snaps, ITL, "std") or itl.std,
-                    step_sigma_s=step.std
-                    if step is not None and math.isfinite(step.std)
-                    else itl.std,
-                    prefill_s_per_token=float(np.mean([s.prefill_s_per_token for s in snaps])),
-                    prefill_cv=pre_cv if math.isfinite(pre_cv) else 0.3,
-                    kv_blocks_per_replica=int(np.mean([s.kv_blocks_total for s in snaps])),
-                    block_size=snaps[0].block_size,
-                    batch_size=int(overrides.get("max_num_seqs", self.config.model.max_num_seqs)),
-                )
-            )
-        return out
-
-    def _pool_specs(self, telemetry: Sequence[PoolTelemetry]) -> list[PoolSpec]:
-        return [
-            PoolSpec(
-                name=p.name,
-                gpu_type=p.accelerator,
-                tp_size=p.tp_size,
-                min_replicas=p.min_replicas,
-                max_replicas=p.max_replicas,
-                capacity_tokens_per_s=t.batch_size / max(t.itl_p10_s, 1e-6),
-                kv_blocks=max(t.kv_blocks_per_replica, 1),
-                interconnect=p.interconnect,
-                gpu_cost_per_hour=p.gpu_cost_per_hour,
-            )
-            for p, t in zip(self.config.pools, telemetry, strict=True)
-        ]
-
-    def _class_specs(self, loads: Sequence[ClassLoad]) -> list[ClassSpec]:
-        return [
-            ClassSpec(
-                name=c.name,
-                # a deployment's classes set tpot_s (SloConfig), so the target exists
-                slo_s=c.e2e_target_s(load.output_tokens) or math.nan,
-                quantile=c.quantile,
-                tail_factor=None
-                if self.config.optimizer.tail == "cantelli"
-                else gaussian_kappa(c.quantile),
-                prompt_tokens=load.prompt_tokens,
-                output_tokens=max(load.output_tokens, 1.0),
-            )
-            for c, load in zip(self.config.slos.classes, loads, strict=True)
-        ]
-
-
-def _mean_recent(snaps: Sequence[ReplicaSnapshot], metric: str, field: str) -> float:
-    vals = [getattr(s.recent[metric], field) for s in snaps if metric in s.recent]
-    return float(np.mean(vals)) if vals else 0.0
 
 
 def _normalise(weights: dict[str, float]) -> dict[str, float]:

@@ -23,14 +23,19 @@ for the decision is that they move with the telemetry and rank pools correctly.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from optim.inputs import ProblemInputs
-from uncertainty import DecayedWelford
+from optim.specs import ClassSpec, PoolSpec
+from optim.tail import gaussian_kappa
+from orchestrator.config import CascadeConfig
+from orchestrator.contracts import ClusterView
+from replicas.telemetry import ITL, PREFILL_STEP, STEP, ReplicaSnapshot, RequestInfo
+from uncertainty import DecayedWelford, Hierarchy
 
 _MIN_S = 1e-6
 _DEFAULT_SHAPE = (1020.0, 129.0)  # Azure conv trace medians (prompt, output tokens)
@@ -51,6 +56,35 @@ class ClassLoad:
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0):
                 raise ValueError(f"ClassLoad.{name} must be finite and >= 0, got {v!r}")
+
+
+class ArrivalTally:
+    """The gateway's per-class arrival counts between two reports."""
+
+    def __init__(self) -> None:
+        self._counts: dict[str, list[float]] = {}
+        self._since: float | None = None
+
+    def add(self, request: RequestInfo, now_s: float) -> None:
+        if self._since is None:
+            self._since = now_s
+        tally = self._counts.get(request.slo_class)
+        if tally is None:
+            tally = self._counts[request.slo_class] = [0.0, 0.0, 0.0]
+        tally[0] += 1.0
+        tally[1] += request.prompt_tokens
+        tally[2] += request.max_tokens
+
+    def take(self, now_s: float) -> tuple[dict[str, tuple[int, float, float]], float]:
+        """Per class (requests, mean prompt tokens, mean max tokens) since the
+        last ``take``, and the seconds that covers; starts a new period."""
+        since = self._since if self._since is not None else now_s
+        counts = {
+            c: (int(v[0]), v[1] / max(v[0], 1.0), v[2] / max(v[0], 1.0))
+            for c, v in self._counts.items()
+        }
+        self._counts, self._since = {}, now_s
+        return counts, max(now_s - since, 0.0)
 
 
 class ClassTraffic:
@@ -177,3 +211,85 @@ def proportional_weights(replicas: Mapping[str, int]) -> dict[str, float]:
     if total == 0:
         return {p: 1.0 / len(replicas) for p in replicas} if replicas else {}
     return {p: max(n, 0) / total for p, n in replicas.items()}
+
+
+# ---- the optimizer's specs from the config and the controller's view ----------------
+def mean_recent(snaps: Sequence[ReplicaSnapshot], metric: str, field: str) -> float:
+    """Mean over ``snaps`` of ``recent[metric].<field>`` (0 when none has it)."""
+    vals = [getattr(s.recent[metric], field) for s in snaps if metric in s.recent]
+    return float(np.mean(vals)) if vals else 0.0
+
+
+def pool_telemetry(
+    config: CascadeConfig,
+    latest: Iterable[ReplicaSnapshot],
+    view: ClusterView,
+    itl: Hierarchy,
+) -> list[PoolTelemetry] | None:
+    """Per configured pool, what the optimizer needs from its fresh snapshots and
+    merged ITL (``itl``: the controller's ITL hierarchy); None while a pool has
+    no fresh snapshot or no ITL yet."""
+    by_pool: dict[str, list[ReplicaSnapshot]] = {p.name: [] for p in config.pools}
+    for snap in latest:
+        if snap.pool in by_pool:
+            by_pool[snap.pool].append(snap)
+    out = []
+    for pool in config.pools:
+        snaps = by_pool[pool.name]
+        merged = view.pools[pool.name].metrics.get(ITL)
+        if not snaps or merged is None or not math.isfinite(merged.p50):
+            return None
+        step = view.pools[pool.name].metrics.get(STEP)
+        pre = [s.recent[PREFILL_STEP] for s in snaps if PREFILL_STEP in s.recent]
+        pre_cv = float(np.mean([p.std / p.mean for p in pre if p.mean > 0])) if pre else 0.3
+        overrides: Mapping[str, Any] = pool.engine_overrides
+        out.append(
+            PoolTelemetry(
+                replicas=len(snaps),
+                itl_p10_s=float(itl.summary((pool.name,)).quantile(0.1)),
+                itl_sigma_s=mean_recent(snaps, ITL, "std") or merged.std,
+                step_sigma_s=step.std
+                if step is not None and math.isfinite(step.std)
+                else merged.std,
+                prefill_s_per_token=float(np.mean([s.prefill_s_per_token for s in snaps])),
+                prefill_cv=pre_cv if math.isfinite(pre_cv) else 0.3,
+                kv_blocks_per_replica=int(np.mean([s.kv_blocks_total for s in snaps])),
+                block_size=snaps[0].block_size,
+                batch_size=int(overrides.get("max_num_seqs", config.model.max_num_seqs)),
+            )
+        )
+    return out
+
+
+def pool_specs(config: CascadeConfig, telemetry: Sequence[PoolTelemetry]) -> list[PoolSpec]:
+    """The optimizer's pools: the config's bounds and costs, measured capacity."""
+    return [
+        PoolSpec(
+            name=p.name,
+            gpu_type=p.accelerator,
+            tp_size=p.tp_size,
+            min_replicas=p.min_replicas,
+            max_replicas=p.max_replicas,
+            capacity_tokens_per_s=t.batch_size / max(t.itl_p10_s, 1e-6),
+            kv_blocks=max(t.kv_blocks_per_replica, 1),
+            interconnect=p.interconnect,
+            gpu_cost_per_hour=p.gpu_cost_per_hour,
+        )
+        for p, t in zip(config.pools, telemetry, strict=True)
+    ]
+
+
+def class_specs(config: CascadeConfig, loads: Sequence[ClassLoad]) -> list[ClassSpec]:
+    """The optimizer's classes: each SLO class's E2E target at its mean length."""
+    return [
+        ClassSpec(
+            name=c.name,
+            # a deployment's classes set tpot_s (SloConfig), so the target exists
+            slo_s=c.e2e_target_s(load.output_tokens) or math.nan,
+            quantile=c.quantile,
+            tail_factor=None if config.optimizer.tail == "cantelli" else gaussian_kappa(c.quantile),
+            prompt_tokens=load.prompt_tokens,
+            output_tokens=max(load.output_tokens, 1.0),
+        )
+        for c, load in zip(config.slos.classes, loads, strict=True)
+    ]

@@ -28,9 +28,7 @@ virtual clock. Each is the same class built from the same config
 and fitted cascade model, off the request path. Views are built once per
 snapshot refresh (an O(replicas) loop) and refreshed per request with in-flight
 counts only, so a request costs O(1) Python calls whatever the replica count.
-
-Arrivals are tallied per class (``take_arrivals``) for the controller's traffic
-estimate (``Controller.report_arrivals``).
+Arrivals are tallied per class (``take_arrivals``) for ``Controller.report_arrivals``.
 """
 
 from __future__ import annotations
@@ -44,11 +42,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from orchestrator.contracts import Plan, PoolPlan, RouterSync
+from orchestrator.estimates import ArrivalTally
 from policies import AdmissionDecision, PoolSplitter, ReplicaView, build_policies, build_view
 from policies.admission import Admission
 from policies.backpressure import BackpressureState
 from policies.slo import SloConfig, predict_request
-from replicas.prompts import chat_text, count_prompt_tokens, prefix_block_hashes
 from replicas.telemetry import ReplicaSnapshot, RequestInfo
 from uncertainty import CascadeModel
 
@@ -58,8 +56,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("cascade.gateway")
 
 HOLD_RETRY_S = 1.0  # backpressure holds re-check at about the controller's pace
-CLASS_HEADER = "x-cascade-class"  # explicit SLO class: HTTP header ...
-CLASS_FIELD = "cascade_class"  # ... or request body field
 ALL_POOLS = ""  # the pool key of a gateway without pools (one deployment of every replica)
 ADMITTED = AdmissionDecision(True, "admitted")
 
@@ -155,8 +151,7 @@ class Gateway:
         self.spilled = 0
         self.admission_errors = 0
         self.rank_fallbacks = 0
-        self._arrivals: dict[str, list[float]] = {}
-        self._arrivals_since: float | None = None
+        self.arrivals = ArrivalTally()
         self._logged: set[str] = set()
 
     @classmethod
@@ -236,7 +231,7 @@ class Gateway:
         cls = self.classify(request.prompt_tokens, requested_class)
         if cls != request.slo_class:
             request = replace(request, slo_class=cls)
-        self._count_arrival(request)
+        self.arrivals.add(request, self.clock())
         now = self.clock()
         pool = self._choose_pool(cls)
         spilled_from = None
@@ -326,15 +321,7 @@ class Gateway:
     def take_arrivals(self) -> tuple[dict[str, tuple[int, float, float]], float]:
         """Per class (requests, mean prompt tokens, mean max tokens) since the last
         call, and the seconds that covers (for ``Controller.report_arrivals``)."""
-        now = self.clock()
-        since = self._arrivals_since if self._arrivals_since is not None else now
-        counts = {
-            c: (int(v[0]), v[1] / max(v[0], 1.0), v[2] / max(v[0], 1.0))
-            for c, v in self._arrivals.items()
-        }
-        self._arrivals = {}
-        self._arrivals_since = now
-        return counts, max(now - since, 0.0)
+        return self.arrivals.take(self.clock())
 
     def predicted_p99(self, request: RequestInfo, pool: str) -> tuple[float, float] | None:
         """Predicted (TTFT, E2E) P99 in seconds of ``request`` on the best replica
@@ -352,16 +339,6 @@ class Gateway:
             return None
 
     # ---- steps -------------------------------------------------------------------------
-    def _count_arrival(self, request: RequestInfo) -> None:
-        if self._arrivals_since is None:
-            self._arrivals_since = self.clock()
-        tally = self._arrivals.get(request.slo_class)
-        if tally is None:
-            tally = self._arrivals[request.slo_class] = [0.0, 0.0, 0.0]
-        tally[0] += 1.0
-        tally[1] += request.prompt_tokens
-        tally[2] += request.max_tokens
-
     def _class_weights(self, cls: str) -> Mapping[str, float] | None:
         if self.plan is None or not self._split:
             return None
@@ -420,38 +397,3 @@ class Gateway:
         if key not in self._logged:
             self._logged.add(key)
             logger.exception("%s (%s)", message, key)
-
-
-def request_info_from_body(
-    body: object,
-    request_id: str,
-    *,
-    slos: SloConfig | None = None,
-    requested_class: str | None = None,
-    with_hashes: bool = True,
-) -> RequestInfo:
-    """A ``RequestInfo`` from an OpenAI completions/chat request body.
-
-    The SLO class: ``slos.classify`` of the prompt length and the explicit class
-    (``requested_class``, e.g. the ``x-cascade-class`` header, else the body's
-    ``cascade_class`` field); ``default`` without ``slos``. Prefix block hashes
-    (``replicas.prompts.prefix_block_hashes``) for the prefix-affinity scorers
-    unless ``with_hashes`` is False (the ingress: only routers score prefixes,
-    and hashing is the costly part of parsing)."""
-    if hasattr(body, "messages"):
-        prompt: object = chat_text(body.messages)
-    else:
-        prompt = getattr(body, "prompt", "")
-    max_tokens = getattr(body, "max_completion_tokens", None) or getattr(body, "max_tokens", None)
-    tokens = count_prompt_tokens(prompt)
-    cls = "default"
-    if slos is not None:
-        asked = requested_class or getattr(body, CLASS_FIELD, None)
-        cls = slos.classify(tokens, asked if isinstance(asked, str) else None)
-    return RequestInfo(
-        request_id=request_id,
-        prompt_tokens=tokens,
-        max_tokens=max(int(max_tokens or 16), 1),
-        prefix_hashes=prefix_block_hashes(prompt) if with_hashes else (),
-        slo_class=cls,
-    )

@@ -34,8 +34,9 @@ from ray.serve.handle import DeploymentHandle
 from ray.serve.llm.ingress import OpenAiIngress
 
 from orchestrator.config import parse_config
-from orchestrator.gateway import CLASS_FIELD, CLASS_HEADER, Gateway, request_info_from_body
+from orchestrator.gateway import Gateway
 from orchestrator.metrics import IngressMetrics
+from orchestrator.request_info import CLASS_FIELD, CLASS_HEADER, request_info_from_body
 from replicas.names import CONTROLLER_NAME, CONTROLLER_NAMESPACE
 
 _POOL: contextvars.ContextVar[str | None] = contextvars.ContextVar("cascade_pool", default=None)

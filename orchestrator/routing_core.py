@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from orchestrator.contracts import Plan, RouterReport, RouterSync
-from orchestrator.gateway import Gateway, request_info_from_body
+from orchestrator.gateway import Gateway
+from orchestrator.request_info import request_info_from_body
 from policies import ReplicaView, build_view
 from policies.router import Router
 from replicas.telemetry import ReplicaSnapshot, RequestInfo

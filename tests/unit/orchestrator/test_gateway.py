@@ -11,7 +11,8 @@ import pytest
 from experiments.cascade_stack import build_stack
 from orchestrator.config import parse_config
 from orchestrator.contracts import Plan, PoolPlan, RouterSync, SolveStatus
-from orchestrator.gateway import CLASS_FIELD, Gateway, request_info_from_body
+from orchestrator.gateway import Gateway
+from orchestrator.request_info import CLASS_FIELD, request_info_from_body
 from orchestrator.routing_core import RoutingCore, cascade_theta
 from policies import AdmissionDecision, build_policies
 from policies.admission import Admission

@@ -1,0 +1,129 @@
+"""The controller core's monitor: replica → pool → cluster (pure).
+
+``Monitor.ingest(now_s, snapshots)`` keeps the newest snapshot per replica,
+ignores older duplicates and snapshots of unknown pools (counted in
+``rejected``), drops replicas whose latest snapshot is staler than
+``stale_after_s`` (a dead replica stops counting), estimates each replica's
+completion rate from its cumulative ``completed`` counter, and merges the
+snapshots' latency summaries exactly (``uncertainty.Hierarchy``).
+``Monitor.view(now_s, cascade)`` is the ``ClusterView`` the controller
+publishes; merged statistics are recomputed at most every ``MERGE_PERIOD_S``
+(or when forced, before a solve): routers act on snapshots, not on these, and a
+full re-merge of 1,000 replicas costs ~0.1 s.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from orchestrator.contracts import ClusterView, LevelStats, PoolView
+from orchestrator.estimates import mean_recent
+from replicas.telemetry import ITL, METRICS, PREFILL_STEP, ReplicaSnapshot
+from uncertainty import CascadeCoefficients, Hierarchy, Summary
+
+_QS = (0.5, 0.9, 0.99)
+MERGE_PERIOD_S = 1.0
+
+
+def _level(s: Summary) -> LevelStats:
+    if s.n == 0:
+        return LevelStats(0, math.nan, math.nan, math.nan, math.nan, math.nan)
+    p50, p90, p99 = (float(v) for v in s.quantiles(_QS))
+    return LevelStats(s.n, s.mean, s.std, p50, p90, p99)
+
+
+class Monitor:
+    """See the module docstring. ``pools``: the configured pool names."""
+
+    def __init__(self, pools: Sequence[str], stale_after_s: float) -> None:
+        self.pools = list(pools)
+        self.stale_after_s = stale_after_s
+        self.latest: dict[str, ReplicaSnapshot] = {}
+        self.hier: dict[str, Hierarchy] = {m: Hierarchy() for m in METRICS}
+        self.rates: dict[str, float] = {}  # replica -> completions/s (last interval)
+        self.rejected = 0  # snapshots of unknown pools
+        self.stale: tuple[str, ...] = ()  # replicas dropped as stale at the last ingest
+        self._merged_t = -math.inf
+        self._pool_metrics: dict[str, dict[str, LevelStats]] = {}
+        self._cluster_metrics: dict[str, LevelStats] = {}
+
+    def ingest(self, now_s: float, snapshots: Sequence[ReplicaSnapshot]) -> list[ReplicaSnapshot]:
+        """Fold ``snapshots`` in; returns the new ones (newer than held)."""
+        pools = set(self.pools)
+        fresh: list[ReplicaSnapshot] = []
+        for snap in snapshots:
+            prev = self.latest.get(snap.replica_id)
+            if snap.pool not in pools or (prev is not None and snap.time_s <= prev.time_s):
+                self.rejected += snap.pool not in pools
+                continue
+            if prev is not None:
+                dt = snap.time_s - prev.time_s
+                self.rates[snap.replica_id] = max(snap.completed - prev.completed, 0) / dt
+            self.latest[snap.replica_id] = snap
+            fresh.append(snap)
+        stale = []
+        for rid, snap in list(self.latest.items()):
+            if now_s - snap.time_s > self.stale_after_s:
+                stale.append(rid)
+                del self.latest[rid]
+                self.rates.pop(rid, None)
+                for h in self.hier.values():
+                    h.remove((snap.pool, rid))
+        self.stale = tuple(stale)
+        for snap in fresh:
+            if snap.replica_id not in self.latest:
+                continue
+            for metric, summary in snap.summaries.items():
+                if metric in self.hier and summary.n:
+                    # snapshots are immutable by contract: no copy
+                    self.hier[metric].put((snap.pool, snap.replica_id), summary, copy=False)
+        return fresh
+
+    def completion_rate(self) -> float:
+        """Requests/s completing across the cluster, from the replicas' cumulative
+        ``completed`` counters between their last two snapshots (>= 1e-3)."""
+        return max(sum(self.rates.get(r, 0.0) for r in self.latest), 1e-3)
+
+    def view(
+        self, now_s: float, cascade: CascadeCoefficients, *, merge: bool = False
+    ) -> ClusterView:
+        """The cluster as of ``now_s``; ``merge`` forces a re-merge of statistics."""
+        by_pool: dict[str, list[ReplicaSnapshot]] = {p: [] for p in self.pools}
+        for snap in self.latest.values():
+            by_pool[snap.pool].append(snap)
+        if merge or now_s - self._merged_t >= MERGE_PERIOD_S:
+            self._merged_t = now_s
+            self._pool_metrics = {
+                name: {
+                    m: _level(h.summary((name,)))
+                    for m, h in self.hier.items()
+                    if name in h.children()
+                }
+                for name in by_pool
+            }
+            self._cluster_metrics = {
+                m: _level(h.summary()) for m, h in self.hier.items() if h.summary().n
+            }
+        pools: dict[str, PoolView] = {}
+        for name, snaps in by_pool.items():
+            pools[name] = PoolView(
+                name=name,
+                replicas=tuple(sorted(s.replica_id for s in snaps)),
+                running=sum(s.running for s in snaps),
+                waiting=sum(s.waiting for s in snaps),
+                kv_usage=float(np.mean([s.kv_usage for s in snaps])) if snaps else 0.0,
+                itl_sigma_s=mean_recent(snaps, ITL, "std"),
+                prefill_sigma_s=mean_recent(snaps, PREFILL_STEP, "std"),
+                arrival_rate_per_s=sum(self.rates.get(s.replica_id, 0.0) for s in snaps),
+                metrics=self._pool_metrics.get(name, {}),
+            )
+        return ClusterView(
+            time_s=now_s,
+            pools=pools,
+            cluster=self._cluster_metrics,
+            cascade=cascade,
+            stale_replicas=self.stale,
+        )
