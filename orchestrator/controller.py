@@ -254,12 +254,11 @@ class Controller:
             self._set_static(view, "not enough telemetry: a pool has no fresh snapshot")
             return
         classes = self.config.slos.classes
-        measured = class_load if class_load is not None else self.traffic.loads()
-        loads = [
-            measured.get(c.name)
-            or ClassLoad(rate_per_s=self.monitor.completion_rate() / len(classes))
-            for c in classes
-        ]
+        output = self.monitor.mean_output_tokens()  # answers, not max_tokens
+        measured = class_load if class_load is not None else self.traffic.loads(output)
+        rate = self.monitor.completion_rate() / len(classes)
+        even = ClassLoad(rate_per_s=rate, output_tokens=output or 129.0)
+        loads = [measured.get(c.name) or even for c in classes]
         try:
             if self._problem is None:
                 self._problem = RoutingProblem(

@@ -207,8 +207,9 @@ class ControllerActor:
         while True:
             await asyncio.sleep(period)
             batch, self._inbox = self._inbox, []
-            # read on the loop (where report_arrivals writes), not in the worker thread
-            loads = self.core.traffic.loads()
+            # read on the loop (where report_arrivals writes), not in the worker thread;
+            # the monitor changes only inside a step, and none runs now
+            loads = self.core.traffic.loads(self.core.monitor.mean_output_tokens())
             try:
                 plan = await asyncio.to_thread(self.core.step, time.time(), batch, loads)
             except Exception:  # the loop must survive anything a step throws

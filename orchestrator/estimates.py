@@ -95,7 +95,7 @@ class ClassTraffic:
     ``Gateway.take_arrivals`` returns; the Ray ingress reports it every second,
     the simulator at each controller tick). The rate is a time-decayed mean
     (half-life ``ARRIVAL_HALFLIFE_S``) with a 95 % confidence half-width;
-    ``loads()`` gives the optimizer's ``ClassLoad`` per class seen so far.
+    ``loads(output_tokens)`` gives the optimizer's ``ClassLoad`` per class seen.
     """
 
     def __init__(self) -> None:
@@ -111,14 +111,20 @@ class ClassTraffic:
             if n:
                 self.shapes[cls] = (float(prompt), float(output))
 
-    def loads(self) -> dict[str, ClassLoad]:
+    def loads(self, output_tokens: float | None = None) -> dict[str, ClassLoad]:
+        """Per class seen so far. A request's ``max_tokens`` only caps its answer
+        (clients ask for far more than they get): the output length is the
+        measured mean ``output_tokens`` (``Monitor.mean_output_tokens``; the
+        default shape without one) capped by the class's mean ``max_tokens``."""
+        measured = output_tokens if output_tokens is not None else _DEFAULT_SHAPE[1]
         out = {}
         for c, est in self.arrivals.items():
             if not est.count:
                 continue
             lo, hi = est.ci(0.95)
             half = float((hi - lo) / 2) if math.isfinite(hi) and math.isfinite(lo) else 0.0
-            prompt, output = self.shapes.get(c, _DEFAULT_SHAPE)
+            prompt, max_tokens = self.shapes.get(c, _DEFAULT_SHAPE)
+            output = min(max_tokens, measured)
             out[c] = ClassLoad(max(est.mean, 0.0), max(half, 0.0), prompt, output)
         return out
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from orchestrator.contracts import ClusterView, LevelStats, PoolView
 from orchestrator.estimates import mean_recent
-from replicas.telemetry import ITL, METRICS, PREFILL_STEP, ReplicaSnapshot
+from replicas.telemetry import E2E, ITL, METRICS, PREFILL_STEP, TTFT, ReplicaSnapshot
 from uncertainty import CascadeCoefficients, Hierarchy, Summary
 
 _QS = (0.5, 0.9, 0.99)
@@ -86,6 +86,15 @@ class Monitor:
         """Requests/s completing across the cluster, from the replicas' cumulative
         ``completed`` counters between their last two snapshots (>= 1e-3)."""
         return max(sum(self.rates.get(r, 0.0) for r in self.latest), 1e-3)
+
+    def mean_output_tokens(self) -> float | None:
+        """Mean answer length (tokens) of completed requests, from the merged
+        latencies: 1 + (mean E2E − mean TTFT) / mean ITL; None before any."""
+        e2e, ttft, itl = (self.hier[m].summary() for m in (E2E, TTFT, ITL))
+        if not (e2e.n and ttft.n and itl.n) or not itl.mean > 0:
+            return None
+        value = 1.0 + max(e2e.mean - ttft.mean, 0.0) / itl.mean
+        return value if math.isfinite(value) else None
 
     def view(
         self, now_s: float, cascade: CascadeCoefficients, *, merge: bool = False
