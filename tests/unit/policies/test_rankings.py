@@ -163,15 +163,25 @@ CASES: list[tuple[str, Any, list[ReplicaSnapshot], dict[str, int], RequestInfo, 
         # both meet the SLO easily (P ≈ 1); "warm" holds the prefix but has one
         # more request: load balance outranks affinity
         [snap("warm", running=2, cached=frozenset({1, 2, 3})), snap("cold", running=1)],
-        {},
+        {"warm": 2, "cold": 1},
         request(48, hashes=(1, 2, 3)),
         ["cold", "warm"],
+    ),
+    (
+        "least_outstanding in_flight: the router's own count, not the stale snapshot",
+        {"scorers": [{"type": "least_outstanding", "params": {"count": "in_flight"}}]},
+        # the snapshot still counts 6 requests on "a" that finished since; this
+        # router knows 1 in flight there and 2 on "b"
+        [snap("a", running=6), snap("b", running=2)],
+        {"a": 1, "b": 2},
+        request(),
+        ["a", "b"],
     ),
     (
         "cascade profile: affinity breaks a load tie",
         "cascade",
         [snap("cold", running=1), snap("warm", running=1, cached=frozenset({1, 2, 3}))],
-        {},
+        {"cold": 1, "warm": 1},
         request(48, hashes=(1, 2, 3)),
         ["warm", "cold"],
     ),
