@@ -50,7 +50,13 @@ CONFIG: dict[str, Any] = {
             "initial_replicas": 1,
         },
     ],
-    "slos": {"classes": [{"name": "default", "ttft_s": 2.0, "tpot_s": 0.1, "e2e_s": 20.0}]},
+    "slos": {
+        "classes": [
+            {"name": "default", "ttft_s": 2.0, "tpot_s": 0.1, "e2e_s": 20.0},
+            # reached only by name (x-cascade-class header / cascade_class body field)
+            {"name": "batch", "ttft_s": 10.0, "tpot_s": 0.5},
+        ]
+    },
     "router": "cascade",
     "admission": {"type": "always"},
     "loops": {"routing_period_s": 1.0},
@@ -143,6 +149,31 @@ def test_telemetry_reaches_the_controller_and_the_plan_is_solved(app: Any) -> No
     assert view.cluster["e2e"].n >= 24
     assert plan is not None and plan.status.value == "optimal", plan
     assert abs(sum(plan.routing["default"].values()) - 1.0) < 1e-6
+
+
+def test_request_classes_by_header_and_body_reach_the_controller(app: Any) -> None:
+    """The gateway classes a request by the x-cascade-class header or the
+    cascade_class body field; the ingress reports per-class arrivals, which the
+    controller core turns into its per-class traffic estimate."""
+    for _ in range(4):
+        r = requests.post(
+            f"{URL}/v1/completions",
+            json={"model": "sim-llama", "prompt": "b" * 200, "max_tokens": 4},
+            headers={"x-cascade-class": "batch"},
+            timeout=60,
+        )
+        assert r.status_code == 200, r.text
+        assert _complete(prompt_chars=200, max_tokens=4, cascade_class="batch").status_code == 200
+    deadline = time.time() + 30
+    rates: dict[str, float] = {}
+    while time.time() < deadline:
+        rates = ray.get(app.status.remote())["arrival_rates"]
+        if rates.get("batch", 0.0) > 0:
+            break
+        time.sleep(0.5)
+    assert rates.get("batch", 0.0) > 0, rates
+    plan = ray.get(app.get_plan.remote())
+    assert plan is not None and set(plan.routing) == {"default", "batch"}
 
 
 @pytest.mark.parametrize(
