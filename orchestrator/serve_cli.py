@@ -365,5 +365,31 @@ def run_down(args: argparse.Namespace) -> int:
             ray.shutdown()
     subprocess.run([_ray_cli(), "stop", "--force"], check=False, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL)  # fmt: skip
-    print("[cascade down] stopped", file=sys.stderr)
+    reaped = reap_orphaned_engines()
+    note = f" (killed {reaped} orphaned vLLM engine processes)" if reaped else ""
+    print(f"[cascade down] stopped{note}", file=sys.stderr)
     return 0
+
+
+def reap_orphaned_engines() -> int:
+    """Kill vLLM engine processes (``VLLM::EngineCore``, ``VLLM::Worker``) whose
+    parent is gone. ``ray stop --force`` kills the replica actors but not the
+    engine processes they spawned: those are re-parented to init and keep their
+    KV-cache reservation (10 % of RAM each on CPU), so a few up/down cycles
+    exhausted this 24 GiB host and the next engines failed to start. An engine
+    whose parent still runs (another program's vLLM) is left alone. Returns the
+    number killed."""
+    import psutil
+
+    killed = 0
+    for proc in psutil.process_iter(["cmdline", "ppid"]):
+        cmd = proc.info.get("cmdline") or []
+        if not cmd or not cmd[0].startswith("VLLM::"):
+            continue
+        ppid = proc.info.get("ppid")
+        if ppid not in (0, 1) and psutil.pid_exists(ppid or 0):
+            continue
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+            killed += 1
+    return killed
