@@ -156,23 +156,11 @@ def ratios(cascade: Mapping[str, Any], stock: Mapping[str, Any]) -> dict[str, fl
 
 def write_cdf_plot(samples: Mapping[str, Mapping[str, np.ndarray]], path: Path) -> Path:
     """TTFT and E2E CDFs of every system on one figure (PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for system, s in samples.items():
-        for ax, key in zip(axes, ("ttft", "e2e"), strict=True):
-            x = np.sort(s[key])
-            if x.size:
-                ax.plot(x, np.arange(1, x.size + 1) / x.size, label=system)
-    for ax, name in zip(axes, ("TTFT (s)", "E2E latency (s)"), strict=True):
-        ax.set_xscale("log")
-        ax.set_xlabel(name)
-        ax.set_ylabel("CDF")
-        ax.grid(True, alpha=0.3)
-        ax.legend()
+    from experiments.plots import latency_cdf_figure
+
+    fig = latency_cdf_figure({k: (s["ttft"], s["e2e"]) for k, s in samples.items()})
     fig.suptitle("cascade bench ab: same replicas, same client, same arrivals")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
