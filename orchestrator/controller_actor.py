@@ -1,9 +1,10 @@
 """The detached, named controller actor: ``cascade-controller`` in namespace ``cascade``.
 
 It wraps the pure ``Controller`` core. Replicas ``push`` snapshots (batched,
-fire-and-forget); routers call ``router_sync`` (snapshots, Plan and the cascade
-fit in one answer, their own report in the question) and the ingress polls
-``get_plan``, never on a request's path; the autoscaling policy reads ``get_targets``. The
+fire-and-forget); each process holding routers or the ingress calls ``sync`` once
+a period (snapshots, Plan and the cascade fit in one answer, its routers' reports
+in the question; ``orchestrator.sync_hub``), never on a request's path; the
+autoscaling policy reads ``get_targets``. The
 core's ``step`` (merge, cascade fit, backpressure, optimizer) runs every
 ``loops.snapshot_period_s`` in a worker thread, so a slow solve never blocks
 ingestion. Published results are immutable objects swapped atomically.
@@ -250,14 +251,15 @@ class ControllerActor:
         self._start()
         return self._snapshots
 
-    async def router_sync(self, router_id: str, report: RouterReport | None) -> RouterSync:
-        """A router's background refresh: record its ``report`` and answer with
-        the latest snapshots, Plan and cascade-model state. Routers silent for
-        ``_ROUTER_TTL_S`` are forgotten (e.g. a handle's process that exited)."""
+    async def sync(self, reports: Mapping[str, RouterReport]) -> RouterSync:
+        """A process's background sync (``sync_hub.SyncHub``: one call a period
+        for the ingress and every router in that process): record each router's
+        report and answer with the latest snapshots, Plan and cascade-model state. Routers
+        silent for ``_ROUTER_TTL_S`` are forgotten (a process that exited)."""
         self._start()
         now = time.time()
-        if report is not None:
-            self._routers[router_id] = (now, report)
+        for router_id, report in reports.items():
+            self._routers[str(router_id)] = (now, report)
         for rid in [r for r, (t, _) in self._routers.items() if now - t > _ROUTER_TTL_S]:
             del self._routers[rid]
         return RouterSync(

@@ -9,9 +9,10 @@ a ``Retry-After`` header and an OpenAI-style error body. The class is written
 into the body's ``cascade_class`` so the pool's router (``RoutingCore``) ranks
 with the same class. Everything else (routes, validation errors as 4xx,
 streaming, model listing) is Ray's. The Plan, snapshots and the fitted cascade
-model come from a background refresh (``router_sync``); requests never wait on
-the controller. Per-class arrivals (``Gateway.take_arrivals``) are reported to
-the controller every second (the optimizer's λ_c).
+model come from a background refresh (``sync_hub``, shared with the routers in
+this process); requests never wait on the controller. Per-class arrivals
+(``Gateway.take_arrivals``) are reported to the controller every second (the
+optimizer's λ_c).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from orchestrator.config import parse_config
 from orchestrator.gateway import Gateway
 from orchestrator.metrics import IngressMetrics
 from orchestrator.request_info import CLASS_FIELD, CLASS_HEADER, request_info_from_body
+from orchestrator.sync_hub import process_hub
 from replicas.names import CONTROLLER_NAME, CONTROLLER_NAMESPACE
 
 _POOL: contextvars.ContextVar[str | None] = contextvars.ContextVar("cascade_pool", default=None)
@@ -64,7 +66,6 @@ class CascadeIngress(OpenAiIngress):
         self._refresh_s = refresh_s
         self._task: asyncio.Task[None] | None = None
         self._ids = itertools.count()
-        self._sync_id = f"ingress:{id(self):x}"
         self._metrics = IngressMetrics.from_config(cfg)
 
     # ---- background: Plan + snapshots in, arrivals out ----------------------------------
@@ -75,23 +76,29 @@ class CascadeIngress(OpenAiIngress):
     async def _refresh(self) -> None:
         import ray
 
+        # Plan, snapshots and the fit come through the process's SyncHub, shared
+        # with the pools' routers in this process (one controller call a period
+        # for all of them); arrivals go out once a second
+        hub = process_hub(CONTROLLER_NAME, CONTROLLER_NAMESPACE, self._refresh_s)
         controller: Any = None
         last_report = time.time()
+        seen = 0
         while True:
             try:
-                if controller is None:
-                    controller = ray.get_actor(CONTROLLER_NAME, namespace=CONTROLLER_NAMESPACE)
-                # snapshots, Plan and the fitted cascade model in one call (no
-                # report: the ingress is not a router)
-                self.gateway.sync(await controller.router_sync.remote(self._sync_id, None))
+                state, seq = hub.poll()
+                if state is not None and seq != seen:
+                    seen = seq
+                    self.gateway.sync(state)
                 now = time.time()
                 if now - last_report >= 1.0:
+                    if controller is None:
+                        controller = ray.get_actor(CONTROLLER_NAME, namespace=CONTROLLER_NAMESPACE)
                     counts, period_s = self.gateway.take_arrivals()
-                    await controller.report_arrivals.remote(counts, period_s)
                     last_report = now
+                    await controller.report_arrivals.remote(counts, period_s)
             except Exception:  # controller missing/restarting: keep the last Plan
                 controller = None
-            await asyncio.sleep(self._refresh_s)
+            await asyncio.sleep(self._refresh_s / 2)
 
     # ---- pool choice: the handle Ray's ingress uses for this request --------------------
     def _get_configured_serve_handle(self, model_id: str) -> DeploymentHandle:

@@ -4,11 +4,12 @@ No policy logic lives here: ``choose_replicas`` asks ``RoutingCore`` (pure; it
 ranks with the deployment's ``Gateway``, the decision object the ingress and the
 simulator share) to rank the candidates and returns one rank per replica, best first, as Serve
 expects. The latest snapshots, Plan and fitted cascade model come from the
-controller actor through a background ``router_sync`` every ``refresh_s``
-(≤ 250 ms old), which also carries this router's ``RouterReport`` (plan version
-held, decisions, fallbacks, requests routed per replica: ``cascade status``
-shows them). A request never waits on the controller, and if the controller is
-gone the router keeps its last view, model and its own in-flight counts.
+controller actor through the process's ``SyncHub`` (one controller call per
+``refresh_s`` for every router and the ingress in this process), which also
+carries this router's ``RouterReport`` (plan version held, decisions, fallbacks,
+requests routed per replica: ``cascade status`` shows them). A request never
+waits on the controller, and if the controller is gone the router keeps its last
+view, model and its own in-flight counts.
 
 Configured per pool deployment with
 ``RequestRouterConfig(request_router_class=CascadeRequestRouter,
@@ -38,6 +39,7 @@ from orchestrator.controller_state import config_fingerprint
 from orchestrator.gateway import Gateway
 from orchestrator.metrics import RouterMetrics
 from orchestrator.routing_core import RoutingCore
+from orchestrator.sync_hub import process_hub
 from replicas.names import CONTROLLER_NAME, CONTROLLER_NAMESPACE
 from replicas.telemetry import RequestInfo
 
@@ -62,7 +64,6 @@ class CascadeRequestRouter(FIFOMixin, RequestRouter):
         self.refresh_s = refresh_s
         self._controller_name = controller_name
         self._controller_namespace = controller_namespace
-        self._controller: Any = None
         self._refresh_task: asyncio.Task[None] | None = None
         self._requests: dict[str, RequestInfo] = {}  # routed, until completed
         self._parsed: dict[str, RequestInfo] = {}  # parsed, until routed
@@ -79,21 +80,18 @@ class CascadeRequestRouter(FIFOMixin, RequestRouter):
             self._refresh_task = asyncio.get_running_loop().create_task(self._refresh())
 
     async def _refresh(self) -> None:
-        import ray
-
+        # polled at twice the hub's rate (an O(1) look at shared state), so an
+        # answer is applied at most refresh_s / 2 after it arrives
+        hub = process_hub(self._controller_name, self._controller_namespace, self.refresh_s)
+        seen = 0
         while True:
-            try:
-                if self._controller is None:
-                    self._controller = ray.get_actor(
-                        self._controller_name, namespace=self._controller_namespace
-                    )
-                state = await self._controller.router_sync.remote(
-                    self._router_id, self.core.report()
-                )
-                self.core.sync(state)
-            except Exception:  # controller missing or restarting: keep the last view
-                self._controller = None
-            await asyncio.sleep(self.refresh_s)
+            with contextlib.suppress(Exception):  # never let the loop die
+                hub.report(self._router_id, self.core.report())
+                state, seq = hub.poll()
+                if state is not None and seq != seen:
+                    seen = seq
+                    self.core.sync(state)
+            await asyncio.sleep(self.refresh_s / 2)
 
     # ---- Serve's hooks ----------------------------------------------------------------------
     async def choose_replicas(

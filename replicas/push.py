@@ -17,7 +17,11 @@ reasons and are never confused:
    controller is looked up again (the name may now belong to a new actor).
 
 A push still in flight makes the period a no-op (``BUSY``): the controller is slow,
-and the newest snapshot goes next period. Serving never depends on any of this.
+and the newest snapshot goes next period. An idle replica (nothing running or
+waiting, and nothing finished or allocated since its last push) pushes only a
+heartbeat every ``heartbeat_s`` (``IDLE`` otherwise): each push is an actor call
+that costs CPU on both sides, and an idle cluster's pushes carried nothing new.
+Serving never depends on any of this.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -50,6 +55,19 @@ class PushOutcome(enum.Enum):
     SNAPSHOT_ERROR = "snapshot_error"
     LOOKUP_ERROR = "lookup_error"
     PUSH_ERROR = "push_error"
+    IDLE = "idle"  # nothing new on an idle replica, heartbeat not due
+
+
+# An idle replica still pushes this often: well inside the controller's default
+# ``stale_after_s`` (5 s), so an idle replica is never taken for a dead one.
+HEARTBEAT_S = 1.0
+
+
+def _activity(snap: ReplicaSnapshot) -> tuple[int, int, int, int] | None:
+    """What an idle replica's snapshots share; None while it is busy."""
+    if snap.running or snap.waiting:
+        return None
+    return (snap.running, snap.waiting, snap.completed, snap.kv_blocks_used)
 
 
 class SnapshotPusher:
@@ -61,6 +79,8 @@ class SnapshotPusher:
         send: sends a snapshot to a handle, returns the push's future.
         on_snapshot: called with each built snapshot (metrics export); its errors are
             ignored.
+        heartbeat_s: an idle replica's push interval (s; see the module docstring).
+        clock: monotonic seconds (injected in tests).
     """
 
     def __init__(
@@ -70,6 +90,8 @@ class SnapshotPusher:
         send: Callable[[Any, ReplicaSnapshot], PushFuture],
         *,
         on_snapshot: Callable[[ReplicaSnapshot], object] | None = None,
+        heartbeat_s: float = HEARTBEAT_S,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._build = build
         self._lookup = lookup
@@ -79,6 +101,10 @@ class SnapshotPusher:
         self.pushes = 0
         self.errors: dict[str, int] = {}  # "<step>:<exception type>" -> count
         self._inflight: PushFuture | None = None
+        self.heartbeat_s = heartbeat_s
+        self._clock = clock
+        self._pushed_s = -float("inf")
+        self._pushed_activity: tuple[int, int, int, int] | None = None
 
     def tick(self) -> PushOutcome:
         """One period (never raises)."""
@@ -90,6 +116,14 @@ class SnapshotPusher:
         if self._on_snapshot is not None:
             with contextlib.suppress(Exception):  # metrics never disturb serving
                 self._on_snapshot(snap)
+        activity = _activity(snap)
+        now = self._clock()
+        if (
+            activity is not None
+            and activity == self._pushed_activity
+            and now - self._pushed_s < self.heartbeat_s
+        ):
+            return PushOutcome.IDLE
         prev = self._inflight
         if prev is not None:
             if not prev.done():
@@ -114,6 +148,7 @@ class SnapshotPusher:
             self.controller = None
             return PushOutcome.PUSH_ERROR
         self.pushes += 1
+        self._pushed_s, self._pushed_activity = now, activity
         return PushOutcome.PUSHED
 
     def _error(self, step: str, exc: BaseException, message: str) -> None:

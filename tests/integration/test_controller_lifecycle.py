@@ -168,14 +168,14 @@ def test_a_killed_controller_restarts_with_its_state(clean: None) -> None:
     s0 = _status(actor)
     _until(lambda: _status(actor)["checkpoints"] >= s0["checkpoints"] + 2, "two checkpoints")
     before = _status(actor)
-    fit = ray.get(actor.router_sync.remote("test", None)).cascade
+    fit = ray.get(actor.sync.remote({})).cascade
     assert fit is not None and fit["w"] > 0  # the model was fitted on the snapshots
     assert before["arrival_rates"]["default"] > 0
 
     ray.kill(actor, no_restart=False)  # a crash: Ray restarts the detached actor
     after = _until(lambda: (s := _status(actor))["restarts"] and s, "the restart", 30.0)
     assert after["restarts"] == 1 and after["restored"]["state"] == "restored"
-    assert ray.get(actor.router_sync.remote("test", None)).cascade == fit
+    assert ray.get(actor.sync.remote({})).cascade == fit
     assert after["pinned"] == {"llm-a100": 2}
     assert after["arrival_rates"] == before["arrival_rates"]
     assert after["steps"] >= before["steps"] - CHECKPOINT_EVERY_STEPS

@@ -61,7 +61,35 @@ class World:
 
 
 def _pusher(w: World) -> SnapshotPusher:
-    return SnapshotPusher(w.build, w.lookup, w.send, on_snapshot=w.export)
+    # heartbeat 0: every period pushes, idle or not (the idle rule has its own test)
+    return SnapshotPusher(w.build, w.lookup, w.send, on_snapshot=w.export, heartbeat_s=0.0)
+
+
+def test_an_idle_replica_pushes_only_a_heartbeat_and_any_activity_at_once() -> None:
+    clock = [0.0]
+    state = {"running": 0, "completed": 5}
+
+    def build() -> ReplicaSnapshot:
+        return ReplicaSnapshot(replica_id="r1", pool="p", time_s=clock[0], **state)
+
+    w = World()
+    p = SnapshotPusher(build, w.lookup, w.send, heartbeat_s=1.0, clock=lambda: clock[0])
+    outcomes = []
+    for k in range(9):  # 2 s of 250 ms periods, idle throughout
+        clock[0] = 0.25 * k
+        outcomes.append(p.tick())
+    pushed = [0.25 * k for k, o in enumerate(outcomes) if o is PushOutcome.PUSHED]
+    assert pushed == [0.0, 1.0, 2.0]  # one heartbeat a second
+    assert {o for o in outcomes} == {PushOutcome.PUSHED, PushOutcome.IDLE}
+    clock[0] = 2.25
+    state["completed"] = 6  # a request finished since the last push: pushed now
+    assert p.tick() is PushOutcome.PUSHED
+    clock[0] = 2.5
+    state["running"] = 1  # busy: every period pushes
+    assert p.tick() is PushOutcome.PUSHED
+    clock[0] = 2.75
+    assert p.tick() is PushOutcome.PUSHED
+    assert p.pushes == len(w.sent) == 6
 
 
 def test_a_snapshot_error_keeps_the_controller_and_is_counted_and_logged_once(
@@ -144,7 +172,7 @@ def test_with_real_asyncio_futures() -> None:
             futures.append(loop.create_future())
             return futures[-1]
 
-        p = SnapshotPusher(w.build, w.lookup, send)
+        p = SnapshotPusher(w.build, w.lookup, send, heartbeat_s=0.0)
         out = [p.tick(), p.tick()]
         futures[0].set_exception(RuntimeError("actor died"))
         out.append(p.tick())
