@@ -30,6 +30,15 @@ where served req/s is the capacity). ``cpu_s`` in each row is the CPU seconds
 each Ray/vLLM process role spent during the load (all of this host's processes:
 run it on an otherwise idle machine).
 
+``--interleave K`` (K >= 2) deploys every system side by side on one Ray cluster
+(Cascade at ``/``, stock router R at ``/stock-R``) and drives them one at a time
+in K alternating rounds (ABBA) of N / K requests, then merges each system's
+rounds: on a shared host whose speed drifts by 10-30 % over minutes (measured:
+stock's TPOT P50 was 0.031 s in one run and 0.017 s in the next), one system
+after the other compares the host's moments as much as the systems; interleaved,
+the drift falls on both. The idle system's background work runs during the
+other's rounds (both ways).
+
 Needs vLLM (``engine: vllm`` in the config); each system costs its start-up
 (~95 s for two vLLM-CPU replicas on 2 cores) plus N / R seconds of load.
 """
@@ -52,21 +61,24 @@ from experiments.benchmarks.ab_data import (
     Workload,
     client_args,
     latency_samples,
+    merge_results,
     ratios,
     summarize,
     workload_rows,
     write_cdf_plot,
     write_workload,
 )
+from experiments.benchmarks.ab_systems_cli import (
+    PORT,
+    cpu_delta,
+    deploy_cascade,
+    deploy_stock,
+    ray_cpu_seconds,
+)
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "ab-cpu.yaml"
 STOCK_ROUTERS = ("pow2", "prefix", "capacity")
-STOCK_APP = "stock"
 TELEMETRY_OFF = "cascade-telemetry-off"
-PORT = 8000
-# the stock ingress asks for a whole CPU by default and would wait forever next
-# to the replicas' bundles on a small node (DESIGN.md); Cascade's asks for 0.1
-STOCK_INGRESS_CPUS = 0.1
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -93,6 +105,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also run Cascade with loops.telemetry false (full-stack telemetry overhead)",
     )
+    parser.add_argument(
+        "--interleave",
+        type=int,
+        default=1,
+        help="K >= 2: deploy every system side by side on one Ray cluster and drive them "
+        "in K alternating rounds (ABBA...) of requests/K each, so the host's drift falls "
+        "on every system alike; 1 (default): one system at a time",
+    )
     parser.add_argument("--out", default="out/ab", help="plots and raw results")
 
 
@@ -104,73 +124,8 @@ def parse_routers(text: str) -> list[str]:
     return names
 
 
-def stock_router_options(name: str) -> dict[str, Any]:
-    """The pool deployment's Serve options that select stock router ``name``."""
-    from ray.serve.config import DeploymentActorConfig, RequestRouterConfig
-
-    if name == "pow2":  # Ray's default router
-        return {}
-    if name == "prefix":
-        from ray.serve.llm.request_router import PrefixCacheAffinityRouter
-
-        return {
-            "request_router_config": RequestRouterConfig(
-                request_router_class=PrefixCacheAffinityRouter  # type: ignore[arg-type]
-            )
-        }
-    if name == "capacity":
-        from ray.serve.experimental.capacity_queue import CapacityQueue
-        from ray.serve.experimental.capacity_queue_router import CapacityQueueRouter
-
-        return {
-            "request_router_config": RequestRouterConfig(
-                request_router_class=CapacityQueueRouter,  # type: ignore[arg-type]
-                request_router_kwargs={"capacity_queue_actor_name": "capacity_queue"},
-            ),
-            "deployment_actors": [
-                DeploymentActorConfig(
-                    name="capacity_queue",
-                    actor_class=CapacityQueue,
-                    init_kwargs={"acquire_timeout_s": 30.0, "token_ttl_s": 600.0},
-                )
-            ],
-        }
-    raise ValueError(f"unknown stock router {name!r}")
-
-
 def _log(msg: str) -> None:
     print(f"[bench ab] {msg}", file=sys.stderr, flush=True)
-
-
-def _deploy_stock(cfg: Any, router: str, num_cpus: int, timeout_s: float) -> None:
-    from ray import serve
-    from ray.serve.llm import build_openai_app
-
-    from orchestrator import serve_cli
-    from replicas.vllm_config import build_llm_config
-
-    serve_cli.start_ray_head(cfg, num_cpus)
-    pool = cfg.pools[0]
-    llm = build_llm_config(cfg.model, pool, deployment_overrides=stock_router_options(router))
-    serve.start(http_options={"host": "127.0.0.1", "port": PORT})
-    app = build_openai_app(
-        {
-            "llm_configs": [llm],
-            "ingress_deployment_config": {"ray_actor_options": {"num_cpus": STOCK_INGRESS_CPUS}},
-        }
-    )
-    serve.run(app, name=STOCK_APP, route_prefix="/", blocking=False)
-    serve_cli.wait_app_ready(STOCK_APP, timeout_s)
-
-
-def _deploy_cascade(config: str, num_cpus: int, timeout_s: float) -> None:
-    from orchestrator import serve_cli
-
-    serve_cli.run_up(
-        argparse.Namespace(
-            config=config, port=PORT, num_cpus=num_cpus, time_scale=1.0, timeout=timeout_s
-        )
-    )
 
 
 def parse_rates(text: str) -> list[float]:
@@ -187,15 +142,17 @@ def parse_rates(text: str) -> list[float]:
 
 
 def _drive(args: argparse.Namespace, system: str, rate: float, model: str, tokenizer: str,
-           data: Path, out: Path) -> dict[str, Any]:  # fmt: skip
-    tag = f"{system}-r{rate:g}"
+           data: Path, out: Path, *, route: str = "", n: int | None = None,
+           seed: int | None = None, tag: str | None = None) -> dict[str, Any]:  # fmt: skip
+    tag = tag or f"{system}-r{rate:g}"
+    n = args.requests if n is None else n
     result_file = f"{tag}.json"
     cmd = [sys.executable, "-c", BENCH_SERVE, *client_args(
-        base_url=f"http://127.0.0.1:{PORT}", model=model, tokenizer=tokenizer, dataset=data,
-        n=args.requests, rate=rate, burstiness=args.burstiness, seed=args.seed,
-        result_dir=out, result_file=result_file,
+        base_url=f"http://127.0.0.1:{PORT}{route}", model=model, tokenizer=tokenizer,
+        dataset=data, n=n, rate=rate, burstiness=args.burstiness,
+        seed=args.seed if seed is None else seed, result_dir=out, result_file=result_file,
     )]  # fmt: skip
-    _log(f"{system}: {args.requests} requests at {rate:g} req/s (vllm bench serve)")
+    _log(f"{tag}: {n} requests at {rate:g} req/s (vllm bench serve)")
     before = ray_cpu_seconds()
     # the client's progress bar goes straight to our stderr; its report to a log
     with (out / f"{tag}.client.log").open("w") as log:
@@ -205,31 +162,6 @@ def _drive(args: argparse.Namespace, system: str, rate: float, model: str, token
     result: dict[str, Any] = json.loads((out / result_file).read_text())
     result["cpu_s"] = cpu_delta(before, ray_cpu_seconds())
     return result
-
-
-def ray_cpu_seconds() -> dict[str, float]:
-    """CPU seconds (user + system) so far of this host's Ray and vLLM processes,
-    summed by role: the process title (``ray::ServeReplica:<app>:<deployment>``,
-    ``ray::ControllerActor``, ``VLLM::EngineCore``...) with the app name dropped,
-    so both systems' rows compare role by role. Processes that exit are lost."""
-    import psutil
-
-    out: dict[str, float] = {}
-    for p in psutil.process_iter(["cmdline", "cpu_times"]):
-        cmd = p.info.get("cmdline") or []
-        times = p.info.get("cpu_times")
-        if not cmd or times is None or not cmd[0].startswith(("ray::", "VLLM::")):
-            continue
-        role = cmd[0].split(" ")[0]
-        if role.startswith("ray::ServeReplica:"):  # ray::ServeReplica:<app>:<deployment>
-            role = "ray::ServeReplica:" + role.split(":", 4)[-1]
-        out[role] = out.get(role, 0.0) + times.user + times.system
-    return out
-
-
-def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    """Per-role CPU seconds spent between two ``ray_cpu_seconds`` readings."""
-    return {k: round(v - before.get(k, 0.0), 2) for k, v in sorted(after.items())}
 
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -263,6 +195,8 @@ def _run(args: argparse.Namespace) -> list[dict[str, Any]]:
         configs[TELEMETRY_OFF] = str(out / "telemetry-off.yaml")
         Path(configs[TELEMETRY_OFF]).write_text(yaml.safe_dump(off))
     rates = parse_rates(args.rate)
+    if args.interleave > 1:
+        return _run_interleaved(args, cfg, routers, rates, load_trace(args.trace), tokenizer, out)
     rows: list[dict[str, Any]] = []
     samples: dict[float, dict[str, Any]] = {r: {} for r in rates}
     serve_cli.run_down(argparse.Namespace())  # from no Ray at all
@@ -271,9 +205,9 @@ def _run(args: argparse.Namespace) -> list[dict[str, Any]]:
         t0 = time.time()
         try:
             if system in configs:
-                _deploy_cascade(configs[system], args.num_cpus, args.timeout)
+                deploy_cascade(configs[system], args.num_cpus, args.timeout)
             else:
-                _deploy_stock(cfg, system.removeprefix("stock-"), args.num_cpus, args.timeout)
+                deploy_stock(cfg, system.removeprefix("stock-"), args.num_cpus, args.timeout)
             _log(f"{system}: ready in {time.time() - t0:.0f} s")
             for rate in rates:
                 result = _drive(args, system, rate, cfg.model.name, tokenizer, data, out)
@@ -287,12 +221,79 @@ def _run(args: argparse.Namespace) -> list[dict[str, Any]]:
             rows.append({"system": system, "error": f"{type(exc).__name__}: {exc}"})
         finally:
             serve_cli.run_down(argparse.Namespace())
+    return _finish(rows, samples, rates, out)
+
+
+def _finish(rows: list[dict[str, Any]], samples: dict[float, dict[str, Any]],
+            rates: list[float], out: Path) -> list[dict[str, Any]]:  # fmt: skip
     for rate in rates:
         rows.extend(_ratio_rows([r for r in rows if r.get("rate") == rate], rate))
         if samples[rate]:
             plot = write_cdf_plot(samples[rate], out / f"ab_latency_cdf_r{rate:g}.png")
             _log(f"CDF plot: {plot}")
     return rows
+
+
+def _run_interleaved(args: argparse.Namespace, cfg: Any, routers: list[str], rates: list[float],
+                     trace: Any, tokenizer: str, out: Path) -> list[dict[str, Any]]:  # fmt: skip
+    """Every system deployed at once (Cascade at ``/``, stock router R as app
+    ``stock-R`` at ``/stock-R``), driven one at a time in ``K`` rounds per rate;
+    round k sends slice k of the workload (``requests // K`` requests, arrival
+    seed ``seed + k``) to each system, in reversed order on odd rounds (ABBA),
+    so a drift in the host's speed weighs on every system alike. Each system's
+    rounds are merged into one row (``merge_results``)."""
+    from orchestrator import serve_cli
+
+    k_rounds = args.interleave
+    if args.telemetry_off:
+        raise ValueError("--telemetry-off needs its own Cascade deployment: run it without "
+                         "--interleave")  # fmt: skip
+    per_round = args.requests // k_rounds
+    if per_round < 1:
+        raise ValueError(f"--requests {args.requests} < --interleave {k_rounds}")
+    w = Workload(args.trace, per_round * k_rounds, args.prompt_scale, args.max_output)
+    all_rows = workload_rows(trace, w)
+    files = [write_workload(all_rows[k * per_round:(k + 1) * per_round],
+                            out / f"workload-k{k}.jsonl") for k in range(k_rounds)]  # fmt: skip
+    systems = [f"stock-{r}" for r in routers] + ([] if args.skip_cascade else ["cascade"])
+    routes = {s: "" if s == "cascade" else f"/{s}" for s in systems}
+    serve_cli.run_down(argparse.Namespace())
+    rows: list[dict[str, Any]] = []
+    samples: dict[float, dict[str, Any]] = {r: {} for r in rates}
+    try:
+        for system in systems:  # Cascade first: `cascade up` starts the Ray head
+            _log(f"{system}: deploying (side by side)")
+            t0 = time.time()
+            if system == "cascade":
+                deploy_cascade(str(args.config), args.num_cpus, args.timeout)
+            else:
+                deploy_stock(cfg, system.removeprefix("stock-"), args.num_cpus, args.timeout,
+                              app_name=system, route_prefix=routes[system])  # fmt: skip
+            _log(f"{system}: ready in {time.time() - t0:.0f} s")
+        for rate in rates:
+            results: dict[str, list[dict[str, Any]]] = {s: [] for s in systems}
+            for k in range(k_rounds):
+                for system in systems if k % 2 == 0 else systems[::-1]:
+                    results[system].append(_drive(
+                        args, system, rate, cfg.model.name, tokenizer, files[k], out,
+                        route=routes[system], n=per_round, seed=args.seed + k,
+                        tag=f"{system}-r{rate:g}-k{k}",
+                    ))  # fmt: skip
+            for system in systems:
+                merged = merge_results(results[system])
+                row = summarize(system, merged)
+                row.update(rate=rate, burstiness=args.burstiness, trace=args.trace,
+                           rounds=k_rounds)  # fmt: skip
+                cpu: dict[str, float] = {}
+                for res in results[system]:
+                    for role, sec in res["cpu_s"].items():
+                        cpu[role] = round(cpu.get(role, 0.0) + sec, 2)
+                row["cpu_s"] = cpu
+                rows.append(row)
+                samples[rate][system] = latency_samples(merged)
+    finally:
+        serve_cli.run_down(argparse.Namespace())
+    return _finish(rows, samples, rates, out)
 
 
 def _ratio_rows(rows: list[dict[str, Any]], rate: float) -> list[dict[str, Any]]:

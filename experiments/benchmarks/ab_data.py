@@ -139,6 +139,45 @@ def latency_samples(result: Mapping[str, Any]) -> dict[str, np.ndarray]:
     }
 
 
+def merge_results(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One system's result from several client runs (the rounds of an
+    interleaved A/B): per-request lists concatenated, counts and durations
+    summed, throughputs = totals / summed duration, and the latency quantiles
+    recomputed over every request as ``vllm bench serve`` computes them (ms;
+    ``np.percentile``; TPOT = (E2E − TTFT) / (output − 1) for outputs > 1; ITL
+    over every inter-token gap). Raises ``ValueError`` on no results."""
+    if not results:
+        raise ValueError("merge_results: no results to merge")
+    lists = ("input_lens", "output_lens", "ttfts", "itls", "latencies", "errors")
+    out: dict[str, Any] = {k: [x for r in results for x in (r.get(k) or [])] for k in lists}
+    for key in ("completed", "failed", "total_input_tokens", "total_output_tokens"):
+        out[key] = sum(int(r.get(key, 0) or 0) for r in results)
+    out["duration"] = sum(float(r.get("duration", 0.0) or 0.0) for r in results)
+    dur = out["duration"]
+    out["request_throughput"] = out["completed"] / dur if dur > 0 else 0.0
+    out["output_throughput"] = out["total_output_tokens"] / dur if dur > 0 else 0.0
+    errors, lat, ttft = out["errors"], out["latencies"], out["ttfts"]
+    n_out = out["output_lens"]
+    ok = [i for i in range(len(lat)) if not (i < len(errors) and errors[i])]
+    samples_ms: dict[str, list[float]] = {
+        "ttft": [1e3 * ttft[i] for i in ok if i < len(ttft)],
+        "e2el": [1e3 * lat[i] for i in ok],
+        "tpot": [
+            1e3 * (lat[i] - ttft[i]) / (n_out[i] - 1)
+            for i in ok
+            if i < len(ttft) and i < len(n_out) and n_out[i] > 1
+        ],
+        "itl": [1e3 * g for i in ok if i < len(out["itls"]) for g in out["itls"][i]],
+    }
+    for metric, xs in samples_ms.items():
+        for q in QUANTILES:
+            value = float(np.percentile(xs, q)) if xs else None
+            out[f"p{q}_{metric}_ms"] = value
+            if q == 50:
+                out[f"median_{metric}_ms"] = value
+    return out
+
+
 RATIO_KEYS = (
     "served_req_s", "output_tok_s",
     "ttft_p50_s", "ttft_p99_s", "tpot_p99_s", "itl_p99_s", "e2e_p50_s", "e2e_p99_s",

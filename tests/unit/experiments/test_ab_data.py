@@ -14,6 +14,7 @@ from experiments.benchmarks.ab_data import (
     ab_table_rows,
     client_args,
     latency_samples,
+    merge_results,
     ratios,
     summarize,
     workload_rows,
@@ -85,6 +86,34 @@ def test_summarize_converts_to_seconds_and_keeps_failures() -> None:
 def test_latency_samples_drop_failed_requests() -> None:
     s = latency_samples(RESULT)
     assert s["ttft"].tolist() == [0.1, 0.2] and s["e2e"].tolist() == [1.0, 2.0]
+
+
+def _round(ttfts: list[float], lats: list[float], outs: list[int], dur: float) -> dict:
+    return {
+        "completed": len(lats), "failed": 0, "duration": dur, "ttfts": ttfts,
+        "latencies": lats, "output_lens": outs, "input_lens": [10] * len(lats),
+        "itls": [[0.01] * (n - 1) for n in outs], "errors": [""] * len(lats),
+        "total_output_tokens": sum(outs), "total_input_tokens": 10 * len(lats),
+    }  # fmt: skip
+
+
+def test_merged_rounds_are_one_run_of_all_their_requests() -> None:
+    a = _round([0.1, 0.2], [1.0, 2.0], [11, 21], 10.0)
+    b = _round([0.3, 0.4, 0.5], [3.0, 4.0, 5.0], [2, 3, 1], 5.0)
+    b["errors"][1], b["failed"], b["completed"] = "HTTP 500", 1, 2  # one failure
+    m = merge_results([a, b])
+    assert (m["completed"], m["failed"], m["duration"]) == (4, 1, 15.0)
+    assert m["request_throughput"] == pytest.approx(4 / 15)
+    assert m["output_throughput"] == pytest.approx((11 + 21 + 2 + 3 + 1) / 15)
+    row = summarize("x", m)  # the failed request (0.4 s, 4 s) is in no quantile
+    assert row["ttft_p50_s"] == pytest.approx(np.percentile([0.1, 0.2, 0.3, 0.5], 50))
+    assert row["e2e_p99_s"] == pytest.approx(np.percentile([1.0, 2.0, 3.0, 5.0], 99))
+    tpot = [0.9 / 10, 1.8 / 20, 2.7 / 1]  # (E2E - TTFT) / (out - 1), out > 1 only
+    assert row["tpot_p50_s"] == pytest.approx(np.percentile(tpot, 50))
+    assert row["itl_p99_s"] == pytest.approx(0.01)
+    assert latency_samples(m)["e2e"].tolist() == [1.0, 2.0, 3.0, 5.0]
+    with pytest.raises(ValueError, match="no results"):
+        merge_results([])
 
 
 def test_ratios_and_table() -> None:
