@@ -184,15 +184,21 @@ def build_app(args: Mapping[str, Any] | None = None) -> Application:
 
 
 def ingress_asgi_app(token_env: str | None) -> Any:
-    """Ray Serve LLM's own FastAPI app for the ingress (its middlewares: errors,
-    CORS, HTTP metrics, request ids), with ``BearerAuthMiddleware`` outermost
-    when ``token_env`` is set, so a request without the token is refused before
-    anything else runs. The token is read in the ingress process, never here."""
+    """Ray Serve LLM's own FastAPI app for the ingress (its middlewares: request
+    ids, CORS, HTTP metrics, errors), with ``BearerAuthMiddleware`` right inside
+    CORS when ``token_env`` is set: a request without the token is refused before
+    any route runs, and its 401 still carries CORS headers (browsers can read
+    it). The token is read in the ingress process, never here."""
     from ray.llm._internal.serve.core.ingress.ingress import init
+    from starlette.middleware import Middleware
+    from starlette.middleware.cors import CORSMiddleware
 
     app = init()
     if token_env:
-        app.add_middleware(BearerAuthMiddleware, token_env=token_env)
+        stack = app.user_middleware  # outermost first
+        cors = [i for i, m in enumerate(stack) if getattr(m, "cls", None) is CORSMiddleware]
+        at = cors[0] + 1 if cors else 0
+        stack.insert(at, Middleware(BearerAuthMiddleware, token_env=token_env))
     return app
 
 
