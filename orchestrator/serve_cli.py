@@ -232,7 +232,8 @@ def status_warnings(status: dict[str, Any], deployed_pools: list[str] | None) ->
     """Why ``cascade status``'s numbers may not describe the app that serves (pure:
     unit-tested): the controller runs another config than the deployed app's
     (its pools differ from the app's pool deployments, or a router was deployed
-    with another config fingerprint), no app is deployed, or no replica reports."""
+    with another config fingerprint), no app is deployed, no replica reports, or
+    the controller refused calls without its secret."""
     from orchestrator.controller_state import describe_config, short_fingerprint
 
     ours = describe_config(
@@ -257,6 +258,14 @@ def status_warnings(status: dict[str, Any], deployed_pools: list[str] | None) ->
             "routers of the deployed app run config fp "
             f"{', '.join(sorted(short_fingerprint(f) for f in others))} but the controller "
             f"runs config {ours}: run `cascade up --config <file>` again"
+        )
+    refused = status.get("refused_calls") or {}
+    if refused:
+        calls = ", ".join(f"{m} {n}" for m, n in sorted(refused.items()))
+        out.append(
+            f"the controller refused {sum(refused.values())} calls without its secret ({calls}): "
+            "a caller that is not this app's (docs/deploy.md, Security), or replicas of an app "
+            "deployed before `cascade down` made a new secret"
         )
     if not status.get("replicas"):
         out.append(
