@@ -169,3 +169,27 @@ def test_foreign_calls_to_the_controller_are_refused_and_counted(base: str) -> N
     assert after["refused_calls"] == {"push": 2, "report_arrivals": 2, "pin": 2}
     assert "intruder" not in after["replicas"] and after["pinned"] == {}
     assert after["arrival_rates"]["default"] < 100  # the foreign 1000 requests/s never counted
+
+
+def test_cascade_pin_passes_the_secret_and_says_what_it_changes(
+    base: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import argparse
+
+    from orchestrator import pin_cli
+
+    controller = ray.get_actor(CONTROLLER_NAME, namespace=CONTROLLER_NAMESPACE)
+    before = dict(ray.get(controller.status.remote(), timeout=30))["refused_calls"]
+    assert pin_cli.run(argparse.Namespace(pool="llm", replicas="1")) == 0
+    assert "[cascade pin] pool llm: pinned to 1 replicas (was: the allocator's, target 1)" in (
+        capsys.readouterr().err
+    )
+    assert ray.get(controller.status.remote(), timeout=30)["pinned"] == {"llm": 1}
+    with pytest.raises(ValueError, match=r"replicas 2 outside \[1, 1\]"):
+        pin_cli.run(argparse.Namespace(pool="llm", replicas="2"))
+    assert pin_cli.run(argparse.Namespace(pool="llm", replicas="auto")) == 0
+    assert "pool llm: back to the allocator (was: pinned to 1); pins now: none" in (
+        capsys.readouterr().err
+    )
+    st = dict(ray.get(controller.status.remote(), timeout=30))
+    assert st["pinned"] == {} and st["refused_calls"] == before  # the CLI holds the secret
