@@ -35,7 +35,7 @@ from orchestrator.access import ControllerAccessError  # noqa: E402
 from replicas.names import CONTROLLER_NAME, CONTROLLER_NAMESPACE  # noqa: E402
 from replicas.telemetry import ReplicaSnapshot  # noqa: E402
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
+pytestmark = pytest.mark.ray
 
 MODEL = "sim-llama"
 TOKEN_ENV = "CASCADE_TEST_API_TOKEN"
