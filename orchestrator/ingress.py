@@ -45,11 +45,11 @@ _POOL: contextvars.ContextVar[str | None] = contextvars.ContextVar("cascade_pool
 
 
 class CascadeIngress(OpenAiIngress):
-    """See the module docstring. With ``auth.token_env`` in the config, the app
-    ``build_app`` wraps this class in checks a bearer token on every route
-    (``orchestrator.access``); the ingress refuses to start without the variable.
-    ``controller_secret`` goes with ``report_arrivals`` (the controller refuses it
-    otherwise)."""
+    """See the module docstring. With ``auth.token_env`` in the config,
+    ``build_app`` serves this class from an app whose middleware checks a bearer
+    token on every route (``orchestrator.access``), and the ingress refuses to
+    start without the variable. ``controller_secret`` goes with
+    ``report_arrivals`` (the controller refuses it otherwise)."""
 
     def __init__(
         self,
