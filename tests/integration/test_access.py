@@ -48,7 +48,6 @@ CONFIG: dict[str, Any] = {
     "auth": {"token_env": TOKEN_ENV},
     "loops": {"snapshot_period_s": 0.1},
 }
-TEMP = Path(tempfile.mkdtemp(prefix="cax", dir="/tmp"))  # short: Ray's socket paths
 
 
 def _free_port() -> int:
@@ -62,13 +61,14 @@ def base() -> Iterator[str]:
     old = os.environ.get(TOKEN_ENV)
     os.environ[TOKEN_ENV] = TOKEN  # before Ray starts: its workers inherit it
     port = _free_port()
+    temp = Path(tempfile.mkdtemp(prefix="cax", dir="/tmp"))  # short: Ray's socket paths
     ray.init(
         address="local",
         num_cpus=4,
         resources={"accelerator_type:H100": 4},
         include_dashboard=False,
         namespace="cascade",
-        _temp_dir=str(TEMP),
+        _temp_dir=str(temp),
     )
     from orchestrator.app import build_app
 
@@ -81,7 +81,7 @@ def base() -> Iterator[str]:
     finally:
         serve.shutdown()
         ray.shutdown()
-        shutil.rmtree(TEMP, ignore_errors=True)
+        shutil.rmtree(temp, ignore_errors=True)
         if old is None:
             os.environ.pop(TOKEN_ENV, None)
         else:
