@@ -1,12 +1,14 @@
 """KubeRay manifests rendered from the one Cascade config, and their offline validation.
 
-``render_manifests(spec, RenderOptions(...))`` -> RayService, PodMonitor and the
-Grafana dashboard ConfigMap for a ``ServiceSpec`` (plain data; the CLI builds it
-from a Cascade config); ``to_yaml`` prints them as one stream.
-``validate_documents`` / ``validate_file`` check manifests against the KubeRay
-v1.7.0 CRDs (defaults applied, nulls dropped, unknown fields rejected), the
-operator's own rules and Cascade's checks. ``k8s/manifests/`` holds the rendered
-example (``examples/cluster.yaml``); the CLI is ``cascade k8s``.
+``render_manifests(spec, RenderOptions(...))`` -> RayService, PodMonitor, the
+Grafana dashboard ConfigMap and the Ray pods' NetworkPolicy for a ``ServiceSpec``
+(plain data; the CLI builds it from a Cascade config); ``to_yaml`` prints them as
+one stream. ``validate_documents`` / ``validate_file`` check manifests against
+the KubeRay v1.7.0 CRDs (defaults applied, nulls dropped, unknown fields
+rejected), the operator's own rules and Cascade's checks, security included
+(nothing exposes the Ray dashboard / Jobs API beyond the cluster:
+``k8s.security_rules``). ``k8s/manifests/`` holds the rendered example
+(``examples/cluster.yaml``); the CLI is ``cascade k8s``.
 
 This package imports no Kubernetes client, no Ray, and nothing of Cascade's other
 packages: it takes plain data.

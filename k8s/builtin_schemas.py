@@ -6,7 +6,11 @@ reference; it is a subset, so any other field is reported as unknown. The real
 CRD is not shipped here: apply it with the prometheus-operator (kube-prometheus-
 stack). ``CONFIGMAP`` is the core ``v1`` ConfigMap. Both are structural schemas
 (same dialect as a CRD's ``openAPIV3Schema``) and go through the same
-normalization as the KubeRay CRDs.
+normalization as the KubeRay CRDs. ``INGRESS`` is the ``networking.k8s.io/v1``
+Ingress spec (for ``k8s.security_rules``: an Ingress must not route to the Ray
+head's control ports). The core ``v1`` Service and ``networking.k8s.io/v1``
+NetworkPolicy schemas come from the KubeRay CRD, which embeds them
+(``k8s.validate``).
 """
 
 from __future__ import annotations
@@ -157,5 +161,90 @@ CONFIGMAP: dict[str, Any] = {
             "additionalProperties": {"type": "string", "pattern": r"^[A-Za-z0-9+/]*={0,2}$"},
         },
         "immutable": {"type": "boolean"},
+    },
+}
+
+_BACKEND: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "service": {
+            "type": "object",
+            "required": ["name"],
+            "properties": {
+                "name": _STR,
+                "port": {
+                    "type": "object",
+                    "properties": {
+                        "name": _STR,
+                        "number": {"type": "integer", "format": "int32"},
+                    },
+                },
+            },
+        },
+        "resource": {
+            "type": "object",
+            "properties": {"apiGroup": _STR, "kind": _STR, "name": _STR},
+        },
+    },
+}
+
+# networking.k8s.io/v1 Ingress (the whole spec; status omitted)
+INGRESS: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "apiVersion": _STR,
+        "kind": _STR,
+        "metadata": {"type": "object"},
+        "spec": {
+            "type": "object",
+            "properties": {
+                "ingressClassName": _STR,
+                "defaultBackend": _BACKEND,
+                "tls": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "hosts": {"type": "array", "items": _STR},
+                            "secretName": _STR,
+                        },
+                    },
+                },
+                "rules": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "host": _STR,
+                            "http": {
+                                "type": "object",
+                                "required": ["paths"],
+                                "properties": {
+                                    "paths": {
+                                        "type": "array",
+                                        "items": {
+                                            "type": "object",
+                                            "required": ["pathType", "backend"],
+                                            "properties": {
+                                                "path": _STR,
+                                                "pathType": {
+                                                    "type": "string",
+                                                    "enum": [
+                                                        "Exact",
+                                                        "Prefix",
+                                                        "ImplementationSpecific",
+                                                    ],
+                                                },
+                                                "backend": _BACKEND,
+                                            },
+                                        },
+                                    }
+                                },
+                            },
+                        },
+                    },
+                },
+            },
+        },
     },
 }

@@ -19,6 +19,14 @@
    (port ``metrics``, plus the head's autoscaler and dashboard metrics ports).
 3. a ``ConfigMap`` holding the Grafana dashboard JSON, labelled for the Grafana
    sidecar of kube-prometheus-stack (``grafana_dashboard: "1"``).
+4. a ``NetworkPolicy`` (``k8s.network``): the Ray pods' dashboard / Jobs API, GCS
+   and client ports only from the cluster's own pods (and the dashboard from the
+   KubeRay operator); Serve's port 8000 from anywhere, behind the Service KubeRay
+   creates (ClusterIP). Nothing here exposes the dashboard beyond the cluster.
+
+With ``auth`` in the Cascade config, every Ray container reads the ingress's API
+token from the Secret it names (``valueFrom.secretKeyRef``); the token never
+appears in the manifests.
 
 ``to_yaml(docs)`` prints them as one multi-document YAML stream. Everything is
 pure (no Kubernetes client); ``k8s.validate`` checks the result offline.
@@ -34,6 +42,16 @@ from typing import Any
 
 import yaml
 
+from k8s.network import (
+    AUTOSCALER_METRICS_PORT,
+    CLIENT_PORT,
+    DASHBOARD_METRICS_PORT,
+    DASHBOARD_PORT,
+    GCS_PORT,
+    METRICS_PORT,
+    SERVE_PORT,
+    render_networkpolicy,
+)
 from k8s.spec import PoolSpec, ServiceSpec
 
 APP_IMPORT_PATH = "orchestrator.app:build_app"
@@ -41,12 +59,6 @@ APP_NAME = "cascade"
 RAY_VERSION = "2.60.0"
 DEFAULT_IMAGE = "cascade-serve:0.1.0"  # built from this repository (docs/deploy.md)
 GPU_RESOURCE = "nvidia.com/gpu"
-METRICS_PORT = 8080
-SERVE_PORT = 8000
-DASHBOARD_PORT = 8265
-# Ray's defaults for the head's autoscaler and dashboard metrics endpoints.
-AUTOSCALER_METRICS_PORT = 44217
-DASHBOARD_METRICS_PORT = 44227
 LABEL_NAME = "app.kubernetes.io/name"
 LABEL_INSTANCE = "app.kubernetes.io/instance"
 LABEL_COMPONENT = "app.kubernetes.io/component"
@@ -92,6 +104,9 @@ class RenderOptions:
     memory_per_gpu_gi: int = 64
     gpu_toleration_key: str = GPU_RESOURCE
     hf_token_secret: str | None = "hf-token"  # Secret with key HF_TOKEN (optional in the pod)
+    # NetworkPolicy sources besides the cluster's own pods (k8s.network)
+    operator_namespace: str | None = None  # the KubeRay operator's (None: any namespace)
+    prometheus_namespace: str | None = "prometheus-system"  # may scrape the metrics ports
     idle_timeout_s: int = 300  # seconds an idle GPU worker stays before the autoscaler drops it
     extra_env: Mapping[str, str] = field(default_factory=dict)
 
@@ -166,11 +181,19 @@ def _env(pairs: Mapping[str, str]) -> list[dict[str, Any]]:
     return [{"name": k, "value": v} for k, v in pairs.items()]
 
 
-def _secret_env(options: RenderOptions) -> list[dict[str, Any]]:
-    if not options.hf_token_secret:
-        return []
-    ref = {"name": options.hf_token_secret, "key": "HF_TOKEN", "optional": True}
-    return [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": ref}}]
+def _secret_env(spec: ServiceSpec, options: RenderOptions) -> list[dict[str, Any]]:
+    """Secrets as environment: ``HF_TOKEN`` (optional) and the ingress's API token
+    (required: a pod without it never starts, rather than serving an open API).
+    Every Ray container gets both, as the ingress may run on any node."""
+    out = []
+    if options.hf_token_secret:
+        ref = {"name": options.hf_token_secret, "key": "HF_TOKEN", "optional": True}
+        out.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": ref}})
+    token = spec.api_token
+    if token is not None:
+        ref = {"name": token.secret, "key": token.key}
+        out.append({"name": token.env, "valueFrom": {"secretKeyRef": ref}})
+    return out
 
 
 def _head(spec: ServiceSpec, options: RenderOptions) -> dict[str, Any]:
@@ -181,9 +204,9 @@ def _head(spec: ServiceSpec, options: RenderOptions) -> dict[str, Any]:
     )
     env.update(options.extra_env)
     ports = [
-        ("gcs", 6379),
+        ("gcs", GCS_PORT),
         ("dashboard", DASHBOARD_PORT),
-        ("client", 10001),
+        ("client", CLIENT_PORT),
         ("serve", SERVE_PORT),
         ("metrics", METRICS_PORT),
         ("as-metrics", AUTOSCALER_METRICS_PORT),
@@ -200,7 +223,7 @@ def _head(spec: ServiceSpec, options: RenderOptions) -> dict[str, Any]:
                     {
                         "name": "ray-head",
                         "image": options.image,
-                        "env": _env(env) + _secret_env(options),
+                        "env": _env(env) + _secret_env(spec, options),
                         "ports": [{"name": n, "containerPort": p} for n, p in ports],
                         "resources": {"requests": dict(resources), "limits": dict(resources)},
                     }
@@ -222,7 +245,7 @@ def _worker_group(spec: ServiceSpec, pool: PoolSpec, options: RenderOptions) -> 
             {
                 "name": "ray-worker",
                 "image": options.image,
-                "env": _env(dict(options.extra_env)) + _secret_env(options),
+                "env": _env(dict(options.extra_env)) + _secret_env(spec, options),
                 "ports": [{"name": "metrics", "containerPort": METRICS_PORT}],
                 "resources": {"requests": dict(resources), "limits": dict(resources)},
                 # vLLM's workers share tensors through /dev/shm
@@ -328,12 +351,21 @@ def render_dashboard_configmap(
 def render_manifests(
     spec: ServiceSpec, options: RenderOptions | None = None
 ) -> list[dict[str, Any]]:
-    """RayService, PodMonitor, dashboard ConfigMap (in apply order)."""
+    """RayService, PodMonitor, dashboard ConfigMap, and the NetworkPolicy of the
+    Ray pods (it applies to pods already running: its place in the list does not
+    open a window)."""
     options = options or RenderOptions()
     return [
         render_rayservice(spec, options),
         render_podmonitor(spec, options),
         render_dashboard_configmap(spec, options),
+        render_networkpolicy(
+            spec.name,
+            _labels(spec, "ray-head"),
+            namespace=options.namespace,
+            operator_namespace=options.operator_namespace,
+            prometheus_namespace=options.prometheus_namespace,
+        ),
     ]
 
 

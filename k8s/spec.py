@@ -28,16 +28,28 @@ class PoolSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class ApiTokenSpec:
+    """The ingress's bearer token: the environment variable the ingress reads
+    (``auth.token_env``) and the Kubernetes Secret (name, key) it comes from."""
+
+    env: str
+    secret: str
+    key: str = "token"
+
+
+@dataclass(frozen=True, slots=True)
 class ServiceSpec:
     """One Cascade service: its name, pools, the app's ``config`` argument (the
-    Cascade config as YAML text, inlined in ``serveConfigV2``) and the Grafana
-    dashboard (uid and JSON text) for the dashboard ConfigMap."""
+    Cascade config as YAML text, inlined in ``serveConfigV2``), the Grafana
+    dashboard (uid and JSON text) for the dashboard ConfigMap, and the API token's
+    Secret when the config turns ingress auth on."""
 
     name: str
     pools: tuple[PoolSpec, ...]
     app_config: str
     dashboard_uid: str
     dashboard_json: str
+    api_token: ApiTokenSpec | None = None
 
 
 # Parses a Cascade config (a mapping, as loaded from the app's inline YAML) and

@@ -33,8 +33,8 @@ from typing import Any
 
 import yaml
 
-from k8s import kuberay_rules, rules, serve_rules
-from k8s.builtin_schemas import CONFIGMAP, PODMONITOR
+from k8s import kuberay_rules, rules, security_rules, serve_rules
+from k8s.builtin_schemas import CONFIGMAP, INGRESS, PODMONITOR
 from k8s.schema import OBJECT_META, iter_schema_errors, normalize, to_jsonschema
 from k8s.spec import ConfigCheck
 
@@ -105,13 +105,46 @@ def crd_schemas(directory: str) -> Mapping[tuple[str, str], _Kind]:
     return out
 
 
+def _kind(schema: Mapping[str, Any]) -> _Kind:
+    return _Kind(_with_meta(schema), to_jsonschema(_with_meta(schema)))
+
+
 @functools.lru_cache(maxsize=1)
 def _builtin() -> Mapping[tuple[str, str], _Kind]:
     return {
-        ("monitoring.coreos.com/v1", "PodMonitor"): _Kind(
-            _with_meta(PODMONITOR), to_jsonschema(_with_meta(PODMONITOR))
-        ),
-        ("v1", "ConfigMap"): _Kind(_with_meta(CONFIGMAP), to_jsonschema(_with_meta(CONFIGMAP))),
+        ("monitoring.coreos.com/v1", "PodMonitor"): _kind(PODMONITOR),
+        ("v1", "ConfigMap"): _kind(CONFIGMAP),
+        ("networking.k8s.io/v1", "Ingress"): _kind(INGRESS),
+    }
+
+
+@functools.lru_cache(maxsize=4)
+def core_schemas(directory: str) -> Mapping[tuple[str, str], _Kind]:
+    """The core ``v1`` Service and ``networking.k8s.io/v1`` NetworkPolicy, as the
+    KubeRay CRD embeds them (a RayService's ``serveService`` is a whole Service;
+    its ``networkPolicy`` rules are NetworkPolicy rules)."""
+    spec = crd_schemas(directory)[("ray.io/v1", "RayService")].structural["properties"]["spec"]
+    props = spec["properties"]
+    rules = props["rayClusterConfig"]["properties"]["networkPolicy"]["properties"]["head"]
+    ingress = rules["properties"]["ingressRules"]
+    selector = ingress["items"]["properties"]["from"]["items"]["properties"]["podSelector"]
+    policy_spec = {
+        "type": "object",
+        "properties": {
+            "podSelector": selector,
+            "policyTypes": {
+                "type": "array",
+                "items": {"type": "string", "enum": ["Ingress", "Egress"]},
+            },
+            "ingress": ingress,
+            "egress": rules["properties"]["egressRules"],
+        },
+    }
+    top = {"apiVersion": {"type": "string"}, "kind": {"type": "string"}}
+    policy = {"type": "object", "required": ["spec"], "properties": {**top, "spec": policy_spec}}
+    return {
+        ("v1", "Service"): _kind(props["serveService"]),
+        ("networking.k8s.io/v1", "NetworkPolicy"): _kind(policy),
     }
 
 
@@ -139,7 +172,8 @@ def validate_document(
         return [Issue(label, "", "Required value: apiVersion and kind", "document")]
     key = (api, kind)
     builtin = _builtin()
-    known = builtin if key in builtin else crd_schemas(str(crds or crd_dir()))
+    directory = str(crds or crd_dir())
+    known = builtin if key in builtin else {**crd_schemas(directory), **core_schemas(directory)}
     if key not in known:
         kinds = sorted(f"{a} {k}" for a, k in {**known, **_builtin()})
         return [
@@ -166,8 +200,18 @@ def validate_document(
         serve, cascade = serve_rules.serve_config_problems(obj, check_config)
         issues += [Issue(label, p, m, "serve") for p, m in serve]
         issues += [Issue(label, p, m, "cascade") for p, m in cascade]
+        secure = security_rules.exposure_problems(obj) + security_rules.token_problems(obj)
+        issues += [Issue(label, p, m, "security") for p, m in secure]
     elif kind == "RayCluster":
         issues += [Issue(label, p, m, "kuberay") for p, m in kuberay_rules.raycluster_problems(obj)]
+        secure = security_rules.exposure_problems(obj)
+        issues += [Issue(label, p, m, "security") for p, m in secure]
+    elif kind == "Service":
+        secure = security_rules.service_problems(obj)
+        issues += [Issue(label, p, m, "security") for p, m in secure]
+    elif kind == "Ingress":
+        secure = security_rules.ingress_problems(obj)
+        issues += [Issue(label, p, m, "security") for p, m in secure]
     elif kind == "PodMonitor":
         issues += [Issue(label, p, m, "podmonitor") for p, m in rules.podmonitor_problems(obj)]
     elif kind == "ConfigMap":
@@ -179,11 +223,15 @@ def validate_documents(
     docs: Iterable[Any], *, crds: str | None = None, check_config: ConfigCheck | None = None
 ) -> list[Issue]:
     """Problems of a sequence of parsed documents (``None`` documents are skipped,
-    like ``kubectl`` skips empty ones)."""
+    like ``kubectl`` skips empty ones), then of the documents together: every Ray
+    head is guarded by a NetworkPolicy among them (``security_rules``)."""
     out: list[Issue] = []
-    for i, doc in enumerate(docs):
-        if doc is not None:
-            out += validate_document(doc, i, crds=crds, check_config=check_config)
+    kept = [doc for doc in docs if doc is not None]
+    for i, doc in enumerate(kept):
+        out += validate_document(doc, i, crds=crds, check_config=check_config)
+    if not any(i.source == "schema" for i in out):  # the rules assume schema-valid objects
+        for i, path, message in security_rules.networkpolicy_problems(kept):
+            out.append(Issue(_label(kept[i], i), path, message, "security"))
     return out
 
 

@@ -8,7 +8,11 @@ starts (or finds) the detached controller actor and returns one application:
   ``CascadeRequestRouter`` and the Plan-driven autoscaling policy; the engine is
   real vLLM (``model.engine: vllm``) or ``SimLLMEngine`` (``sim``);
 * ``cascade-ingress``: the OpenAI-compatible ``CascadeIngress`` splitting traffic
-  over the pools by the Plan's weights and applying admission.
+  over the pools by the Plan's weights and applying admission; with
+  ``auth.token_env`` set, every route needs ``Authorization: Bearer <token>``.
+
+Each deployment gets the cluster's controller secret in its bind kwargs
+(``controller_start``): the controller refuses mutating calls without it.
 
 Each pool's replicas ask for ``accelerator_type:<accelerator>`` as a custom
 resource (0.001 of one), so a pool lands only on nodes of its GPU type (on
@@ -29,8 +33,9 @@ from ray.serve.deployment import Application
 from ray.serve.llm import LLMConfig, build_llm_deployment
 from ray.serve.llm.ingress import make_fastapi_ingress
 
+from orchestrator.access import BearerAuthMiddleware
 from orchestrator.config import CascadeConfig, PoolConfig, load_config, parse_config
-from orchestrator.controller_actor import start_controller
+from orchestrator.controller_start import ensure_controller
 from orchestrator.ingress import CascadeIngress
 from orchestrator.router_adapter import CascadeRequestRouter
 from replicas.deployment import CascadeLLMServer
@@ -121,7 +126,7 @@ def build_app(args: Mapping[str, Any] | None = None) -> Application:
     cfg = resolve_config(args.get("config"))
     time_scale = float(args.get("time_scale", 1.0))
     cfg_dict = cfg.model_dump(mode="json")
-    start_controller(cfg)
+    secret = ensure_controller(cfg).secret  # the deployments pass it to the controller
     pool_apps: dict[str, Application] = {}
     llm_configs: dict[str, LLMConfig] = {}
     for pool in cfg.pools:
@@ -157,6 +162,7 @@ def build_app(args: Mapping[str, Any] | None = None) -> Application:
                 "engine_cls": engine_cls,
                 "snapshot_period_s": cfg.loops.snapshot_period_s,
                 "telemetry": cfg.loops.telemetry,
+                "controller_secret": secret,
             },
             override_serve_options=options,
             deployment_cls=CascadeLLMServer,
@@ -165,7 +171,7 @@ def build_app(args: Mapping[str, Any] | None = None) -> Application:
 
     first = cfg.pools[0].name
     model_id = cfg.model.name
-    ingress_cls = make_fastapi_ingress(CascadeIngress)
+    ingress_cls = make_fastapi_ingress(CascadeIngress, app=ingress_asgi_app(cfg.auth.token_env))
     return serve.deployment(  # type: ignore[attr-defined]
         ingress_cls, **ingress_options(list(llm_configs.values()))
     ).bind(
@@ -173,7 +179,27 @@ def build_app(args: Mapping[str, Any] | None = None) -> Application:
         model_cards={model_id: to_model_metadata(model_id, llm_configs[first])},
         pool_handles=pool_apps,
         config=cfg_dict,
+        controller_secret=secret,
     )
+
+
+def ingress_asgi_app(token_env: str | None) -> Any:
+    """Ray Serve LLM's own FastAPI app for the ingress (its middlewares: request
+    ids, CORS, HTTP metrics, errors), with ``BearerAuthMiddleware`` right inside
+    CORS when ``token_env`` is set: a request without the token is refused before
+    any route runs, and its 401 still carries CORS headers (browsers can read
+    it). The token is read in the ingress process, never here."""
+    from ray.llm._internal.serve.core.ingress.ingress import init
+    from starlette.middleware import Middleware
+    from starlette.middleware.cors import CORSMiddleware
+
+    app = init()
+    if token_env:
+        stack = app.user_middleware  # outermost first
+        cors = [i for i, m in enumerate(stack) if getattr(m, "cls", None) is CORSMiddleware]
+        at = cors[0] + 1 if cors else 0
+        stack.insert(at, Middleware(BearerAuthMiddleware, token_env=token_env))
+    return app
 
 
 def ingress_options(llm_configs: list[LLMConfig]) -> dict[str, Any]:

@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("orchestrator.serve_cli:", "pools, replicas, sigma per level, and the Plan"),
     "load": ("orchestrator.load_cli:", "replay a trace through the HTTP API"),
     "down": ("orchestrator.serve_cli:", "shut the app, the controller and Ray down"),
+    "pin": ("orchestrator.pin_cli", "pin a pool's replica target on the controller, or 'auto'"),
     "demo": ("experiments.demo", "run the main end-to-end job"),
     "simulate": ("experiments.simulate_cli", "replay a trace through the simulated cluster"),
     "profile": ("experiments.profile_cli", "measure a local engine and write a step profile"),

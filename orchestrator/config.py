@@ -10,12 +10,13 @@ manifests and the simulator setup.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from policies.config import (
     AdmissionSpec,
@@ -29,6 +30,7 @@ from policies.slo import SloConfig
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 DEFAULT_CONFIG = EXAMPLES_DIR / "default.yaml"
+_DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 
 
 class _Strict(BaseModel):
@@ -114,6 +116,57 @@ class LoopConfig(_Strict):
     )
 
 
+class AuthConfig(_Strict):
+    """Bearer-token auth on the OpenAI ingress; off unless ``token_env`` is set.
+
+    .. code-block:: yaml
+
+        auth:
+          token_env: CASCADE_API_TOKEN   # the ingress reads the token from this variable
+          k8s_secret: cascade-api-token  # rendered manifests: the Secret that holds it
+          k8s_secret_key: token          #   (default: <name>-api-token, key "token")
+
+    With ``token_env`` set, every request to the ingress needs
+    ``Authorization: Bearer <token>`` (401 otherwise); the ingress refuses to start
+    when the variable is unset or empty. The token itself never appears in the
+    config, the Serve config or the manifests (see docs/deploy.md, "Security").
+    """
+
+    token_env: str | None = None
+    k8s_secret: str | None = None
+    k8s_secret_key: str = Field(default="token", pattern=r"^[-._a-zA-Z0-9]+$")
+
+    @field_validator("token_env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", value):
+            raise ValueError(
+                f"{value!r} is not an environment variable name (letters, digits and _, "
+                "not starting with a digit)"
+            )
+        return value
+
+    @field_validator("k8s_secret")
+    @classmethod
+    def _secret_name(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(_DNS1123_SUBDOMAIN, value):
+            raise ValueError(
+                f"{value!r} is not a Kubernetes Secret name (lower-case letters, digits, "
+                "'-' and '.')"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _secret_needs_env(self) -> AuthConfig:
+        if self.token_env is None and self.k8s_secret is not None:
+            raise ValueError("k8s_secret is set but token_env is not: name the variable too")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.token_env is not None
+
+
 class CascadeConfig(_Strict):
     """The whole file."""
 
@@ -131,6 +184,7 @@ class CascadeConfig(_Strict):
     )
     optimizer: OptimizerConfig = OptimizerConfig()
     loops: LoopConfig = LoopConfig()
+    auth: AuthConfig = AuthConfig()
 
     @model_validator(mode="after")
     def _unique_pools(self) -> CascadeConfig:

@@ -94,7 +94,7 @@ class Plan:
 @dataclass(frozen=True, slots=True)
 class RouterSync:
     """What a request router pulls from the controller in one background call
-    (``ControllerActor.router_sync``): the latest replica snapshots, the Plan,
+    (``ControllerActor.sync``): the latest replica snapshots, the Plan,
     and the fitted cascade model's state (``CascadeModel.to_dict()``), so the
     router's ``uncertainty`` scorer predicts with the controller's fit rather
     than its prior. ``time_s``: when the controller answered (wall clock)."""

@@ -10,12 +10,19 @@ core's ``step`` (merge, cascade fit, backpressure, optimizer) runs every
 ingestion. Published results are immutable objects swapped atomically.
 
 Lifecycle (see docs/architecture.md, "Controller lifecycle"): the actor knows the
-config it runs (name and ``config_fingerprint``). ``start_controller`` reuses a
+config it runs (name and ``config_fingerprint``). ``ensure_controller``
+(``orchestrator.controller_start``) reuses a
 running controller only if its fingerprint is the new config's; otherwise it kills
 it and starts one of the new config, and says so. Ray restarts the actor if its
 process dies (``max_restarts=-1``); the loop starts on the first call after a
 (re)start, and a restart restores the checkpoint (``controller_state``) that the
 loop writes to Ray's internal KV every ``CHECKPOINT_EVERY_STEPS`` steps.
+
+Access (``orchestrator.access``): ``push``, ``report_arrivals`` and ``pin`` need
+the deployment's secret (``controller_start.cluster_secret``); a call without it
+raises ``ControllerAccessError`` and is counted in ``status()["refused_calls"]``.
+Reads stay open: ``get_*``, ``status`` and ``sync`` (whose reports only feed
+``status``).
 """
 
 from __future__ import annotations
@@ -23,14 +30,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import ray
 from ray.experimental import internal_kv
 
+from orchestrator.access import CallerGuard
 from orchestrator.config import CascadeConfig, parse_config
 from orchestrator.contracts import ClusterView, Plan, RouterReport, RouterSync
 from orchestrator.controller import Controller
@@ -38,14 +45,12 @@ from orchestrator.controller_state import (
     CHECKPOINT_EVERY_STEPS,
     CHECKPOINT_KEY,
     ControllerCheckpoint,
-    config_change_message,
     config_fingerprint,
-    describe_config,
 )
 from orchestrator.estimates import ClassTraffic
 from orchestrator.metrics import ControllerMetrics
 from orchestrator.routing_core import cascade_theta
-from replicas.names import CONTROLLER_NAME, CONTROLLER_NAMESPACE
+from replicas.names import CONTROLLER_NAMESPACE
 from replicas.telemetry import ReplicaSnapshot
 from replicas.throttle import Throttle
 
@@ -55,7 +60,6 @@ _ROUTER_TTL_S = 60.0  # a router that has not synced for this long is forgotten
 # controller); calls made while it restarts are retried rather than failed.
 MAX_RESTARTS = -1
 MAX_TASK_RETRIES = -1
-_REPLACE_TIMEOUT_S = 30.0  # for the old actor to die and free the name
 
 
 @ray.remote(  # type: ignore[call-overload]
@@ -65,10 +69,13 @@ class ControllerActor:
     """See the module docstring. ``config`` is the validated config as a dict;
     ``creation_id`` names this actor's creation (Ray passes the same arguments to
     every restart, so a checkpoint with this id was written by an earlier
-    incarnation of this very actor)."""
+    incarnation of this very actor); ``secret`` is the deployment's caller secret
+    that ``push``, ``report_arrivals`` and ``pin`` require (``orchestrator.access``;
+    empty: every such call is refused)."""
 
-    def __init__(self, config: Mapping[str, Any], creation_id: str = "") -> None:
+    def __init__(self, config: Mapping[str, Any], creation_id: str = "", secret: str = "") -> None:
         # no I/O here: a (re)start restores its checkpoint on the first call (_start)
+        self._guard = CallerGuard(secret)
         self.config: CascadeConfig = parse_config(config, "controller config")
         self.fingerprint = config_fingerprint(self.config)
         self.creation_id = creation_id
@@ -189,17 +196,25 @@ class ControllerActor:
             "pools": [p.name for p in self.config.pools],
         }
 
-    async def push(self, snapshots: list[ReplicaSnapshot]) -> None:
+    async def verify_secret(self, secret: str) -> bool:
+        """Whether ``secret`` is this controller's (``ensure_controller`` checks a
+        reused controller with it; a wrong one is not counted as a refused call)."""
+        return self._guard.accepts(secret)
+
+    async def push(self, snapshots: list[ReplicaSnapshot], secret: str = "") -> None:
+        """Snapshots from a replica (``secret``: the deployment's, else refused)."""
+        self._guard.check("push", secret)
         self._start()
         self._inbox.extend(snapshots)
         self.received += len(snapshots)
 
     async def report_arrivals(
-        self, counts: Mapping[str, tuple[int, float, float]], period_s: float
+        self, counts: Mapping[str, tuple[int, float, float]], period_s: float, secret: str = ""
     ) -> None:
         """From the ingress: per class (requests, mean prompt tokens, mean max
         tokens) over the last ``period_s`` seconds (``Gateway.take_arrivals``),
-        into the core's per-class traffic estimate."""
+        into the core's per-class traffic estimate (``secret`` as for ``push``)."""
+        self._guard.check("report_arrivals", secret)
         self._start()
         self.core.report_arrivals(counts, period_s, time.time())
 
@@ -269,10 +284,11 @@ class ControllerActor:
             cascade=self._cascade_state,
         )
 
-    async def pin(self, pool: str, replicas: int | None) -> dict[str, int]:
+    async def pin(self, pool: str, replicas: int | None, secret: str = "") -> dict[str, int]:
         """Operator override of a pool's replica target (``None``: back to the
         allocator); effective from the next step, and checkpointed with it.
-        Returns the pins."""
+        Returns the pins (``secret`` as for ``push``)."""
+        self._guard.check("pin", secret)
         self._start()
         self.core.pin(pool, replicas)
         self._checkpoint_due = True
@@ -302,6 +318,7 @@ class ControllerActor:
             "step_errors": self.step_errors,
             "snapshots_received": self.received,
             "rejected_snapshots": self.core.rejected_snapshots,
+            "refused_calls": dict(self._guard.refused),
             "replicas": sorted(s.replica_id for s in self._snapshots),
             "cascade_theta": self._cascade_theta,
             "plan_version": self._plan.version if self._plan is not None else 0,
@@ -316,85 +333,3 @@ class ControllerActor:
                 for rid, (t, rep) in sorted(self._routers.items())
             },
         }
-
-
-@dataclass(frozen=True)
-class ControllerStart:
-    """What ``ensure_controller`` did: ``action`` is ``"created"``, ``"reused"`` or
-    ``"replaced"``; ``message`` names both configs when it replaced one."""
-
-    actor: Any
-    action: str
-    message: str | None = None
-
-
-def ensure_controller(
-    config: CascadeConfig, *, replace_timeout_s: float = _REPLACE_TIMEOUT_S
-) -> ControllerStart:
-    """Bring the detached controller to ``config`` and start its loop.
-
-    A running controller with the same ``config_fingerprint`` is reused as it is.
-    One of another config (or one that does not answer ``config_info`` within
-    ``replace_timeout_s``: an older build, or stuck) is killed without restart and a
-    new one is created once its name is free; the message naming both configs is
-    logged and returned. Raises ``RuntimeError`` if the old actor does not go away,
-    or if another process created a controller of yet another config meanwhile.
-    """
-    new: dict[str, Any] = {
-        "name": config.name,
-        "fingerprint": config_fingerprint(config),
-        "pools": [p.name for p in config.pools],
-    }
-    action, message = "created", None
-    try:
-        old_actor = ray.get_actor(CONTROLLER_NAME, namespace=CONTROLLER_NAMESPACE)
-    except ValueError:  # none (a dead detached actor frees its name)
-        old_actor = None
-    if old_actor is not None:
-        old: dict[str, Any] | None
-        try:
-            answer: Any = ray.get(old_actor.config_info.remote(), timeout=replace_timeout_s)
-            old = dict(answer)
-        except Exception:  # no such method, dead, stuck: cannot be trusted
-            old = None
-        if old is not None and old["fingerprint"] == new["fingerprint"]:
-            ray.get(old_actor.ready.remote())
-            return ControllerStart(old_actor, "reused")
-        message = config_change_message(old, new)
-        logger.warning("%s", message)
-        ray.kill(old_actor, no_restart=True)
-        _wait_name_free(replace_timeout_s)
-        action = "replaced"
-    actor = ControllerActor.options(  # type: ignore[attr-defined]
-        name=CONTROLLER_NAME,
-        namespace=CONTROLLER_NAMESPACE,
-        lifetime="detached",
-        get_if_exists=True,  # a concurrent start of the same config shares one actor
-    ).remote(config.model_dump(mode="json"), uuid.uuid4().hex)
-    info = ray.get(actor.config_info.remote())
-    if info["fingerprint"] != new["fingerprint"]:
-        raise RuntimeError(
-            "another process started a Cascade controller of config "
-            f"{describe_config(info['name'], info['fingerprint'], info['pools'])} while this "
-            f"one was starting {describe_config(new['name'], new['fingerprint'], new['pools'])}"
-        )
-    return ControllerStart(actor, action, message)
-
-
-def _wait_name_free(timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            ray.get_actor(CONTROLLER_NAME, namespace=CONTROLLER_NAMESPACE)
-        except ValueError:
-            return
-        time.sleep(0.1)
-    raise RuntimeError(
-        f"the old controller {CONTROLLER_NAMESPACE}/{CONTROLLER_NAME} did not exit within "
-        f"{timeout_s:.0f} s of being killed"
-    )
-
-
-def start_controller(config: CascadeConfig) -> Any:
-    """The controller actor running ``config`` (see ``ensure_controller``)."""
-    return ensure_controller(config).actor

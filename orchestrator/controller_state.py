@@ -3,7 +3,7 @@
 * ``config_fingerprint``: a stable id of a validated config (sha256 of its canonical
   JSON: defaults filled in, keys sorted), so two files that validate to the same
   config have the same fingerprint and any change in any field gives another one.
-  ``start_controller`` compares it to decide between reusing the running controller
+  ``ensure_controller`` compares it to decide between reusing the running controller
   and replacing it; ``cascade status`` shows it.
 * ``ControllerCheckpoint``: the small state a restarted controller needs to carry on
   (the Plan version counter, the fitted cascade model, pins and replica targets,

@@ -22,6 +22,7 @@ import contextlib
 import contextvars
 import itertools
 import math
+import os
 import time
 from typing import Any
 
@@ -34,6 +35,7 @@ from ray.llm._internal.serve.core.configs.openai_api_models import (
 from ray.serve.handle import DeploymentHandle
 from ray.serve.llm.ingress import OpenAiIngress
 
+from orchestrator.access import resolve_token
 from orchestrator.config import parse_config
 from orchestrator.gateway import Gateway
 from orchestrator.metrics import IngressMetrics
@@ -45,7 +47,11 @@ _POOL: contextvars.ContextVar[str | None] = contextvars.ContextVar("cascade_pool
 
 
 class CascadeIngress(OpenAiIngress):
-    """See the module docstring."""
+    """See the module docstring. With ``auth.token_env`` in the config,
+    ``build_app`` serves this class from an app whose middleware checks a bearer
+    token on every route (``orchestrator.access``), and the ingress refuses to
+    start without the variable. ``controller_secret`` goes with
+    ``report_arrivals`` (the controller refuses it otherwise)."""
 
     def __init__(
         self,
@@ -56,9 +62,13 @@ class CascadeIngress(OpenAiIngress):
         config: dict[str, Any],
         lora_paths: dict[str, str] | None = None,
         refresh_s: float = 0.25,
+        controller_secret: str = "",
     ) -> None:
         super().__init__(llm_deployments, model_cards, lora_paths=lora_paths)
         cfg = parse_config(config, "ingress config")
+        if cfg.auth.token_env:  # fail at start, naming the variable, never serve open
+            resolve_token(cfg.auth.token_env, os.environ, "the ingress replica")
+        self._controller_secret = controller_secret
         self._cfg = cfg
         self._pool_handles = dict(pool_handles)
         self._pool_stream_handles: dict[str, DeploymentHandle] = {}
@@ -95,7 +105,9 @@ class CascadeIngress(OpenAiIngress):
                         controller = ray.get_actor(CONTROLLER_NAME, namespace=CONTROLLER_NAMESPACE)
                     counts, period_s = self.gateway.take_arrivals()
                     last_report = now
-                    await controller.report_arrivals.remote(counts, period_s)
+                    await controller.report_arrivals.remote(
+                        counts, period_s, secret=self._controller_secret
+                    )
             except Exception:  # controller missing/restarting: keep the last Plan
                 controller = None
             await asyncio.sleep(self._refresh_s / 2)

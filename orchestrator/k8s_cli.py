@@ -1,8 +1,9 @@
 """``cascade k8s``: render KubeRay manifests from a Cascade config; validate manifests.
 
-``cascade k8s render [--config FILE]`` prints the RayService, PodMonitor and
-Grafana-dashboard ConfigMap as one multi-document YAML (default config:
-``examples/cluster.yaml``); the result is validated before it is printed.
+``cascade k8s render [--config FILE]`` prints the RayService, PodMonitor,
+Grafana-dashboard ConfigMap and the Ray pods' NetworkPolicy as one multi-document
+YAML (default config: ``examples/cluster.yaml``); the result is validated before
+it is printed.
 ``cascade k8s validate FILE...`` checks manifests offline against the KubeRay
 v1.7.0 CRDs (``$CASCADE_KUBERAY_CRDS`` or ``../shared/kuberay-crds``), the
 operator's rules and Cascade's own checks; exit status 1 when any fails.
@@ -33,7 +34,7 @@ def service_spec(config: CascadeConfig) -> ServiceSpec:
     for the app's ``config`` argument (defaults omitted; parses back to an equal
     ``CascadeConfig``), and the Grafana dashboard."""
     from k8s.render import dump_yaml
-    from k8s.spec import PoolSpec, ServiceSpec
+    from k8s.spec import ApiTokenSpec, PoolSpec, ServiceSpec
     from orchestrator.dashboard import DASHBOARD_UID, dashboard_json
 
     body = dump_yaml(config.model_dump(mode="json", exclude_defaults=True))
@@ -50,12 +51,18 @@ def service_spec(config: CascadeConfig) -> ServiceSpec:
         )
         for p in config.pools
     )
+    auth = config.auth
+    token = None
+    if auth.token_env:  # the ingress's token: from a Secret, never in the manifests
+        secret = auth.k8s_secret or f"{config.name}-api-token"
+        token = ApiTokenSpec(env=auth.token_env, secret=secret, key=auth.k8s_secret_key)
     return ServiceSpec(
         name=config.name,
         pools=pools,
         app_config=header + body,
         dashboard_uid=DASHBOARD_UID,
         dashboard_json=dashboard_json(config),
+        api_token=token,
     )
 
 
@@ -90,6 +97,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     r.add_argument(
         "--hf-token-secret", default=d.hf_token_secret, help="Secret with key HF_TOKEN ('' = none)"
     )
+    r.add_argument(
+        "--operator-namespace",
+        default=d.operator_namespace,
+        help="KubeRay operator's namespace: the only one whose operator may reach the dashboard "
+        "(default: the operator's pods in any namespace)",
+    )
+    r.add_argument(
+        "--prometheus-namespace",
+        default=d.prometheus_namespace,
+        help="namespace whose pods may scrape the metrics ports ('' = none)",
+    )
     v = sub.add_parser("validate", help="validate manifests offline (KubeRay v1.7.0 CRDs)")
     v.add_argument("files", nargs="+", type=Path, help="YAML files ('-' = stdin)")
     v.add_argument("--crds", default=None, help="directory of the KubeRay CRD YAML files")
@@ -117,6 +135,8 @@ def _render(args: argparse.Namespace) -> int:
         prometheus_host=args.prometheus_host,
         prometheus_release=args.prometheus_release,
         hf_token_secret=args.hf_token_secret or None,
+        operator_namespace=args.operator_namespace or None,
+        prometheus_namespace=args.prometheus_namespace or None,
     )
     docs = render_manifests(service_spec(config), options)
     issues = validate_documents(docs, check_config=cascade_pools)

@@ -8,14 +8,14 @@ OpenAI base URL; a controller left running with another config is replaced, and
 (name and fingerprint), pools, replicas, σ per level and the Plan, with a warning
 when the controller's config is not the deployed app's or no replica reports.
 ``load`` (``orchestrator.load_cli``, re-exported here) replays a trace through
-the HTTP API (streaming, progress bar) and prints a latency table. ``down`` shuts
-the app, the controller and Ray down.
+the HTTP API (streaming, progress bar) and prints a latency table. ``down``
+(``orchestrator.down_cli``) shuts the app, the controller and Ray down. ``up``
+and ``down`` print what they change.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import subprocess
@@ -24,6 +24,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from orchestrator.down_cli import (  # re-exported: cascade down, the demo, bench ab, e2e
+    add_down_arguments,
+    reap_orphaned_engines,
+    run_down,
+)
 from orchestrator.load_cli import (  # re-exported: cascade load, the demo, bench ab
     add_load_arguments,
     plot_load,
@@ -39,6 +44,7 @@ __all__ = [
     "add_up_arguments",
     "plot_load",
     "print_report",
+    "reap_orphaned_engines",
     "restart_text",
     "router_rows",
     "run_down",
@@ -62,10 +68,6 @@ def add_up_arguments(up: argparse.ArgumentParser) -> None:
 
 
 def add_status_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
-
-
-def add_down_arguments(parser: argparse.ArgumentParser) -> None:
     pass
 
 
@@ -141,12 +143,13 @@ def run_up(args: argparse.Namespace) -> int:
 
     console = Console(stderr=True)
     cfg = resolve_config(args.config)
+    auth = _auth_text(cfg, args.port)  # before anything starts: a missing token stops here
     if start_ray_head(cfg, args.num_cpus):
         console.print(f"[cascade up] started a local Ray head ({args.num_cpus} logical CPUs)")
     from ray import serve
 
     from orchestrator.app import build_app
-    from orchestrator.controller_actor import ensure_controller
+    from orchestrator.controller_start import ensure_controller
 
     # before the app: a controller left by another config (a running app, or a
     # crashed session on a Ray cluster that outlived it) is replaced, and said so
@@ -155,6 +158,9 @@ def run_up(args: argparse.Namespace) -> int:
         console.print(f"[bold yellow][cascade up] {started.message}[/]")
     else:
         console.print(f"[cascade up] controller {started.action}: config {_config_text(cfg)}")
+    console.print("[cascade up] its mutating calls need this cluster's controller secret "
+                  "(Ray internal KV, namespace cascade); the deployments get it")  # fmt: skip
+    console.print(f"[cascade up] {auth}")
     serve.start(http_options={"host": "127.0.0.1", "port": args.port})
     console.print(f"[cascade up] deploying {len(cfg.pools)} pools ({cfg.model.engine} engine)")
     t0 = time.time()
@@ -164,6 +170,21 @@ def run_up(args: argparse.Namespace) -> int:
     print(f"http://127.0.0.1:{args.port}/v1")
     console.print(f"[cascade up] ready in {time.time() - t0:.0f} s; model {cfg.model.name!r}")
     return 0
+
+
+def _auth_text(cfg: Any, port: int) -> str:
+    """What ``up`` says about ingress auth; ``ValueError`` naming the variable when
+    the config asks for a token that this environment does not hold."""
+    import os
+
+    from orchestrator.access import resolve_token
+
+    if not cfg.auth.token_env:
+        return (f"ingress auth off: anyone who reaches 127.0.0.1:{port} may send requests "
+                "(auth.token_env in the config turns bearer tokens on)")  # fmt: skip
+    resolve_token(cfg.auth.token_env, os.environ, "cascade up")
+    return (f"ingress auth on: requests need 'Authorization: Bearer ${cfg.auth.token_env}' "
+            "(a Ray cluster started without it cannot pass it to the ingress)")  # fmt: skip
 
 
 def _config_text(cfg: Any) -> str:
@@ -211,7 +232,8 @@ def status_warnings(status: dict[str, Any], deployed_pools: list[str] | None) ->
     """Why ``cascade status``'s numbers may not describe the app that serves (pure:
     unit-tested): the controller runs another config than the deployed app's
     (its pools differ from the app's pool deployments, or a router was deployed
-    with another config fingerprint), no app is deployed, or no replica reports."""
+    with another config fingerprint), no app is deployed, no replica reports, or
+    the controller refused calls without its secret."""
     from orchestrator.controller_state import describe_config, short_fingerprint
 
     ours = describe_config(
@@ -236,6 +258,14 @@ def status_warnings(status: dict[str, Any], deployed_pools: list[str] | None) ->
             "routers of the deployed app run config fp "
             f"{', '.join(sorted(short_fingerprint(f) for f in others))} but the controller "
             f"runs config {ours}: run `cascade up --config <file>` again"
+        )
+    refused = status.get("refused_calls") or {}
+    if refused:
+        calls = ", ".join(f"{m} {n}" for m, n in sorted(refused.items()))
+        out.append(
+            f"the controller refused {sum(refused.values())} calls without its secret ({calls}): "
+            "a caller that is not this app's (docs/deploy.md, Security), or replicas of an app "
+            "deployed before `cascade down` made a new secret"
         )
     if not status.get("replicas"):
         out.append(
@@ -339,57 +369,3 @@ def router_rows(status: dict[str, Any]) -> list[tuple[str, ...]]:
         )
         for rid, r in sorted(status.get("routers", {}).items())
     ]
-
-
-# ---- down --------------------------------------------------------------------------------
-def run_down(args: argparse.Namespace) -> int:
-    import ray
-
-    from replicas.names import CONTROLLER_NAME, CONTROLLER_NAMESPACE
-
-    if _connect():
-        from ray import serve
-
-        try:
-            serve.shutdown()
-        finally:
-            with contextlib.suppress(ValueError):  # no controller: nothing to kill
-                ray.kill(ray.get_actor(CONTROLLER_NAME, namespace=CONTROLLER_NAMESPACE))
-            # its checkpoint is this session's: a later session must not find it
-            from ray.experimental import internal_kv
-
-            from orchestrator.controller_state import CHECKPOINT_KEY
-
-            with contextlib.suppress(Exception):
-                internal_kv._internal_kv_del(CHECKPOINT_KEY, namespace=CONTROLLER_NAMESPACE)
-            ray.shutdown()
-    subprocess.run([_ray_cli(), "stop", "--force"], check=False, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)  # fmt: skip
-    reaped = reap_orphaned_engines()
-    note = f" (killed {reaped} orphaned vLLM engine processes)" if reaped else ""
-    print(f"[cascade down] stopped{note}", file=sys.stderr)
-    return 0
-
-
-def reap_orphaned_engines() -> int:
-    """Kill vLLM engine processes (``VLLM::EngineCore``, ``VLLM::Worker``) whose
-    parent is gone. ``ray stop --force`` kills the replica actors but not the
-    engine processes they spawned: those are re-parented to init and keep their
-    KV-cache reservation (10 % of RAM each on CPU), so a few up/down cycles
-    exhausted this 24 GiB host and the next engines failed to start. An engine
-    whose parent still runs (another program's vLLM) is left alone. Returns the
-    number killed."""
-    import psutil
-
-    killed = 0
-    for proc in psutil.process_iter(["cmdline", "ppid"]):
-        cmd = proc.info.get("cmdline") or []
-        if not cmd or not cmd[0].startswith("VLLM::"):
-            continue
-        ppid = proc.info.get("ppid")
-        if ppid not in (0, 1) and psutil.pid_exists(ppid or 0):
-            continue
-        with contextlib.suppress(psutil.Error):
-            proc.kill()
-            killed += 1
-    return killed

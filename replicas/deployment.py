@@ -12,7 +12,9 @@ lifecycle and Ray's own LLM metrics come from Ray) that adds Cascade's telemetry
 * ``record_routing_stats`` returns the latest snapshot for Serve's router stats.
 
 If the controller is missing (not started yet, or gone), pushes are skipped and
-retried: serving never depends on the controller. ``replicas.push`` tells a
+retried: serving never depends on the controller. Pushes carry the deployment's
+controller secret (``controller_secret``, from ``build_app``); without it the
+controller refuses them (counted as push errors here). ``replicas.push`` tells a
 missing controller apart from a failed snapshot build or a failed push.
 """
 
@@ -66,6 +68,7 @@ class CascadeLLMServer(LLMServer):
         snapshot_period_s: float = 0.25,
         controller_name: str = CONTROLLER_NAME,
         controller_namespace: str = CONTROLLER_NAMESPACE,
+        controller_secret: str = "",
     ) -> None:
         try:
             self.replica_id = serve.get_replica_context().replica_id.unique_id
@@ -76,6 +79,7 @@ class CascadeLLMServer(LLMServer):
         self.snapshot_period_s = snapshot_period_s
         self._controller_name = controller_name
         self._controller_namespace = controller_namespace
+        self._controller_secret = controller_secret  # the controller refuses pushes without
         self._recorder = TelemetryRecorder(
             self.replica_id, pool, accelerator=accelerator, clock=time.time
         )
@@ -152,7 +156,9 @@ class CascadeLLMServer(LLMServer):
         self._pusher = SnapshotPusher(
             self.build_snapshot,
             self._lookup_controller,
-            lambda ctl, snap: asyncio.ensure_future(ctl.push.remote([snap])),
+            lambda ctl, snap: asyncio.ensure_future(
+                ctl.push.remote([snap], secret=self._controller_secret)
+            ),
             on_snapshot=self._export_metrics,
         )
         while True:

@@ -28,6 +28,8 @@ import requests
 ray = pytest.importorskip("ray")
 from ray import serve  # noqa: E402
 
+from orchestrator.controller_start import cluster_secret  # noqa: E402
+
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 URL = "http://127.0.0.1:8000"
@@ -323,11 +325,11 @@ def a100_pair(app: Any) -> Iterator[Any]:
     (one replica start for all of them: the slow part). The drain test, last,
     scales it back to one; unpinned at the end."""
     try:
-        ray.get(app.pin.remote("llm-a100", 2))
+        ray.get(app.pin.remote("llm-a100", 2, secret=cluster_secret()))
         _wait_running("llm-a100", 2)
         yield app
     finally:
-        ray.get(app.pin.remote("llm-a100", None))
+        ray.get(app.pin.remote("llm-a100", None, secret=cluster_secret()))
 
 
 def _pool_requests(pool: str, n: int) -> int:
@@ -455,10 +457,10 @@ def test_scale_down_drains_requests_in_flight(a100_pair: Any) -> None:
         stream = ray.remote(num_cpus=0)(_stream_tokens)
         refs = [stream.remote(3000) for _ in range(12)]
         time.sleep(3.0)  # the streams are in flight on both of the pool's replicas
-        ray.get(app.pin.remote("llm-a100", 1))
+        ray.get(app.pin.remote("llm-a100", 1, secret=cluster_secret()))
         results = ray.get(refs, timeout=300)
         assert all(outcome == "ok" for outcome, _ in results), results
         assert all(chunks == 3000 for _, chunks in results), results
         _wait_running("llm-a100", 1)
     finally:
-        ray.get(app.pin.remote("llm-a100", None))
+        ray.get(app.pin.remote("llm-a100", None, secret=cluster_secret()))

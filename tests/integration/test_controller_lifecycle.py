@@ -23,7 +23,7 @@ ray = pytest.importorskip("ray")
 from ray.experimental import internal_kv  # noqa: E402
 
 from orchestrator.config import CascadeConfig, parse_config  # noqa: E402
-from orchestrator.controller_actor import ensure_controller  # noqa: E402
+from orchestrator.controller_start import ensure_controller  # noqa: E402
 from orchestrator.controller_state import (  # noqa: E402
     CHECKPOINT_EVERY_STEPS,
     CHECKPOINT_KEY,
@@ -157,13 +157,15 @@ def test_a_new_config_replaces_the_controller_and_the_same_config_reuses_it(
 
 
 def test_a_killed_controller_restarts_with_its_state(clean: None) -> None:
-    actor = ensure_controller(CFG_A).actor
+    started = ensure_controller(CFG_A)
+    actor, secret = started.actor, started.secret
     for i in range(12):
         snaps = [_snapshot(f"h{i % 2}", "llm-h100", i), _snapshot(f"a{i % 2}", "llm-a100", i + 1)]
-        ray.get(actor.push.remote(snaps))
-        ray.get(actor.report_arrivals.remote({"default": (5 + i % 3, 400.0, 60.0)}, 1.0))
+        ray.get(actor.push.remote(snaps, secret=secret))
+        arrivals = {"default": (5 + i % 3, 400.0, 60.0)}
+        ray.get(actor.report_arrivals.remote(arrivals, 1.0, secret=secret))
         time.sleep(0.05)
-    assert ray.get(actor.pin.remote("llm-a100", 2)) == {"llm-a100": 2}
+    assert ray.get(actor.pin.remote("llm-a100", 2, secret=secret)) == {"llm-a100": 2}
     # let the loop fold everything in, then write a checkpoint after that
     s0 = _status(actor)
     _until(lambda: _status(actor)["checkpoints"] >= s0["checkpoints"] + 2, "two checkpoints")

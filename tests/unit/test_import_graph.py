@@ -66,6 +66,7 @@ ADAPTERS = frozenset(
         "orchestrator.app",
         "orchestrator.autoscale",
         "orchestrator.controller_actor",
+        "orchestrator.controller_start",
         "orchestrator.ingress",
         "orchestrator.router_adapter",
     }

@@ -33,7 +33,7 @@ def _labels_match(selector: dict[str, str], labels: dict[str, str]) -> bool:
 @pytest.mark.parametrize("config", [CLUSTER, EXAMPLES_DIR / "default.yaml"], ids=lambda p: p.name)
 def test_rendered_manifests_validate(config: Path) -> None:
     docs = render_manifests(service_spec(load_config(config)))
-    assert [d["kind"] for d in docs] == ["RayService", "PodMonitor", "ConfigMap"]
+    assert [d["kind"] for d in docs] == ["RayService", "PodMonitor", "ConfigMap", "NetworkPolicy"]
     assert validate_documents(docs, check_config=cascade_pools) == []
     # and so does the printed stream, parsed back
     assert validate_documents(yaml.safe_load_all(to_yaml(docs)), check_config=cascade_pools) == []
@@ -85,7 +85,7 @@ def test_serve_config_carries_the_same_cascade_config_inline(docs: list[dict[str
 
 
 def test_podmonitor_selects_every_ray_pod_of_this_service(docs: list[dict[str, Any]]) -> None:
-    rs, pm, _ = docs
+    rs, pm, _, _ = docs
     selector = pm["spec"]["selector"]["matchLabels"]
     cluster = rs["spec"]["rayClusterConfig"]
     pods = [cluster["headGroupSpec"]] + cluster["workerGroupSpecs"]
@@ -146,7 +146,9 @@ def test_render_to_a_file_then_validate_it_with_the_cli(
     out = tmp_path / "m.yaml"
     assert main(["k8s", "render", "--namespace", "llm", "--out", str(out)]) == 0
     assert main(["k8s", "validate", str(out)]) == 0
-    assert "OK (1 RayService, 1 PodMonitor, 1 ConfigMap)" in capsys.readouterr().out
+    assert (
+        "OK (1 RayService, 1 PodMonitor, 1 ConfigMap, 1 NetworkPolicy)" in capsys.readouterr().out
+    )
 
 
 def test_ray_dashboard_env_needs_schemes_and_defaults_the_iframe_host() -> None:

@@ -265,7 +265,7 @@ def test_validate_cli_exit_status_and_messages(
     assert main(["k8s", "validate", str(good)]) == 0
     assert main(["k8s", "validate", str(good), str(bad)]) == 1
     out = capsys.readouterr().out
-    assert f"{good}: OK (1 RayService, 1 PodMonitor, 1 ConfigMap)" in out
+    assert f"{good}: OK (1 RayService, 1 PodMonitor, 1 ConfigMap, 1 NetworkPolicy)" in out
     assert (
         f"{bad}: RayService/cascade-llama3-8b: spec.rayClusterConfig.workerGroupSpecs[0]"
         ".minReplicas: worker group llm-h100 has minReplicas 5 greater than maxReplicas 2 [kuberay]"

@@ -149,6 +149,10 @@ def test_status_warns_when_the_controller_is_not_the_deployed_apps() -> None:
     assert "b" * 12 in fp and "a" * 12 in fp
     [empty] = status_warnings(_status(replicas=[]), ["llm-a100", "llm-h100"])
     assert "0 live replicas" in empty
+    [refused] = status_warnings(
+        _status(refused_calls={"push": 3, "pin": 1}), ["llm-a100", "llm-h100"]
+    )
+    assert "refused 4 calls without its secret (pin 1, push 3)" in refused
 
 
 def test_restart_text() -> None:

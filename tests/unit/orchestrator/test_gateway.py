@@ -218,7 +218,7 @@ def _pool_snaps(t: float, rng: np.random.Generator) -> list[ReplicaSnapshot]:
 
 def test_the_simulator_stack_and_the_ray_ingress_and_router_decide_alike() -> None:
     """The simulator's cascade stack (controller + gateway on a virtual clock)
-    and the Ray adapters' cores (the ingress's Gateway, fed by ``router_sync``;
+    and the Ray adapters' cores (the ingress's Gateway, fed by ``sync``;
     the pool router's RoutingCore) built from the same config, given the same
     Plan, snapshots and cascade fit, make the same decision for every request:
     class, pool, hold / spill, admit / defer / reject, reason, and ranking."""
