@@ -44,6 +44,8 @@ class PoolSetup:
     num_blocks: int | None = None  # default: from GPU memory and the model
     max_model_len: int | None = None
     profile: str | None = None  # measured profile CSV (cascade profile)
+    prefill_tpot_slo_s: float | None = None  # slo_slack prefill budget (None: fixed)
+    prefill_min_tokens: int = 64
 
     def __post_init__(self) -> None:
         if self.replicas < 1:
@@ -79,6 +81,8 @@ class PoolSetup:
             max_num_batched_tokens=self.max_num_batched_tokens,
             max_model_len=self.max_model_len,
             fold_interval_s=2.0,
+            prefill_tpot_slo_s=self.prefill_tpot_slo_s,
+            prefill_min_tokens=self.prefill_min_tokens,
         )
 
 
@@ -136,6 +140,18 @@ _OVERRIDES = {
 }
 
 
+def _prefill_tpot(cfg: Any) -> float | None:
+    """The TPOT target of the ``slo_slack`` prefill budget: the tightest class's
+    (a replica serves every class); None for vLLM's fixed budget. Raises
+    ``ValueError`` when ``slo_slack`` is asked for and no class sets ``tpot_s``."""
+    if cfg.model.prefill_budget != "slo_slack":
+        return None
+    targets = [c.tpot_s for c in cfg.slos.classes if c.tpot_s is not None]
+    if not targets:
+        raise ValueError("model.prefill_budget slo_slack needs a class with tpot_s")
+    return float(min(targets))
+
+
 def setup_from_config(cfg: Any, source: str = "<config>") -> SimSetup:
     """Build a ``SimSetup`` from a validated ``orchestrator.config.CascadeConfig``."""
     pools = []
@@ -167,6 +183,8 @@ def setup_from_config(cfg: Any, source: str = "<config>") -> SimSetup:
                     gpu_memory_utilization=kw.pop(
                         "gpu_memory_utilization", cfg.model.gpu_memory_utilization
                     ),
+                    prefill_tpot_slo_s=_prefill_tpot(cfg),
+                    prefill_min_tokens=cfg.model.prefill_min_tokens,
                     **kw,
                 )
             )

@@ -54,6 +54,13 @@ class ModelConfig(_Strict):
     max_num_batched_tokens: int = Field(default=2048, ge=16)
     block_size: int = Field(default=16, ge=1)
     gpu_memory_utilization: float = Field(default=0.9, gt=0.0, le=1.0)
+    prefill_budget: Literal["fixed", "slo_slack"] = Field(
+        default="fixed",
+        description="per-step prefill tokens: vLLM's fixed max_num_batched_tokens, or "
+        "slo_slack (replicas.prefill_budget: from the running decodes' TPOT slack "
+        "against the tightest class tpot_s; simulator)",
+    )
+    prefill_min_tokens: int = Field(default=64, ge=1, description="slo_slack's floor")
 
 
 class PoolConfig(_Strict):

@@ -25,8 +25,9 @@ import math
 
 import numpy as np
 
+from replicas.engine_config import EngineConfig
 from replicas.perf_model import PerfModel
-from replicas.scheduler import EngineConfig, Scheduler
+from replicas.scheduler import Scheduler
 from replicas.sim_request import SimRequest
 from replicas.telemetry import BatchComposition, ReplicaSnapshot, RequestInfo
 

@@ -34,47 +34,18 @@ from __future__ import annotations
 import math
 from array import array
 from collections import deque
-from dataclasses import dataclass
 
 import numpy as np
 
 from replicas.decode_run import DecodeRun
+from replicas.engine_config import EngineConfig
 from replicas.engine_telemetry import EngineTelemetry
 from replicas.kv_cache import KVCacheManager
 from replicas.perf_model import PerfModel
+from replicas.prefill_budget import PrefillBudget
 from replicas.sim_request import SimRequest
 from replicas.step_time import StepTimeSampler
 from replicas.telemetry import E2E, PREFILL_STEP, QUEUE_WAIT, STEP, TTFT
-
-
-@dataclass(frozen=True, slots=True)
-class EngineConfig:
-    """Engine settings (vLLM names). ``num_blocks`` is per replica (from GPU memory;
-    see ``replicas.profiles.kv_blocks``). ``prefix_unit_tokens``: tokens covered by
-    one prefix hash. ``recent_halflife``: samples behind the snapshot's decayed
-    read-outs. ``max_advertised_prefixes``: cap on ``cached_prefix_hashes``.
-    ``fold_interval_s``: pending latency samples are folded into the decayed
-    estimators at most this often (0 = at every snapshot; the simulator uses 2 s
-    for speed: counts and KV stay exact, latency read-outs lag by at most that;
-    per-request metrics by up to 5× that when fewer than 16 samples are pending)."""
-
-    num_blocks: int
-    block_size: int = 16
-    max_num_seqs: int = 256
-    max_num_batched_tokens: int = 8192
-    enable_prefix_caching: bool = True
-    prefix_unit_tokens: int = 512
-    max_model_len: int | None = None
-    recent_halflife: float = 200.0
-    max_advertised_prefixes: int = 1024
-    fold_interval_s: float = 0.0  # fold latency samples into estimators at most this often
-
-    def __post_init__(self) -> None:
-        for name in ("num_blocks", "block_size", "max_num_seqs", "max_num_batched_tokens"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"engine config: {name} must be >= 1")
-        if self.prefix_unit_tokens % self.block_size:
-            raise ValueError("engine config: prefix_unit_tokens must be a multiple of block_size")
 
 
 class Scheduler:
@@ -107,6 +78,13 @@ class Scheduler:
         self.collect_tokens = collect_tokens
         self.fast_forward = fast_forward
         self._run = DecodeRun()  # the fast-forwarded run in progress, if any
+        self.prefill: PrefillBudget | None = None
+        if config.prefill_tpot_slo_s is not None:
+            self.prefill = PrefillBudget(
+                config.prefill_tpot_slo_s,
+                config.max_num_batched_tokens,
+                min_tokens=min(config.prefill_min_tokens, config.max_num_batched_tokens),
+            )
         self.last_emitted: list[SimRequest] = []
         self.waiting: deque[SimRequest] = deque()
         self.running: list[SimRequest] = []
@@ -193,10 +171,21 @@ class Scheduler:
         preempted = False
         n_prefill = prefill_tokens = n_decode = decode_kv = 0
         prefill_work = 0.0
+        prefill_left = budget  # vLLM: prefills share the one budget
+        pb = self.prefill
+        if pb is not None:
+            decodes = [(r.generated, r.first_token_s) for r in running if r.generated > 0]
+            prefill_left = pb.budget(pb.slack_s(decodes, now_s))
         i = 0
         while i < len(running) and budget > 0:
             r = running[i]
             n = r.prompt + r.generated - r.computed
+            is_decode = n == 1 and r.generated > 0
+            if not is_decode and n > prefill_left:
+                n = prefill_left
+                if n == 0:  # this step's prefill budget is spent: decodes only
+                    i += 1
+                    continue
             if n > budget:
                 n = budget
             need = -(-(r.computed + n) // cfg.block_size) - len(r.units) * kv.unit_blocks - r.blocks
@@ -220,17 +209,20 @@ class Scheduler:
             else:
                 n_prefill += 1
                 prefill_tokens += n
+                prefill_left -= n
                 prefill_work += n * (r.computed + 0.5 * n)
             i += 1
         if not preempted:
             waiting = self.waiting
-            while waiting and budget > 0 and len(running) < cfg.max_num_seqs:
+            while waiting and budget > 0 and prefill_left > 0 and len(running) < cfg.max_num_seqs:
                 r = waiting[0]
                 if r.computed == 0 and r.hashes:
                     kv.take_prefix(r)
                 n = r.prompt + r.generated - r.computed
                 if n > budget:
                     n = budget
+                if n > prefill_left:
+                    n = prefill_left
                 need = kv.blocks_needed(r, n)
                 if need > 0 and not kv.alloc(need):
                     if r.units:  # give the prefix back; retry later
@@ -250,6 +242,7 @@ class Scheduler:
                     self.telemetry.pending[QUEUE_WAIT].append(now_s - r.arrival_s)
                 sched.append((r, n))
                 budget -= n
+                prefill_left -= n
                 n_prefill += 1
                 prefill_tokens += n
                 prefill_work += n * (r.computed + 0.5 * n)
@@ -300,6 +293,8 @@ class Scheduler:
         self.telemetry.pending[STEP].extend(durs)
         last = ends[-1]
         span = last - start
+        if self.prefill is not None:  # k decode-only steps: one observation of their mean
+            self.prefill.observe(0, span / k)
         self.steps += k
         self.busy_s += span
         self.kv_block_s += used * span
@@ -337,6 +332,8 @@ class Scheduler:
         if self.last_prefill_tokens:
             pending[PREFILL_STEP].append(dur)
             tel.pstp.append(dur / self.last_prefill_tokens)
+        if self.prefill is not None:
+            self.prefill.observe(self.last_prefill_tokens, dur)
         prev_end = self._prev_step_end
         self._prev_step_end = now_s
         finished: list[SimRequest] = []
