@@ -99,8 +99,8 @@ def _engine(slo: float | None, seed: int = 0) -> tuple[EngineModel, list[int], i
 
 
 def test_in_the_scheduler_chunks_shrink_under_decodes_and_every_request_finishes() -> None:
-    fixed, pf_fixed, done_fixed = _engine(None)
-    slack, pf_slack, done_slack = _engine(0.05)
+    _, pf_fixed, done_fixed = _engine(None)
+    _, pf_slack, done_slack = _engine(0.05)
     assert done_fixed == done_slack == 44  # nobody starves
     # vLLM's fixed budget takes a 3,000-token prompt in one step next to 40 decodes;
     # the slack budget splits it (the 0.05 s TPOT target leaves room for fewer tokens)
