@@ -140,18 +140,6 @@ _OVERRIDES = {
 }
 
 
-def _prefill_tpot(cfg: Any) -> float | None:
-    """The TPOT target of the ``slo_slack`` prefill budget: the tightest class's
-    (a replica serves every class); None for vLLM's fixed budget. Raises
-    ``ValueError`` when ``slo_slack`` is asked for and no class sets ``tpot_s``."""
-    if cfg.model.prefill_budget != "slo_slack":
-        return None
-    targets = [c.tpot_s for c in cfg.slos.classes if c.tpot_s is not None]
-    if not targets:
-        raise ValueError("model.prefill_budget slo_slack needs a class with tpot_s")
-    return float(min(targets))
-
-
 def setup_from_config(cfg: Any, source: str = "<config>") -> SimSetup:
     """Build a ``SimSetup`` from a validated ``orchestrator.config.CascadeConfig``."""
     pools = []
@@ -183,7 +171,7 @@ def setup_from_config(cfg: Any, source: str = "<config>") -> SimSetup:
                     gpu_memory_utilization=kw.pop(
                         "gpu_memory_utilization", cfg.model.gpu_memory_utilization
                     ),
-                    prefill_tpot_slo_s=_prefill_tpot(cfg),
+                    prefill_tpot_slo_s=cfg.prefill_tpot_s(),
                     prefill_min_tokens=cfg.model.prefill_min_tokens,
                     **kw,
                 )

@@ -80,7 +80,12 @@ def pool_llm_config(cfg: CascadeConfig, pool: PoolConfig, *, time_scale: float =
     if cfg.model.engine == "vllm":
         from replicas.vllm_config import build_llm_config
 
-        return build_llm_config(cfg.model, pool)
+        return build_llm_config(
+            cfg.model,
+            pool,
+            prefill_tpot_s=cfg.prefill_tpot_s(),
+            prefill_min_tokens=cfg.model.prefill_min_tokens,
+        )
     return LLMConfig(
         model_loading_config={"model_id": cfg.model.name},
         placement_group_config={

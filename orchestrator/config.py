@@ -198,7 +198,17 @@ class CascadeConfig(_Strict):
         names = [p.name for p in self.pools]
         if len(set(names)) != len(names):
             raise ValueError(f"pool names must be unique, got {names}")
+        if self.model.prefill_budget == "slo_slack" and self.prefill_tpot_s() is None:
+            raise ValueError("model.prefill_budget slo_slack needs a class with tpot_s")
         return self
+
+    def prefill_tpot_s(self) -> float | None:
+        """The TPOT target of the ``slo_slack`` prefill budget: the tightest
+        class's ``tpot_s`` (a replica serves every class); None for ``fixed``."""
+        if self.model.prefill_budget != "slo_slack":
+            return None
+        targets = [c.tpot_s for c in self.slos.classes if c.tpot_s is not None]
+        return float(min(targets)) if targets else None
 
     def policy_config(self) -> PolicyConfig:
         """The policy sections with this file's SLO classes, as ``policies`` wants them."""

@@ -14,9 +14,10 @@ from how much time the running decodes can still afford:
   cannot be helped by starving prefills below one SLO's worth of step), times
   ``margin`` (< 1: the step-time model is an estimate);
 * **step model** ``d ≈ base + c · prefill_tokens``, learned online from the
-  engine's own steps (EWMAs: ``base`` over decode-only steps, ``c`` from steps
-  with ≥ ``MIN_FIT_TOKENS`` prefill tokens), so the same code runs on any GPU
-  or on vLLM-CPU without a profile;
+  engine's own steps by least squares on exponentially weighted moments (weight
+  ``alpha``, plain averages for the first 1/alpha steps), so the same code runs
+  on any GPU or on vLLM-CPU without a profile, and learns under a steady stream
+  of prefills (a replica that never runs a decode-only step still fits ``base``);
 * **budget** ``(allowance − base) / c`` tokens, clipped to
   ``[min_tokens, max_tokens]``: large chunks when decodes have slack, small ones
   when they are close to their SLO, never below ``min_tokens`` so a prefill
@@ -32,7 +33,8 @@ from __future__ import annotations
 
 import math
 
-MIN_FIT_TOKENS = 32  # a step with fewer prefill tokens says too little about c
+MIN_FIT_STEPS = 8  # steps before the fitted model is used
+MIN_FIT_VAR = 1.0  # tokens²: prefill sizes must vary for c to be identified
 
 
 class PrefillBudget:
@@ -40,7 +42,7 @@ class PrefillBudget:
     budgets out of order or ``margin`` outside (0, 1], and on a non-finite or
     negative observation (which would corrupt the step model)."""
 
-    __slots__ = ("alpha", "base_s", "margin", "max_tokens", "min_tokens", "per_token_s",
+    __slots__ = ("_d", "_n", "_p", "_pd", "_pp", "alpha", "margin", "max_tokens", "min_tokens",
                  "tpot_slo_s")  # fmt: skip
 
     def __init__(
@@ -67,8 +69,26 @@ class PrefillBudget:
         self.min_tokens = min_tokens
         self.margin = margin
         self.alpha = alpha
-        self.base_s = math.nan  # decode-only step time (EWMA)
-        self.per_token_s = math.nan  # extra step time per prefill token (EWMA)
+        self._n = 0  # steps seen
+        # weighted moments of (p = prefill tokens, d = step s): E[p], E[d], E[p²], E[pd]
+        self._p = self._d = self._pp = self._pd = 0.0
+
+    @property
+    def per_token_s(self) -> float:
+        """Fitted extra step time per prefill token (s); nan until identified."""
+        var = self._pp - self._p * self._p
+        if self._n < MIN_FIT_STEPS or var < MIN_FIT_VAR:
+            return math.nan
+        c = (self._pd - self._p * self._d) / var
+        return c if c > 0 else math.nan
+
+    @property
+    def base_s(self) -> float:
+        """Fitted step time without prefill (s); nan before the first step."""
+        if self._n == 0:
+            return math.nan
+        c = self.per_token_s
+        return self._d - c * self._p if c == c else self._d
 
     def observe(self, prefill_tokens: int, duration_s: float) -> None:
         """Fold one finished step (its prefill tokens and duration) into the model."""
@@ -76,14 +96,13 @@ class PrefillBudget:
             raise ValueError(
                 f"prefill budget: bad step ({prefill_tokens} prefill tokens, {duration_s!r} s)"
             )
-        a = self.alpha
-        if prefill_tokens == 0:
-            b = self.base_s
-            self.base_s = duration_s if b != b else b + a * (duration_s - b)  # nan: first
-        elif prefill_tokens >= MIN_FIT_TOKENS and self.base_s == self.base_s:
-            c = max(duration_s - self.base_s, 0.0) / prefill_tokens
-            p = self.per_token_s
-            self.per_token_s = c if p != p else p + a * (c - p)
+        self._n += 1
+        a = max(self.alpha, 1.0 / self._n)
+        p = float(prefill_tokens)
+        self._p += a * (p - self._p)
+        self._d += a * (duration_s - self._d)
+        self._pp += a * (p * p - self._pp)
+        self._pd += a * (p * duration_s - self._pd)
 
     def slack_s(self, decodes: list[tuple[int, float]], now_s: float) -> float:
         """The step allowance (s) for running decodes given as (tokens emitted,

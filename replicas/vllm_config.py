@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import copy
 import importlib.metadata
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -115,6 +116,9 @@ CPU_BLOCK_MULTIPLE = 32
 # float32: these CPUs have no native bf16 (no AVX512-BF16/AMX), and a random-
 # weight tiny model gains nothing from half precision.
 CPU_DTYPE = "float32"
+# the scheduler class of model.prefill_budget: slo_slack (an import path: it is
+# resolved in vLLM's EngineCore process)
+SLACK_SCHEDULER = "replicas.vllm_scheduler.SlackPrefillScheduler"
 
 
 def vllm_is_cpu_build() -> bool:
@@ -171,6 +175,8 @@ def llm_config_kwargs(
     device: Device | None = None,
     emulate_accelerator: bool = False,
     deployment_overrides: Mapping[str, Any] | None = None,
+    prefill_tpot_s: float | None = None,
+    prefill_min_tokens: int = 64,
 ) -> dict[str, Any]:
     """The keyword arguments of ``LLMConfig`` for ``pool`` (plain data, no Ray).
 
@@ -181,7 +187,9 @@ def llm_config_kwargs(
     cluster whose nodes declare it (``ray.cluster_utils.Cluster``) each pool
     lands on its own "GPU type". ``deployment_overrides`` are merged last into
     ``deployment_config`` (dicts recursively), e.g. ``request_router_config`` or
-    an ``autoscaling_config.policy``.
+    an ``autoscaling_config.policy``. ``prefill_tpot_s`` (set for
+    ``model.prefill_budget: slo_slack``) runs vLLM with
+    ``replicas.vllm_scheduler.SlackPrefillScheduler`` and that TPOT target.
 
     Raises ``ValueError`` when ``model.engine`` is not ``vllm``, or for a tiny
     shape key on a non-tiny model, or a malformed override.
@@ -228,6 +236,13 @@ def llm_config_kwargs(
         if key not in TINY_SHAPE_KEYS and key not in CASCADE_KEYS:
             engine_kwargs[key] = value
 
+    env_vars: dict[str, str] = {}
+    if prefill_tpot_s is not None:
+        if not (prefill_tpot_s > 0 and math.isfinite(prefill_tpot_s)):
+            raise ValueError(f"pool {pool.name}: prefill TPOT target must be > 0 s")
+        engine_kwargs["scheduler_cls"] = SLACK_SCHEDULER
+        env_vars["CASCADE_PREFILL_TPOT_S"] = repr(float(prefill_tpot_s))
+        env_vars["CASCADE_PREFILL_MIN_TOKENS"] = str(int(prefill_min_tokens))
     ray_actor_options: dict[str, Any] = {}
     kwargs: dict[str, Any] = {
         "model_loading_config": {"model_id": model.name, "model_source": source},
@@ -244,7 +259,7 @@ def llm_config_kwargs(
         kwargs["placement_group_config"] = {"bundles": [bundle]}
         bind = ov.get("cpu_threads_bind")
         if bind is not None:
-            kwargs["runtime_env"] = {"env_vars": {"VLLM_CPU_OMP_THREADS_BIND": str(bind)}}
+            env_vars["VLLM_CPU_OMP_THREADS_BIND"] = str(bind)
     else:
         kwargs["accelerator_type"] = pool.accelerator
         if "num_cpus" in ov:
@@ -252,6 +267,8 @@ def llm_config_kwargs(
                 pool, "num_cpus", ov["num_cpus"], allow_zero=True
             )
 
+    if env_vars:
+        kwargs["runtime_env"] = {"env_vars": env_vars}
     deployment: dict[str, Any] = {
         "name": pool.name,
         "autoscaling_config": {
@@ -274,6 +291,8 @@ def build_llm_config(
     device: Device | None = None,
     emulate_accelerator: bool = False,
     deployment_overrides: Mapping[str, Any] | None = None,
+    prefill_tpot_s: float | None = None,
+    prefill_min_tokens: int = 64,
 ) -> LLMConfig:
     """``ray.serve.llm.LLMConfig`` for one pool (see ``llm_config_kwargs``).
 
@@ -291,6 +310,8 @@ def build_llm_config(
             device=device,
             emulate_accelerator=emulate_accelerator,
             deployment_overrides=deployment_overrides,
+            prefill_tpot_s=prefill_tpot_s,
+            prefill_min_tokens=prefill_min_tokens,
         )
     )
 

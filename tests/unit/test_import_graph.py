@@ -63,6 +63,7 @@ ADAPTERS = frozenset(
         "replicas.deployment",
         "replicas.sim_llm_engine",
         "replicas.vllm_stats",
+        "replicas.vllm_scheduler",
         "orchestrator.app",
         "orchestrator.autoscale",
         "orchestrator.controller_actor",
