@@ -1,0 +1,194 @@
+"""The gateway's prediction log: every issued prediction, matched with its outcome.
+
+For each admitted request the gateway predicts, *for the replica actually
+chosen*, TTFT, TPOT and E2E at P50/P90/P99 (``uncertainty.request_quantiles``,
+mixed over the predicted output-length distribution). ``Calibrator`` then
+
+* corrects each quantile online per (pool, class, metric) with adaptive
+  conformal inference (``uncertainty.conformal``; the correction it issues is
+  what the gateway predicts);
+* keeps the naive baseline: the pool's (and class's) empirical quantiles of the
+  same metric over the requests completed so far (at least ``NAIVE_MIN``);
+* when the request completes (``observe``), counts, per metric and level,
+  whether the outcome was above the prediction (a *miss*) for the corrected,
+  raw-model and naive predictions, and the mean predicted quantile (the width
+  of the one-sided interval [0, q̂]: lower is sharper at the same coverage);
+* scores the output-length prediction: absolute percentage error of its P50,
+  pinball loss of its P90, and the P90's miss rate.
+
+``report()`` is what ``cascade simulate --json`` prints and the ingress exports.
+Coverage is reported as the *miss share* (share of outcomes above the predicted
+quantile: 0.5 / 0.1 / 0.01 is perfect). Pure; no clock.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from uncertainty import QuantileSketch
+from uncertainty.conformal import DEFAULT_STEP, ConformalCorrector
+from uncertainty.request_quantiles import LEVELS, METRIC_NAMES
+from uncertainty.validation import FloatArray
+
+NAIVE_MIN = 20  # completions of a (pool, class, metric) before the naive baseline predicts
+METHODS = ("corrected", "raw", "naive")
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a completed request measured: TTFT and E2E (s, from arrival at the
+    gateway) and its output length (tokens). ``ValueError`` for NaN, infinite or
+    negative values, E2E < TTFT, or fewer than one token."""
+
+    ttft_s: float
+    e2e_s: float
+    output_tokens: int
+
+    def __post_init__(self) -> None:
+        for name in ("ttft_s", "e2e_s"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                raise ValueError(f"Outcome.{name}={v!r}: must be a finite latency >= 0 s")
+        if self.e2e_s < self.ttft_s:
+            raise ValueError(f"Outcome: e2e_s={self.e2e_s!r} < ttft_s={self.ttft_s!r}")
+        if not (isinstance(self.output_tokens, (int, np.integer)) and self.output_tokens >= 1):
+            raise ValueError(f"Outcome.output_tokens={self.output_tokens!r}: must be an int >= 1")
+
+    @property
+    def tpot_s(self) -> float:
+        """(E2E − TTFT)/(tokens − 1); NaN for a one-token answer."""
+        n = self.output_tokens - 1
+        return (self.e2e_s - self.ttft_s) / n if n > 0 else math.nan
+
+    def values(self) -> tuple[float, float, float]:
+        """(TTFT, TPOT, E2E), in ``METRIC_NAMES`` order."""
+        return (self.ttft_s, self.tpot_s, self.e2e_s)
+
+
+@dataclass(frozen=True, slots=True)
+class PredictionRecord:
+    """One issued prediction. Arrays are (3 metrics, 3 levels), seconds; NaN =
+    none (e.g. the naive baseline before ``NAIVE_MIN`` completions)."""
+
+    pool: str
+    slo_class: str
+    corrected: FloatArray
+    raw: FloatArray
+    naive: FloatArray
+    length_p50: float  # predicted output length quantiles (NaN: no length model yet)
+    length_p90: float
+
+
+class Calibrator:
+    """See the module docstring. ``step``: the conformal correction's η."""
+
+    def __init__(self, step: float = DEFAULT_STEP, levels: Sequence[float] = LEVELS) -> None:
+        self.levels = tuple(levels)
+        self.conformal = ConformalCorrector(step)
+        self._naive: dict[tuple[str, str, int], QuantileSketch] = {}
+        shape = (len(METHODS), len(METRIC_NAMES), len(self.levels))
+        self.misses = np.zeros(shape)
+        self.counts = np.zeros(shape)
+        self.width_sum = np.zeros(shape)
+        self.predictions = 0
+        self.matched = 0
+        self._len = np.zeros(4)  # n, Σ APE(P50), Σ pinball(P90), Σ miss(P90)
+
+    def predict(
+        self,
+        pool: str,
+        slo_class: str,
+        raw: FloatArray,
+        length_p50: float = math.nan,
+        length_p90: float = math.nan,
+    ) -> PredictionRecord:
+        """Issue the corrected prediction for ``raw`` ((3, levels) model quantiles,
+        seconds) on ``pool`` for ``slo_class``; keep the naive baseline's beside it."""
+        raw = np.asarray(raw, dtype=np.float64)
+        if raw.shape != (len(METRIC_NAMES), len(self.levels)):
+            raise ValueError(f"raw quantiles: shape {raw.shape}, expected (3, {len(self.levels)})")
+        corrected = np.full(raw.shape, np.nan)
+        naive = np.full(raw.shape, np.nan)
+        for m in range(len(METRIC_NAMES)):
+            sketch = self._naive.get((pool, slo_class, m))
+            if sketch is not None and sketch.n >= NAIVE_MIN:
+                naive[m] = sketch.quantiles(self.levels)
+            for j, level in enumerate(self.levels):
+                if math.isfinite(raw[m, j]):
+                    corrected[m, j] = self.conformal.correct((pool, slo_class, m), level, raw[m, j])
+        self.predictions += 1
+        return PredictionRecord(pool, slo_class, corrected, raw, naive, length_p50, length_p90)
+
+    def observe(self, record: PredictionRecord, outcome: Outcome) -> None:
+        """Match ``outcome`` with its prediction: coverage counts, conformal
+        updates (against the issued, corrected values), naive sketches."""
+        self.matched += 1
+        for m, y in enumerate(outcome.values()):
+            if not math.isfinite(y):
+                continue  # a one-token answer has no TPOT
+            for k, preds in enumerate((record.corrected, record.raw, record.naive)):
+                row = preds[m]
+                ok = np.isfinite(row)
+                self.counts[k, m] += ok
+                self.misses[k, m] += ok & (y > np.where(ok, row, np.inf))
+                self.width_sum[k, m] += np.where(ok, row, 0.0)
+            key = (record.pool, record.slo_class, m)
+            for j, level in enumerate(self.levels):
+                if math.isfinite(record.corrected[m, j]):
+                    self.conformal.update(key, level, float(record.corrected[m, j]), y)
+            sketch = self._naive.get(key)
+            if sketch is None:
+                sketch = self._naive[key] = QuantileSketch(0.01)
+            sketch.update([y])
+        if math.isfinite(record.length_p50):
+            y = float(outcome.output_tokens)
+            p90 = record.length_p90
+            self._len += (
+                1.0,
+                abs(record.length_p50 - y) / y,
+                max(0.9 * (y - p90), 0.1 * (p90 - y)),
+                float(y > p90),
+            )
+
+    def report(self) -> dict[str, Any]:
+        """``coverage`` (miss share above the issued P50/P90/P99 per metric),
+        ``coverage_raw`` (the model before the conformal correction),
+        ``coverage_naive`` (the pool's empirical quantiles), the mean predicted
+        quantile of each (``width_s``, ``width_raw_s``, ``width_naive_s``), the
+        requests each is over (``calibration_n``), and the output-length
+        prediction's error (``length_prediction``). JSON-ready (None for NaN)."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            share = self.misses / self.counts
+            width = self.width_sum / self.counts
+        out: dict[str, Any] = {}
+        for k, method in enumerate(METHODS):
+            suffix = "" if method == "corrected" else f"_{method}"
+            out[f"coverage{suffix}"] = _table(share[k], self.levels)
+            out[f"width{suffix}_s"] = _table(width[k], self.levels)
+        out["calibration_n"] = {
+            method: _num(self.counts[k, 2, 0]) for k, method in enumerate(METHODS)
+        }
+        n, ape, pin, miss = self._len
+        out["length_prediction"] = {
+            "n": int(n),
+            "mape_p50": _num(ape / n) if n else None,
+            "pinball_p90": _num(pin / n) if n else None,
+            "miss_p90": _num(miss / n) if n else None,
+        }
+        return out
+
+
+def _num(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def _table(a: FloatArray, levels: Sequence[float]) -> dict[str, dict[str, float | None]]:
+    return {
+        metric: {f"p{round(q * 100):d}": _num(a[m, j]) for j, q in enumerate(levels)}
+        for m, metric in enumerate(METRIC_NAMES)
+    }

@@ -1,0 +1,150 @@
+"""Online conformal correction of predicted quantiles (adaptive conformal inference).
+
+A model's predicted q-quantile ``ŷ_t`` of a latency is right when the outcome
+``y_t`` exceeds it a share α = 1 − q of the time. Models drift (load, output
+lengths, a stale fit); ``QuantileTracker`` holds the miss rate at α anyway with
+the online update of adaptive conformal inference (Gibbs & Candès, NeurIPS 2021)
+written on the score scale, as quantile tracking (Angelopoulos, Candès &
+Tibshirani, "Conformal PID control", NeurIPS 2023, the P term):
+
+    issued prediction      ŷ'_t = ŷ_t · exp(θ_t)                 (θ: a log-scale offset)
+    miss                   err_t = 1{y_t > ŷ'_t}
+    update                 θ_{t+1} = θ_t + η · (err_t − α)
+
+A miss raises θ by η(1 − α), a hit lowers it by ηα: θ settles where misses happen
+a share α of the time. Working on log y (the conformity score is
+s_t = log y_t − log ŷ_t, and err_t = 1{s_t > θ_t}) makes η unit-free: 0.05 moves
+a quantile by about 5 %.
+
+**Guarantee** (deterministic, for *any* sequence of outcomes, drifting or
+adversarial: no exchangeability needed). Summing the update telescopes:
+Σ_{t≤T} (err_t − α) = (θ_{T+1} − θ_1)/η. If every score satisfies |s_t| ≤ B, θ
+stays in [−B − η, B + η] (it only rises while θ < s_t ≤ B and only falls while
+misses are rare), so
+
+    | (1/T) Σ_{t≤T} err_t − α |  ≤  (2B + 2η) / (η T)          for every T.
+
+With feedback delayed by up to d predictions (an outcome is known only when the
+request completes), θ can overshoot by another η·d, and the bound becomes
+(2B + 2η(1 + d))/(ηT). The long-run miss rate is α exactly; the bound says how
+fast. θ is clipped to ±``bound`` (default 5: a factor e⁵ ≈ 148) so that one absurd
+outcome cannot wreck the offset; the guarantee holds whenever the scores stay
+inside it (otherwise the model, not the correction, needs fixing).
+
+One tracker corrects one quantile level of one stream; ``ConformalCorrector``
+keeps one per (pool, class, metric, level). Pure; no clock.
+
+Failure modes: ``update`` raises ``ValueError`` for a NaN, infinite, negative or
+zero prediction or outcome (nothing changes).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable
+from typing import Any
+
+DEFAULT_STEP = 0.05  # η on the log scale
+DEFAULT_BOUND = 5.0  # |θ| ≤ bound
+
+
+class QuantileTracker:
+    """Adaptive conformal correction of one predicted quantile (module docstring).
+
+    Args:
+        miss_rate: the target α = 1 − q (e.g. 0.01 for a P99), in (0, 1).
+        step: η > 0, on the log scale.
+        bound: |θ| is clipped to this (log scale).
+    """
+
+    __slots__ = ("bound", "miss_rate", "misses", "n", "step", "theta")
+
+    def __init__(
+        self, miss_rate: float, step: float = DEFAULT_STEP, bound: float = DEFAULT_BOUND
+    ) -> None:
+        if not 0.0 < miss_rate < 1.0:
+            raise ValueError(f"miss_rate must be in (0, 1), got {miss_rate!r}")
+        if not (math.isfinite(step) and step > 0):
+            raise ValueError(f"step must be finite and > 0, got {step!r}")
+        if not (math.isfinite(bound) and bound > 0):
+            raise ValueError(f"bound must be finite and > 0, got {bound!r}")
+        self.miss_rate = miss_rate
+        self.step = step
+        self.bound = bound
+        self.theta = 0.0
+        self.n = 0
+        self.misses = 0
+
+    @property
+    def factor(self) -> float:
+        """The multiplicative correction exp(θ) applied to the model's quantile."""
+        return math.exp(self.theta)
+
+    def correct(self, predicted: float) -> float:
+        """The issued prediction: ``predicted`` · exp(θ)."""
+        return predicted * math.exp(self.theta)
+
+    def update(self, issued: float, observed: float) -> bool:
+        """Feed back one outcome against the prediction that was *issued* for it
+        (corrected with the θ of its time: with delayed feedback, θ may have
+        moved since). Returns whether it was a miss (observed > issued)."""
+        _check("issued", issued)
+        _check("observed", observed)
+        miss = observed > issued
+        theta = self.theta + self.step * ((1.0 if miss else 0.0) - self.miss_rate)
+        self.theta = min(max(theta, -self.bound), self.bound)
+        self.n += 1
+        self.misses += miss
+        return miss
+
+    @property
+    def observed_miss_rate(self) -> float:
+        """Misses / outcomes so far (NaN before any)."""
+        return self.misses / self.n if self.n else math.nan
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "miss_rate": self.miss_rate,
+            "step": self.step,
+            "bound": self.bound,
+            "theta": self.theta,
+            "n": self.n,
+            "misses": self.misses,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> QuantileTracker:
+        t = cls(float(d["miss_rate"]), float(d["step"]), float(d["bound"]))
+        t.theta = min(max(float(d["theta"]), -t.bound), t.bound)
+        t.n, t.misses = int(d["n"]), int(d["misses"])
+        return t
+
+
+class ConformalCorrector:
+    """One ``QuantileTracker`` per (stream key, quantile level), made on first use.
+
+    ``key`` is any hashable, e.g. (pool, class, metric); ``level`` the quantile
+    (0.5, 0.9, 0.99), whose miss target is 1 − level.
+    """
+
+    def __init__(self, step: float = DEFAULT_STEP, bound: float = DEFAULT_BOUND) -> None:
+        self.step = step
+        self.bound = bound
+        self.trackers: dict[tuple[Hashable, float], QuantileTracker] = {}
+
+    def tracker(self, key: Hashable, level: float) -> QuantileTracker:
+        t = self.trackers.get((key, level))
+        if t is None:
+            t = self.trackers[(key, level)] = QuantileTracker(1.0 - level, self.step, self.bound)
+        return t
+
+    def correct(self, key: Hashable, level: float, predicted: float) -> float:
+        return self.tracker(key, level).correct(predicted)
+
+    def update(self, key: Hashable, level: float, issued: float, observed: float) -> bool:
+        return self.tracker(key, level).update(issued, observed)
+
+
+def _check(name: str, value: float) -> None:
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name}={value!r}: must be a finite latency >= 0 (no NaN or inf)")
