@@ -68,7 +68,8 @@ class ClientMaxTokens:
             return np.full(n.shape, self.cap, dtype=np.int64)
         z = rng.standard_normal(n.shape)
         cap = np.ceil(self.multiple * n * np.exp(self.noise * z))
-        return np.maximum(cap, 1).astype(np.int64)
+        out: NDArray[np.int64] = np.maximum(cap, 1).astype(np.int64)
+        return out
 
     def __str__(self) -> str:
         if self.kind == "fixed":

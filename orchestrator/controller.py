@@ -101,6 +101,7 @@ class Controller:
         # output lengths of completed requests, merged from every gateway's deltas
         self.lengths = OutputLengthModel()
         self.lengths_version = 0
+        self._lengths_state: dict[str, Any] = {}
         self.view: ClusterView | None = None
         self.plan: Plan | None = None
 
@@ -160,6 +161,14 @@ class Controller:
         if delta.n:
             self.lengths.merge(delta)
             self.lengths_version += 1
+
+    def lengths_state(self) -> dict[str, Any]:
+        """The output-length model as routers and ingresses take it
+        (``RouterSync.lengths``): ``to_dict()`` plus a ``version`` (made once per
+        version: gateways reload only when it changes)."""
+        if self._lengths_state.get("version") != self.lengths_version:
+            self._lengths_state = {**self.lengths.to_dict(), "version": self.lengths_version}
+        return self._lengths_state
 
     def pin(self, pool: str, replicas: int | None) -> None:
         """Pin ``pool`` to ``replicas`` (an operator override of the allocator, e.g.

@@ -1,12 +1,10 @@
 """The detached, named controller actor: ``cascade-controller`` in namespace ``cascade``.
 
-It wraps the pure ``Controller`` core. Replicas ``push`` snapshots (batched,
-fire-and-forget); routers call ``router_sync`` (snapshots, Plan and the cascade
-fit in one answer, their own report in the question) and the ingress polls
-``get_plan``, never on a request's path; the autoscaling policy reads ``get_targets``. The
-core's ``step`` (merge, cascade fit, backpressure, optimizer) runs every
-``loops.snapshot_period_s`` in a worker thread, so a slow solve never blocks
-ingestion. Published results are immutable objects swapped atomically.
+It wraps the pure ``Controller`` core. Replicas ``push`` snapshots; routers and
+the ingress call ``router_sync`` (snapshots, Plan, cascade fit, output-length
+model), never on a request's path; the autoscaling policy reads ``get_targets``.
+The core's ``step`` runs every ``loops.snapshot_period_s`` in a worker thread,
+so a slow solve never blocks ingestion. Results are swapped atomically.
 
 Lifecycle (see docs/architecture.md, "Controller lifecycle"): the actor knows the
 config it runs (name and ``config_fingerprint``). ``start_controller`` reuses a
@@ -47,13 +45,13 @@ from orchestrator.routing_core import cascade_theta
 from replicas.names import CONTROLLER_NAME, CONTROLLER_NAMESPACE
 from replicas.telemetry import ReplicaSnapshot
 from replicas.throttle import Throttle
+from uncertainty.output_length import OutputLengthModel
 
 logger = logging.getLogger("cascade.controller")
 _ROUTER_TTL_S = 60.0  # a router that has not synced for this long is forgotten
 # Ray restarts the controller whenever its process dies (as Serve does for its own
 # controller); calls made while it restarts are retried rather than failed.
-MAX_RESTARTS = -1
-MAX_TASK_RETRIES = -1
+MAX_RESTARTS = MAX_TASK_RETRIES = -1
 _REPLACE_TIMEOUT_S = 30.0  # for the old actor to die and free the name
 
 
@@ -182,11 +180,8 @@ class ControllerActor:
     async def config_info(self) -> dict[str, Any]:
         """The config this controller runs: name, fingerprint, pool names."""
         self._start()
-        return {
-            "name": self.config.name,
-            "fingerprint": self.fingerprint,
-            "pools": [p.name for p in self.config.pools],
-        }
+        pools = [p.name for p in self.config.pools]
+        return {"name": self.config.name, "fingerprint": self.fingerprint, "pools": pools}
 
     async def push(self, snapshots: list[ReplicaSnapshot]) -> None:
         self._start()
@@ -194,13 +189,18 @@ class ControllerActor:
         self.received += len(snapshots)
 
     async def report_arrivals(
-        self, counts: Mapping[str, tuple[int, float, float]], period_s: float
+        self,
+        counts: Mapping[str, tuple[int, float, float]],
+        period_s: float,
+        lengths: Mapping[str, Any] | None = None,
     ) -> None:
         """From the ingress: per class (requests, mean prompt tokens, mean max
-        tokens) over the last ``period_s`` seconds (``Gateway.take_arrivals``),
-        into the core's per-class traffic estimate."""
+        tokens) over the last ``period_s`` seconds (``Gateway.take_arrivals``), and
+        the output lengths it learned since (``OutputLengthModel.to_dict()``)."""
         self._start()
         self.core.report_arrivals(counts, period_s, time.time())
+        if lengths is not None:
+            self.core.report_completions(OutputLengthModel.from_dict(dict(lengths)))
 
     async def _loop(self) -> None:
         period = self.config.loops.snapshot_period_s
@@ -265,6 +265,7 @@ class ControllerActor:
             snapshots=self._snapshots,
             plan=self._plan,
             cascade=self._cascade_state,
+            lengths=self.core.lengths_state(),
         )
 
     async def pin(self, pool: str, replicas: int | None) -> dict[str, int]:

@@ -172,11 +172,11 @@ class Gateway:
         self.set_snapshots(state.snapshots)
         self.set_plan(state.plan)
         self.synced_s = state.time_s
-        lengths = getattr(state, "lengths", None)
-        if lengths is not None and lengths is not self.predictor.lengths_version:
+        lengths = state.lengths
+        if lengths is not None and lengths.get("version") != self.predictor.lengths_version:
             try:
                 self.predictor.set_length_model(OutputLengthModel.from_dict(dict(lengths)))
-                self.predictor.lengths_version = lengths
+                self.predictor.lengths_version = lengths.get("version")
             except (KeyError, TypeError, ValueError):
                 self._log_once("lengths", "bad output-length state from controller")
         if state.cascade is not None and state.cascade != self._cascade_state:

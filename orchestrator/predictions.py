@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 
 from orchestrator.calibration import Calibrator, Outcome, PredictionRecord
 from policies.view import ReplicaView
@@ -32,6 +33,7 @@ from replicas.telemetry import RequestInfo
 from uncertainty import CascadeModel
 from uncertainty.output_length import OutputLengthModel
 from uncertainty.request_quantiles import request_quantiles
+from uncertainty.validation import FloatArray
 
 logger = logging.getLogger("cascade.gateway")
 MAX_PENDING = 100_000  # issued predictions awaiting an outcome (oldest dropped)
@@ -78,10 +80,11 @@ class GatewayPredictor:
         log it until ``observe``; None if the prediction failed."""
         try:
             lp = self.lengths.predict(request.slo_class, request.prompt_tokens, request.max_tokens)
-            if request.predicted_output_tokens is not None and lp is None:
+            grid: Sequence[float] | FloatArray = [float(request.max_tokens)]
+            if lp is not None:
+                grid = lp.grid
+            elif request.predicted_output_tokens is not None:
                 grid = [request.expected_output_tokens]  # a known length (the oracle)
-            else:
-                grid = lp.grid if lp is not None else [float(request.max_tokens)]
             raw = request_quantiles(cascade, view.load, index, request.prompt_tokens, grid)
             record = self.calibration.predict(
                 pool,
