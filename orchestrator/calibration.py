@@ -36,6 +36,7 @@ from uncertainty.request_quantiles import LEVELS, METRIC_NAMES
 from uncertainty.validation import FloatArray
 
 NAIVE_MIN = 20  # completions of a (pool, class, metric) before the naive baseline predicts
+NAIVE_BATCH = 16  # outcomes folded into a naive sketch at once (its quantiles then re-read)
 METHODS = ("corrected", "raw", "naive")
 
 
@@ -91,6 +92,8 @@ class Calibrator:
         self.levels = tuple(levels)
         self.conformal = ConformalCorrector(step)
         self._naive: dict[tuple[str, str, int], QuantileSketch] = {}
+        self._naive_pending: dict[tuple[str, str, int], list[float]] = {}
+        self._naive_q: dict[tuple[str, str, int], FloatArray] = {}  # read at the last fold
         shape = (len(METHODS), len(METRIC_NAMES), len(self.levels))
         self.misses = np.zeros(shape)
         self.counts = np.zeros(shape)
@@ -115,9 +118,9 @@ class Calibrator:
         corrected = np.full(raw.shape, np.nan)
         naive = np.full(raw.shape, np.nan)
         for m in range(len(METRIC_NAMES)):
-            sketch = self._naive.get((pool, slo_class, m))
-            if sketch is not None and sketch.n >= NAIVE_MIN:
-                naive[m] = sketch.quantiles(self.levels)
+            q = self._naive_q.get((pool, slo_class, m))
+            if q is not None:
+                naive[m] = q
             for j, level in enumerate(self.levels):
                 if math.isfinite(raw[m, j]):
                     corrected[m, j] = self.conformal.correct((pool, slo_class, m), level, raw[m, j])
@@ -128,23 +131,23 @@ class Calibrator:
         """Match ``outcome`` with its prediction: coverage counts, conformal
         updates (against the issued, corrected values), naive sketches."""
         self.matched += 1
-        for m, y in enumerate(outcome.values()):
-            if not math.isfinite(y):
-                continue  # a one-token answer has no TPOT
-            for k, preds in enumerate((record.corrected, record.raw, record.naive)):
-                row = preds[m]
-                ok = np.isfinite(row)
-                self.counts[k, m] += ok
-                self.misses[k, m] += ok & (y > np.where(ok, row, np.inf))
-                self.width_sum[k, m] += np.where(ok, row, 0.0)
+        values = outcome.values()
+        y = np.asarray(values)[None, :, None]  # a one-token answer's TPOT is NaN
+        preds = np.stack((record.corrected, record.raw, record.naive))  # METHODS order
+        ok = np.isfinite(preds) & np.isfinite(y)
+        self.counts += ok
+        with np.errstate(invalid="ignore"):
+            self.misses += ok & (y > preds)
+        self.width_sum += np.where(ok, preds, 0.0)
+        for m, obs in enumerate(values):
+            if not math.isfinite(obs):
+                continue
             key = (record.pool, record.slo_class, m)
             for j, level in enumerate(self.levels):
-                if math.isfinite(record.corrected[m, j]):
-                    self.conformal.update(key, level, float(record.corrected[m, j]), y)
-            sketch = self._naive.get(key)
-            if sketch is None:
-                sketch = self._naive[key] = QuantileSketch(0.01)
-            sketch.update([y])
+                issued = float(record.corrected[m, j])
+                if math.isfinite(issued):
+                    self.conformal.update(key, level, issued, obs)
+            self._naive_add(key, obs)
         if math.isfinite(record.length_p50):
             y = float(outcome.output_tokens)
             p90 = record.length_p90
@@ -154,6 +157,20 @@ class Calibrator:
                 max(0.9 * (y - p90), 0.1 * (p90 - y)),
                 float(y > p90),
             )
+
+    def _naive_add(self, key: tuple[str, str, int], y: float) -> None:
+        pending = self._naive_pending.setdefault(key, [])
+        pending.append(y)
+        sketch = self._naive.get(key)
+        n = (sketch.n if sketch is not None else 0) + len(pending)
+        if len(pending) < NAIVE_BATCH and n != NAIVE_MIN:
+            return
+        if sketch is None:
+            sketch = self._naive[key] = QuantileSketch(0.01)
+        sketch.update(pending)
+        pending.clear()
+        if sketch.n >= NAIVE_MIN:
+            self._naive_q[key] = sketch.quantiles(self.levels)
 
     def report(self) -> dict[str, Any]:
         """``coverage`` (miss share above the issued P50/P90/P99 per metric),

@@ -19,6 +19,10 @@ quantile. With no key trained yet the prediction is ``None``: the caller keeps
 Everything is mergeable (``merge`` adds the summaries of another model; the
 controller merges the gateways' per-period deltas, exactly as ``Hierarchy``
 merges replicas), serialisable (``to_dict`` / ``from_dict``) and pure.
+Completions are validated one by one and folded into the sketches in batches of
+``FLUSH_EVERY`` (a batch costs about what one value does), so a prediction may
+not yet count the last ``FLUSH_EVERY − 1`` of them; ``flush``, ``n``, ``merge``,
+``copy`` and ``to_dict`` fold them in first.
 
 Failure modes: ``observe`` raises ``ValueError`` naming the bad field for a NaN,
 infinite, negative or zero length, a length above its ``max_tokens`` (the engine
@@ -41,6 +45,7 @@ from uncertainty.validation import FloatArray
 PROMPT_BOUNDS = (256, 1024, 4096)  # prompt-length buckets: <= 256, <= 1024, <= 4096, more
 MAX_TOKENS_BOUNDS = (64, 256, 1024, 4096)  # max_tokens buckets, likewise
 GRID = 32  # equally weighted length points of a prediction (quantile midpoints)
+FLUSH_EVERY = 32  # completions buffered before they are folded into the sketches
 _ANY = -1  # the "any bucket" index of a coarser key
 Key = tuple[str, int, int]
 
@@ -105,6 +110,8 @@ class OutputLengthModel:
         self.max_tokens_bounds = tuple(int(b) for b in max_tokens_bounds)
         self.summaries: dict[Key, Summary] = {}
         self._cache: dict[Key, tuple[int, FloatArray]] = {}
+        self._pending: dict[Key, list[float]] = {}
+        self._npending = 0
         self._qs = (np.arange(GRID) + 0.5) / GRID
 
     # ---- keys ----------------------------------------------------------------------
@@ -122,6 +129,7 @@ class OutputLengthModel:
     @property
     def n(self) -> int:
         """Completions learned (the all-requests key's count)."""
+        self.flush()
         s = self.summaries.get(("", _ANY, _ANY))
         return s.n if s is not None else 0
 
@@ -133,10 +141,21 @@ class OutputLengthModel:
         docstring for what is refused."""
         _check(slo_class, prompt_tokens, max_tokens, output_tokens)
         for key in self.keys(slo_class, prompt_tokens, max_tokens):
+            self._pending.setdefault(key, []).append(float(output_tokens))
+        self._npending += 1
+        if self._npending >= FLUSH_EVERY:
+            self.flush()
+
+    def flush(self) -> None:
+        """Fold the buffered completions into the sketches (one batch per key)."""
+        if not self._npending:
+            return
+        for key, values in self._pending.items():
             s = self.summaries.get(key)
             if s is None:
                 s = self.summaries[key] = Summary(self.alpha)
-            s.update([float(output_tokens)], what="output_tokens")
+            s.update(values, what="output_tokens")
+        self._pending, self._npending = {}, 0
 
     def merge(self, other: OutputLengthModel) -> OutputLengthModel:
         """Add ``other``'s summaries to this model (in place; exact). ``ValueError``
@@ -147,6 +166,8 @@ class OutputLengthModel:
             self.alpha,
         ):
             raise ValueError("OutputLengthModel.merge: buckets or alpha differ")
+        self.flush()
+        other.flush()
         for key, s in other.summaries.items():
             mine = self.summaries.get(key)
             if mine is None:
@@ -198,6 +219,7 @@ class OutputLengthModel:
 
     # ---- state ---------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
+        self.flush()
         return {
             "alpha": self.alpha,
             "min_samples": self.min_samples,

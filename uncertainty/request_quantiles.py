@@ -12,12 +12,15 @@ the K equally weighted lengths L_k of the predicted length distribution,
                                          v = TTFT var  + (L_k − 1)·σ²_ITL·AR
     TPOT | L_k  ~ lognormal matched to  m = ITL,  v = σ²_ITL·AR / (L_k − 1)   (L_k ≥ 2)
 
-and a quantile of the mixture Σ_k F_k / K is found by bisection on log x between
-the smallest and largest component quantiles (which bracket it). TTFT does not
-depend on L. Pure numpy/scipy; ~40 vectorised iterations per call.
+and the quantiles of the mixture Σ_k F_k / K are read off its CDF, evaluated
+once on a grid of ``_GRID`` points in log x spanning the smallest to the largest
+component quantile (which bracket every mixture quantile) and interpolated
+linearly: one vectorised pass per call. TTFT does not depend on L. Pure numpy/scipy.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -29,7 +32,7 @@ from uncertainty.validation import FloatArray
 
 METRIC_NAMES = ("ttft", "tpot", "e2e")  # rows of ``request_quantiles``
 LEVELS = (0.5, 0.9, 0.99)  # its default columns
-_ITERATIONS = 40  # bisection steps: the bracket shrinks 2^40-fold (log scale)
+_GRID = 96  # CDF points in log x between the bracketing component quantiles
 
 
 def _lognormal(mean: FloatArray, var: FloatArray) -> tuple[FloatArray, FloatArray]:
@@ -43,21 +46,23 @@ def mixture_quantiles(
 ) -> FloatArray:
     """Quantiles at ``levels`` of the mixture of lognormals matched to ``mean`` and
     ``var`` (shape (K,), weights ``weights`` summing to anything > 0; equal by
-    default). Exact for K = 1; within 2⁻⁴⁰ of the log-range otherwise."""
+    default). Exact for K = 1; otherwise the CDF is interpolated between ``_GRID``
+    points in log x (tested against Monte Carlo within 2 %)."""
     mu, s = _lognormal(np.asarray(mean, dtype=np.float64), np.asarray(var, dtype=np.float64))
     q = np.asarray(levels, dtype=np.float64)
     w = np.full(mu.size, 1.0 / mu.size) if weights is None else np.asarray(weights, np.float64)
     w = w / w.sum()
     comp = mu[None, :] + s[None, :] * ndtri(q)[:, None]  # (Q, K) component log-quantiles
-    lo, hi = comp.min(axis=1), comp.max(axis=1)
-    if mu.size > 1:
-        for _ in range(_ITERATIONS):
-            mid = 0.5 * (lo + hi)
-            cdf = ndtr((mid[:, None] - mu[None, :]) / s[None, :]) @ w
-            below = cdf < q
-            lo = np.where(below, mid, lo)
-            hi = np.where(below, hi, mid)
-    out: FloatArray = np.exp(0.5 * (lo + hi))
+    if mu.size == 1:
+        exact: FloatArray = np.exp(comp[:, 0])
+        return exact
+    lo, hi = float(comp.min()), float(comp.max())
+    if hi - lo < 1e-12:
+        return np.full(q.size, math.exp(lo))
+    x = np.linspace(lo, hi, _GRID)
+    cdf = ndtr((x[:, None] - mu[None, :]) / np.maximum(s, 1e-12)[None, :]) @ w
+    # monotone by construction; np.interp needs non-decreasing abscissae
+    out: FloatArray = np.exp(np.interp(q, np.maximum.accumulate(cdf), x))
     return out
 
 

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from uncertainty.output_length import OutputLengthModel
+from uncertainty.output_length import FLUSH_EVERY, OutputLengthModel
 
 MEDIAN, SIGMA = 129.0, 0.8  # the Azure conversation trace's median, a lognormal spread
 
@@ -32,7 +32,8 @@ def test_quantiles_match_the_known_distribution() -> None:
     # of the distribution's true quantiles (sketch α = 2 % + sampling error ≈ 1-2 %)
     m = _trained(_lengths(20_000, seed=0))
     pred = m.predict("interactive", 500, 4096)
-    assert pred is not None and pred.level == 3 and pred.samples == 20_000
+    # all but the last < FLUSH_EVERY completions are folded in
+    assert pred is not None and pred.level == 3 and pred.samples > 20_000 - FLUSH_EVERY
     for q in (0.5, 0.9, 0.99):
         true = MEDIAN * math.exp(SIGMA * float(_ndtri(q)))
         assert pred.quantile(q) == pytest.approx(true, rel=0.05), q
@@ -71,6 +72,7 @@ def test_merge_of_parts_equals_the_whole_and_state_round_trips() -> None:
     whole = _trained(y)
     a, b = _trained(y[:1000]), _trained(y[1000:])
     merged = a.merge(b)
+    whole.flush()  # merging folds the buffered completions in; compare like with like
     pw, pm = whole.predict("interactive", 500, 4096), merged.predict("interactive", 500, 4096)
     assert pw is not None and pm is not None
     np.testing.assert_allclose(pm.grid, pw.grid)
