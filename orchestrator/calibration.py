@@ -146,7 +146,7 @@ class Calibrator:
             for j, level in enumerate(self.levels):
                 issued = float(record.corrected[m, j])
                 if math.isfinite(issued):
-                    self.conformal.update(key, level, issued, obs)
+                    self.conformal.update(key, level, issued, obs, float(record.raw[m, j]))
             self._naive_add(key, obs)
         if math.isfinite(record.length_p50):
             y = float(outcome.output_tokens)

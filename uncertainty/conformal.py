@@ -31,6 +31,13 @@ fast. θ is clipped to ±``bound`` (default 5: a factor e⁵ ≈ 148) so that on
 outcome cannot wreck the offset; the guarantee holds whenever the scores stay
 inside it (otherwise the model, not the correction, needs fixing).
 
+**Warm start.** A stream's first ``warmup`` outcomes (default 50) set θ to the
+empirical (1 − α) quantile of their scores against the model's raw prediction
+(split conformal on what has been seen; for α = 0.01 that is the largest score,
+conservative), instead of crawling there by steps of η; the update above runs
+from then on. The guarantee then holds from outcome ``warmup`` on: the bound
+gains at most ``warmup``/T.
+
 One tracker corrects one quantile level of one stream; ``ConformalCorrector``
 keeps one per (pool, class, metric, level). Pure; no clock.
 
@@ -46,6 +53,7 @@ from typing import Any
 
 DEFAULT_STEP = 0.05  # η on the log scale
 DEFAULT_BOUND = 5.0  # |θ| ≤ bound
+DEFAULT_WARMUP = 50  # outcomes whose score quantile sets θ before the update runs
 
 
 class QuantileTracker:
@@ -55,12 +63,18 @@ class QuantileTracker:
         miss_rate: the target α = 1 − q (e.g. 0.01 for a P99), in (0, 1).
         step: η > 0, on the log scale.
         bound: |θ| is clipped to this (log scale).
+        warmup: outcomes (with their raw prediction) that set θ by their score
+            quantile first (0: none).
     """
 
-    __slots__ = ("bound", "miss_rate", "misses", "n", "step", "theta")
+    __slots__ = ("_scores", "bound", "miss_rate", "misses", "n", "step", "theta", "warmup")
 
     def __init__(
-        self, miss_rate: float, step: float = DEFAULT_STEP, bound: float = DEFAULT_BOUND
+        self,
+        miss_rate: float,
+        step: float = DEFAULT_STEP,
+        bound: float = DEFAULT_BOUND,
+        warmup: int = DEFAULT_WARMUP,
     ) -> None:
         if not 0.0 < miss_rate < 1.0:
             raise ValueError(f"miss_rate must be in (0, 1), got {miss_rate!r}")
@@ -71,6 +85,8 @@ class QuantileTracker:
         self.miss_rate = miss_rate
         self.step = step
         self.bound = bound
+        self.warmup = max(int(warmup), 0)
+        self._scores: list[float] = []
         self.theta = 0.0
         self.n = 0
         self.misses = 0
@@ -84,14 +100,22 @@ class QuantileTracker:
         """The issued prediction: ``predicted`` · exp(θ)."""
         return predicted * math.exp(self.theta)
 
-    def update(self, issued: float, observed: float) -> bool:
+    def update(self, issued: float, observed: float, raw: float | None = None) -> bool:
         """Feed back one outcome against the prediction that was *issued* for it
         (corrected with the θ of its time: with delayed feedback, θ may have
-        moved since). Returns whether it was a miss (observed > issued)."""
+        moved since). ``raw``: the model's own prediction, for the warm start.
+        Returns whether it was a miss (observed > issued)."""
         _check("issued", issued)
         _check("observed", observed)
+        if raw is not None:
+            _check("raw", raw)
         miss = observed > issued
-        theta = self.theta + self.step * ((1.0 if miss else 0.0) - self.miss_rate)
+        if raw is not None and len(self._scores) < self.warmup:
+            self._scores.append(math.log(max(observed, 1e-12) / max(raw, 1e-12)))
+            k = min(math.ceil((1.0 - self.miss_rate) * len(self._scores)), len(self._scores))
+            theta = sorted(self._scores)[k - 1]
+        else:
+            theta = self.theta + self.step * ((1.0 if miss else 0.0) - self.miss_rate)
         self.theta = min(max(theta, -self.bound), self.bound)
         self.n += 1
         self.misses += miss
@@ -110,11 +134,14 @@ class QuantileTracker:
             "theta": self.theta,
             "n": self.n,
             "misses": self.misses,
+            "warmup": self.warmup,
+            "scores": list(self._scores),
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> QuantileTracker:
-        t = cls(float(d["miss_rate"]), float(d["step"]), float(d["bound"]))
+        t = cls(float(d["miss_rate"]), float(d["step"]), float(d["bound"]), int(d.get("warmup", 0)))
+        t._scores = [float(x) for x in d.get("scores", [])]
         t.theta = min(max(float(d["theta"]), -t.bound), t.bound)
         t.n, t.misses = int(d["n"]), int(d["misses"])
         return t
@@ -141,8 +168,10 @@ class ConformalCorrector:
     def correct(self, key: Hashable, level: float, predicted: float) -> float:
         return self.tracker(key, level).correct(predicted)
 
-    def update(self, key: Hashable, level: float, issued: float, observed: float) -> bool:
-        return self.tracker(key, level).update(issued, observed)
+    def update(
+        self, key: Hashable, level: float, issued: float, observed: float, raw: float | None = None
+    ) -> bool:
+        return self.tracker(key, level).update(issued, observed, raw)
 
 
 def _check(name: str, value: float) -> None:

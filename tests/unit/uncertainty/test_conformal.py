@@ -73,3 +73,15 @@ def test_bad_parameters_are_refused() -> None:
     for kw in ({"miss_rate": 0.0}, {"miss_rate": 1.0}, {"miss_rate": 0.1, "step": 0.0}):
         with pytest.raises(ValueError):
             QuantileTracker(**kw)  # type: ignore[arg-type]
+
+
+def test_warm_start_takes_the_score_quantile_of_the_first_outcomes() -> None:
+    # a model off by a factor e (scores ~ N(1, 0.1)): after the warm-up θ sits at
+    # the scores' 0.9 quantile (~1.13) instead of crawling there by steps of η
+    rng = np.random.default_rng(1)
+    tracker = QuantileTracker(0.1, warmup=50)
+    for s in 1.0 + 0.1 * rng.standard_normal(50):
+        tracker.update(tracker.correct(1.0), math.exp(float(s)), raw=1.0)
+    assert tracker.theta == pytest.approx(1.0 + 0.1 * float(ndtri(0.9)), abs=0.08)
+    again = QuantileTracker.from_dict(tracker.to_dict())
+    assert again.theta == tracker.theta and again.warmup == 50
