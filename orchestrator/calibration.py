@@ -149,13 +149,15 @@ class Calibrator:
                     self.conformal.update(key, level, issued, obs, float(record.raw[m, j]))
             self._naive_add(key, obs)
         if math.isfinite(record.length_p50):
-            y = float(outcome.output_tokens)
+            tokens = float(outcome.output_tokens)
             p90 = record.length_p90
-            self._len += (
-                1.0,
-                abs(record.length_p50 - y) / y,
-                max(0.9 * (y - p90), 0.1 * (p90 - y)),
-                float(y > p90),
+            self._len += np.array(
+                (
+                    1.0,
+                    abs(record.length_p50 - tokens) / tokens,
+                    max(0.9 * (tokens - p90), 0.1 * (p90 - tokens)),
+                    float(tokens > p90),
+                )
             )
 
     def _naive_add(self, key: tuple[str, str, int], y: float) -> None:
