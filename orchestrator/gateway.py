@@ -29,6 +29,12 @@ and fitted cascade model, off the request path. Views are built once per
 snapshot refresh (an O(replicas) loop) and refreshed per request with in-flight
 counts only, so a request costs O(1) Python calls whatever the replica count.
 Arrivals are tallied per class (``take_arrivals``) for ``Controller.report_arrivals``.
+
+Predictions (``orchestrator.predictions``, issue 14): ``decide`` sets a request's
+predicted output length from the output-length model; ``route`` (and the
+ingress's ``predict_for``) predicts TTFT / TPOT / E2E quantiles for the replica
+chosen, conformally corrected, and ``on_completed`` with the request's
+``Outcome`` trains the length model and scores that prediction.
 """
 
 from __future__ import annotations
@@ -158,7 +164,7 @@ class Gateway:
 
     def set_cascade_model(self, model: CascadeModel) -> None:
         """Predict with ``model`` (the controller's fit) from now on: the router's
-        scorers, the admission policy and ``predicted_p99``."""
+        scorers, the admission policy and the latency predictions."""
         self.cascade = model
         for policy in (self.router, self.admission):
             setter = getattr(policy, "set_cascade_model", None)
