@@ -4,7 +4,8 @@ For each admitted request the gateway predicts, *for the replica actually
 chosen*, TTFT, TPOT and E2E at P50/P90/P99 (``uncertainty.request_quantiles``,
 mixed over the predicted output-length distribution). ``Calibrator`` then
 
-* corrects each quantile online per (pool, class, metric) with adaptive
+* corrects each quantile online per (pool, class, metric, length known:
+  ``PredictionRecord.stream``) with adaptive
   conformal inference (``uncertainty.conformal``; the correction it issues is
   what the gateway predicts);
 * keeps the naive baseline: the pool's (and class's) empirical quantiles of the
@@ -84,6 +85,13 @@ class PredictionRecord:
     length_p50: float  # predicted output length quantiles (NaN: no length model yet)
     length_p90: float
 
+    def stream(self, m: int) -> tuple[str, str, int, bool]:
+        """The conformal stream of metric ``m``: (pool, class, metric, length
+        known). TPOT and E2E predicted before the length model knows anything
+        (from ``max_tokens``: far too wide) are a regime of their own, so their
+        hits do not drag the correction of the later, length-based predictions."""
+        return (self.pool, self.slo_class, m, m != 0 and math.isfinite(self.length_p50))
+
 
 class Calibrator:
     """See the module docstring. ``step``: the conformal correction's η."""
@@ -117,15 +125,17 @@ class Calibrator:
             raise ValueError(f"raw quantiles: shape {raw.shape}, expected (3, {len(self.levels)})")
         corrected = np.full(raw.shape, np.nan)
         naive = np.full(raw.shape, np.nan)
+        record = PredictionRecord(pool, slo_class, corrected, raw, naive, length_p50, length_p90)
         for m in range(len(METRIC_NAMES)):
             q = self._naive_q.get((pool, slo_class, m))
             if q is not None:
                 naive[m] = q
+            stream = record.stream(m)
             for j, level in enumerate(self.levels):
                 if math.isfinite(raw[m, j]):
-                    corrected[m, j] = self.conformal.correct((pool, slo_class, m), level, raw[m, j])
+                    corrected[m, j] = self.conformal.correct(stream, level, raw[m, j])
         self.predictions += 1
-        return PredictionRecord(pool, slo_class, corrected, raw, naive, length_p50, length_p90)
+        return record
 
     def observe(self, record: PredictionRecord, outcome: Outcome) -> None:
         """Match ``outcome`` with its prediction: coverage counts, conformal
@@ -142,12 +152,12 @@ class Calibrator:
         for m, obs in enumerate(values):
             if not math.isfinite(obs):
                 continue
-            key = (record.pool, record.slo_class, m)
+            stream = record.stream(m)
             for j, level in enumerate(self.levels):
                 issued = float(record.corrected[m, j])
                 if math.isfinite(issued):
-                    self.conformal.update(key, level, issued, obs, float(record.raw[m, j]))
-            self._naive_add(key, obs)
+                    self.conformal.update(stream, level, issued, obs, float(record.raw[m, j]))
+            self._naive_add((record.pool, record.slo_class, m), obs)
         if math.isfinite(record.length_p50):
             tokens = float(outcome.output_tokens)
             p90 = record.length_p90

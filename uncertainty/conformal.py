@@ -31,12 +31,16 @@ fast. θ is clipped to ±``bound`` (default 5: a factor e⁵ ≈ 148) so that on
 outcome cannot wreck the offset; the guarantee holds whenever the scores stay
 inside it (otherwise the model, not the correction, needs fixing).
 
-**Warm start.** A stream's first ``warmup`` outcomes (default 50) set θ to the
+**Warm start** (off by default). A stream's first ``warmup`` outcomes set θ to the
 empirical (1 − α) quantile of their scores against the model's raw prediction
 (split conformal on what has been seen; for α = 0.01 that is the largest score,
 conservative), instead of crawling there by steps of η; the update above runs
 from then on. The guarantee then holds from outcome ``warmup`` on: the bound
-gains at most ``warmup``/T.
+gains at most ``warmup``/T. Off by default because a simulation (and a
+deployment) starts empty: the first outcomes come from an idle cluster and from
+the shortest answers (they finish first), so their score quantile is far below
+the steady state's, and the miss share error is (θ_end − θ_start)/(ηT): on a
+10 s heavy-tail run it turned a 3.8 % TTFT P99 miss share into 16.9 %.
 
 One tracker corrects one quantile level of one stream; ``ConformalCorrector``
 keeps one per (pool, class, metric, level). Pure; no clock.
@@ -53,7 +57,7 @@ from typing import Any
 
 DEFAULT_STEP = 0.05  # η on the log scale
 DEFAULT_BOUND = 5.0  # |θ| ≤ bound
-DEFAULT_WARMUP = 50  # outcomes whose score quantile sets θ before the update runs
+DEFAULT_WARMUP = 0  # outcomes whose score quantile sets θ before the update runs (0: off)
 
 
 class QuantileTracker:
