@@ -57,6 +57,8 @@ from typing import Any
 
 DEFAULT_STEP = 0.05  # η on the log scale
 DEFAULT_BOUND = 5.0  # |θ| ≤ bound
+DEFAULT_GAIN = 0.02  # I gain: log-offset per excess issued miss
+DEFAULT_I_CAP = 1.0  # |I term| <= this (log scale)
 DEFAULT_WARMUP = 0  # outcomes whose score quantile sets θ before the update runs (0: off)
 
 
@@ -71,7 +73,10 @@ class QuantileTracker:
             quantile first (0: none).
     """
 
-    __slots__ = ("_scores", "bound", "miss_rate", "misses", "n", "step", "theta", "warmup")
+    __slots__ = (
+        "_scores", "bound", "gain", "i_cap", "integral", "miss_rate", "misses", "n", "q",
+        "step", "theta", "warmup",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -79,6 +84,8 @@ class QuantileTracker:
         step: float = DEFAULT_STEP,
         bound: float = DEFAULT_BOUND,
         warmup: int = DEFAULT_WARMUP,
+        gain: float = DEFAULT_GAIN,
+        i_cap: float = DEFAULT_I_CAP,
     ) -> None:
         if not 0.0 < miss_rate < 1.0:
             raise ValueError(f"miss_rate must be in (0, 1), got {miss_rate!r}")
@@ -92,6 +99,10 @@ class QuantileTracker:
         self.warmup = max(int(warmup), 0)
         self._scores: list[float] = []
         self.theta = 0.0
+        self.q = 0.0  # P: the tracked score quantile
+        self.integral = 0.0  # I: Σ (issued miss − α)
+        self.gain = gain
+        self.i_cap = i_cap
         self.n = 0
         self.misses = 0
 
@@ -118,8 +129,21 @@ class QuantileTracker:
             self._scores.append(math.log(max(observed, 1e-12) / max(raw, 1e-12)))
             k = min(math.ceil((1.0 - self.miss_rate) * len(self._scores)), len(self._scores))
             theta = sorted(self._scores)[k - 1]
-        else:
+        elif raw is None:  # plain ACI on the issued errors
             theta = self.theta + self.step * ((1.0 if miss else 0.0) - self.miss_rate)
+        else:
+            # P: track the (1 − α) quantile of the scores, each scored against the
+            # *current* q (under delayed feedback, outcomes issued before q caught
+            # up would otherwise keep pushing it far past where it covers:
+            # measured, the issued-error update ran θ to the bound, ×148)
+            s = math.log(max(observed, 1e-12) / max(raw, 1e-12))
+            q = self.q + self.step * ((1.0 if s > self.q else 0.0) - self.miss_rate)
+            self.q = min(max(q, -self.bound), self.bound)
+            # I: the issued errors' running excess, so that the lag of P cannot
+            # leave a lasting miss-rate bias (conformal PID's integrator)
+            self.integral += (1.0 if miss else 0.0) - self.miss_rate
+            i_term = min(max(self.gain * self.integral, -self.i_cap), self.i_cap)
+            theta = self.q + i_term
         self.theta = min(max(theta, -self.bound), self.bound)
         self.n += 1
         self.misses += miss
