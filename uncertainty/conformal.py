@@ -42,6 +42,17 @@ the shortest answers (they finish first), so their score quantile is far below
 the steady state's, and the miss share error is (θ_end − θ_start)/(ηT): on a
 10 s heavy-tail run it turned a 3.8 % TTFT P99 miss share into 16.9 %.
 
+**With the model's raw prediction** (``update(..., raw=)``, what the gateway
+does) the offset is the PID form instead: θ = q + clip(k·E, ±``i_cap``), where the
+P term q tracks the scores' (1 − α) quantile, each outcome scored against the
+*current* q (q ← q + η(1{s_t > q} − α)), and the I term E = Σ(err_t − α)
+integrates the *issued* misses. Under long feedback delays the update above
+overshoots (outcomes issued before θ caught up keep pushing; measured: θ at the
+bound within a minute of azure-conv); P does not, and I removes the lag bias P
+leaves. Guarantee: Σ_{t≤T}(err_t − α) = E_T exactly, so while the I term is not
+saturated |mean miss − α| ≤ i_cap/(k·T) (= 50/T with the defaults), for any
+sequence. docs/uncertainty.md, "Calibration".
+
 One tracker corrects one quantile level of one stream; ``ConformalCorrector``
 keeps one per (pool, class, metric, level). Pure; no clock.
 
