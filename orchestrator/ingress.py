@@ -197,9 +197,7 @@ class CascadeIngress(OpenAiIngress):
                     record,
                     outcome,
                     lambda _name, m, level: (
-                        trackers.tracker(
-                            (record.pool, record.slo_class, m), level
-                        ).observed_miss_rate
+                        trackers.tracker(record.stream(m), level).observed_miss_rate
                     ),
                 )
 
