@@ -39,6 +39,10 @@ class CascadeStack:
         """One controller period: arrivals in, a step, the Plan and fit out."""
         counts, period_s = self.gateway.take_arrivals()
         self.controller.report_arrivals(counts, period_s, now_s)
+        # output lengths: the gateway's delta in, the merged model back (a copy:
+        # the gateway goes on learning locally until the next tick)
+        self.controller.report_completions(self.gateway.predictor.take_completions())
+        self.gateway.predictor.set_length_model(self.controller.lengths.copy())
         plan = self.controller.step(now_s, snapshots)
         self.gateway.set_plan(plan)
         if self.gateway.cascade is not self.controller.cascade:

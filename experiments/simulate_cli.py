@@ -37,6 +37,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--policies", default=DEFAULT_POLICIES, help="comma-separated router names")
     parser.add_argument("--duration", type=float, default=None, help="simulate the first S seconds")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--max-tokens", default="fixed:4096", metavar="SPEC",
+        help="what clients send as max_tokens: fixed:N or multiple:M[:S] "
+        "(M x true length x lognormal noise of log-sigma S, seeded; experiments.client)",
+    )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="one JSON object per policy")
     parser.add_argument("--plot", default=None, metavar="DIR", help="write PNG plots to DIR")
 
@@ -50,6 +55,7 @@ def _clean(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from experiments.client import ClientMaxTokens
     from experiments.sim_config import default_setup, load_setup
     from experiments.simulator import measure_capacity, run_policies
     from orchestrator.traces import load_trace
@@ -58,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--load must be > 0 (a fraction of capacity), got {args.load}")
     if args.duration is not None and not args.duration > 0:
         raise ValueError(f"--duration must be > 0, got {args.duration}")
+    client = ClientMaxTokens.parse(args.max_tokens)
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     if not policies:
         raise ValueError("--policies: give at least one policy")
@@ -80,11 +87,14 @@ def run(args: argparse.Namespace) -> int:
     header = {
         "trace": trace.name, "load": args.load, "capacity_rps": capacity,
         "rate_rps": args.load * capacity, "replicas": setup.replicas, "gpus": setup.gpus,
+        "max_tokens": str(client),
     }  # fmt: skip
     if args.json:
-        results = run_policies(setup, scaled, policies, seed=args.seed, stack_factory=stack)
+        results = run_policies(
+            setup, scaled, policies, seed=args.seed, stack_factory=stack, client=client
+        )
     else:
-        results = _run_with_progress(setup, scaled, policies, args.seed, stack)
+        results = _run_with_progress(setup, scaled, policies, args.seed, stack, client)
     rows = [_clean({**r.metrics, **header}) for r in results]
     if args.json:
         for row in rows:
@@ -113,7 +123,7 @@ def _stack_factory(config_path: str | None) -> Any:
 
 
 def _run_with_progress(
-    setup: Any, trace: Any, policies: list[str], seed: int, stack: Any = None
+    setup: Any, trace: Any, policies: list[str], seed: int, stack: Any = None, client: Any = None
 ) -> list[Any]:
     from rich.progress import Progress
 
@@ -125,7 +135,9 @@ def _run_with_progress(
         def cb(name: str, frac: float) -> None:
             prog.update(tasks[name], completed=frac)
 
-        return run_policies(setup, trace, policies, seed=seed, progress=cb, stack_factory=stack)
+        return run_policies(
+            setup, trace, policies, seed=seed, progress=cb, stack_factory=stack, client=client
+        )
 
 
 def _table(rows: list[dict[str, Any]]) -> None:

@@ -42,15 +42,17 @@ import numpy as np
 
 from experiments.baselines import make_router
 from experiments.cascade_stack import StackBuilder
+from experiments.client import ClientMaxTokens
 from experiments.metrics import RequestLog, summarize
 from experiments.sim_config import SimSetup
 from experiments.traces import Trace
+from orchestrator.calibration import Outcome
 from orchestrator.gateway import Gateway
 from replicas.engine_model import EngineModel
 from replicas.telemetry import RequestInfo
 
 _STEP, _CTRL = 0, 1
-MAX_TOKENS_CAP = 4096  # what clients ask for as max_tokens (the true length is hidden)
+MAX_TOKENS_CAP = 4096  # the default client's max_tokens (experiments.client)
 
 
 class VirtualClock:
@@ -103,11 +105,16 @@ def simulate(
     stack: StackBuilder | None = None,
     progress: Callable[[float], None] | None = None,
     fast_forward: bool = True,
+    client: ClientMaxTokens | None = None,
 ) -> SimResult:
     """Run ``trace`` through ``setup`` with router ``policy``, or with the stack
     ``stack`` builds (controller + gateway); see module docstring.
     ``fast_forward=False`` makes every engine step its own event (slower; the
-    same model, different but equally seeded noise draws)."""
+    same model, different but equally seeded noise draws). ``client``: what
+    clients send as ``max_tokens`` (``experiments.client``; default a fixed
+    4,096); an answer longer than its cap is cut there, as an engine does.
+    Every completion's outcome reaches the gateway (``on_completed``), which
+    learns output lengths and scores its predictions (``metrics["coverage"]``)."""
     wall0 = time.perf_counter()
     engines = build_engines(setup, seed, fast_forward=fast_forward)
     oracle = policy == "oracle"
@@ -123,7 +130,12 @@ def simulate(
     n = len(trace)
     arr = trace.arrival_s.tolist()
     prompts = trace.prompt_tokens.tolist()
-    outs = trace.output_tokens.tolist()
+    caps_arr = (client or ClientMaxTokens()).draw(
+        trace.output_tokens, np.random.default_rng([seed, 3])
+    )
+    true_out = np.minimum(trace.output_tokens, caps_arr)  # the engine stops at max_tokens
+    outs = true_out.tolist()
+    caps = caps_arr.tolist()
     hashes = trace.hashes
     first = np.full(n, np.nan)
     finish = np.full(n, np.nan)
@@ -175,7 +187,8 @@ def simulate(
                     finish[j] = r.finish_s
                     preempt[j] = r.preemptions
                     outstanding[ids[k]] -= 1
-                    gateway.on_completed(ids[k], inflight.pop(j))
+                    outcome = Outcome(r.first_token_s - arr[j], r.finish_s - arr[j], r.output)
+                    gateway.on_completed(ids[k], inflight.pop(j), outcome)
                 d = e.begin_step(t, arr[i] if i < n else math.inf)
                 if d is None:
                     busy[k] = False
@@ -207,7 +220,7 @@ def simulate(
         info = RequestInfo(
             request_id=str(i),
             prompt_tokens=prompts[i],
-            max_tokens=max(MAX_TOKENS_CAP, outs[i]),
+            max_tokens=caps[i],
             predicted_output_tokens=float(outs[i]) if oracle else None,
             prefix_hashes=hashes[i] if hashes else (),
             arrival_s=t,
@@ -241,7 +254,7 @@ def simulate(
             progress(i / n)
 
     log = RequestLog(arrival_s=trace.arrival_s.copy(), first_token_s=first, finish_s=finish,
-                     output_tokens=trace.output_tokens.copy(), replica=replica_of,
+                     output_tokens=true_out, replica=replica_of,
                      preemptions=preempt)  # fmt: skip
     itl_v = np.concatenate([np.frombuffer(e.log_dur, dtype=np.float64) for e in engines])
     itl_w = np.concatenate([np.frombuffer(e.log_decodes, dtype=np.int64) for e in engines])
@@ -261,7 +274,8 @@ def simulate(
         window_s=setup.window_s,
     )
     wall = time.perf_counter() - wall0
-    metrics = {"policy": policy, **metrics, "events": events, "wall_s": wall}
+    metrics = {"policy": policy, **metrics, **gateway.predictor.calibration.report(),
+               "events": events, "wall_s": wall}  # fmt: skip
     metrics["events_per_s"] = events / wall if wall > 0 else math.inf
     return SimResult(policy, metrics, log, events, wall)
 
@@ -303,6 +317,7 @@ def run_policies(
     seed: int = 0,
     progress: Callable[[str, float], None] | None = None,
     stack_factory: Callable[[str], StackBuilder | None] | None = None,
+    client: ClientMaxTokens | None = None,
 ) -> list[SimResult]:
     """Run several policies on the same arrivals and seeds. ``stack_factory(name)``
     gives a policy its controller + gateway stack (``experiments.cascade_stack``)
@@ -311,5 +326,5 @@ def run_policies(
     for name in policies:
         cb = (lambda f, name=name: progress(name, f)) if progress is not None else None
         stack = stack_factory(name) if stack_factory is not None else None
-        out.append(simulate(setup, trace, name, seed=seed, progress=cb, stack=stack))
+        out.append(simulate(setup, trace, name, seed=seed, progress=cb, stack=stack, client=client))
     return out

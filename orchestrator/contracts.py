@@ -103,6 +103,8 @@ class RouterSync:
     snapshots: tuple[ReplicaSnapshot, ...]
     plan: Plan | None
     cascade: Mapping[str, Any] | None
+    # the controller's output-length model (Controller.lengths_state: to_dict() + version)
+    lengths: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

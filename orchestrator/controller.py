@@ -61,6 +61,7 @@ from policies import build_policies
 from policies.backpressure import Backpressure
 from replicas.telemetry import ITL, PREFILL_STEP, ReplicaSnapshot
 from uncertainty import CascadeModel
+from uncertainty.output_length import OutputLengthModel
 
 
 class Controller:
@@ -97,6 +98,10 @@ class Controller:
         self.pinned: dict[str, int] = {}  # operator pins override the allocator
         self.solved_last_step = False  # did the last step run the routing optimizer
         self.traffic = ClassTraffic()
+        # output lengths of completed requests, merged from every gateway's deltas
+        self.lengths = OutputLengthModel()
+        self.lengths_version = 0
+        self._lengths_state: dict[str, Any] = {}
         self.view: ClusterView | None = None
         self.plan: Plan | None = None
 
@@ -149,6 +154,21 @@ class Controller:
         """Per class (requests, mean prompt tokens, mean max tokens) over the last
         ``period_s`` seconds, from the gateway (``Gateway.take_arrivals``)."""
         self.traffic.report(counts, period_s, now_s)
+
+    def report_completions(self, delta: OutputLengthModel) -> None:
+        """Output lengths a gateway learned since its last report
+        (``GatewayPredictor.take_completions``), merged exactly into ``lengths``."""
+        if delta.n:
+            self.lengths.merge(delta)
+            self.lengths_version += 1
+
+    def lengths_state(self) -> dict[str, Any]:
+        """The output-length model as routers and ingresses take it
+        (``RouterSync.lengths``): ``to_dict()`` plus a ``version`` (made once per
+        version: gateways reload only when it changes)."""
+        if self._lengths_state.get("version") != self.lengths_version:
+            self._lengths_state = {**self.lengths.to_dict(), "version": self.lengths_version}
+        return self._lengths_state
 
     def pin(self, pool: str, replicas: int | None) -> None:
         """Pin ``pool`` to ``replicas`` (an operator override of the allocator, e.g.
@@ -255,7 +275,8 @@ class Controller:
             return
         classes = self.config.slos.classes
         output = self.monitor.mean_output_tokens()  # answers, not max_tokens
-        measured = class_load if class_load is not None else self.traffic.loads(output)
+        per_class = self._class_output_tokens()
+        measured = class_load if class_load is not None else self.traffic.loads(output, per_class)
         rate = self.monitor.completion_rate() / len(classes)
         even = ClassLoad(rate_per_s=rate, output_tokens=output or 129.0)
         loads = [measured.get(c.name) or even for c in classes]
@@ -320,6 +341,15 @@ class Controller:
         self.allocation = result
         for pool, n in zip(self.config.pools, np.asarray(result.replicas), strict=True):
             self._targets[pool.name] = int(n)
+
+    def _class_output_tokens(self) -> dict[str, float]:
+        """Mean answer length per class once the length model knows it."""
+        out = {}
+        for c in self.config.slos.classes:
+            s = self.lengths.summaries.get((c.name, -1, -1))
+            if s is not None and s.n >= self.lengths.min_samples:
+                out[c.name] = s.mean
+        return out
 
     def _set_static(self, view: ClusterView, reason: str) -> None:
         self._routing = self._static_routing(view)

@@ -2,12 +2,11 @@
 
 It wraps the pure ``Controller`` core. Replicas ``push`` snapshots (batched,
 fire-and-forget); each process holding routers or the ingress calls ``sync`` once
-a period (snapshots, Plan and the cascade fit in one answer, its routers' reports
-in the question; ``orchestrator.sync_hub``), never on a request's path; the
-autoscaling policy reads ``get_targets``. The
-core's ``step`` (merge, cascade fit, backpressure, optimizer) runs every
-``loops.snapshot_period_s`` in a worker thread, so a slow solve never blocks
-ingestion. Published results are immutable objects swapped atomically.
+a period (snapshots, Plan, cascade fit and output-length model in one answer, its
+routers' reports in the question; ``orchestrator.sync_hub``), never on a
+request's path; the autoscaling policy reads ``get_targets``. The core's ``step``
+runs every ``loops.snapshot_period_s`` in a worker thread, so a slow solve never
+blocks ingestion. Results are swapped atomically.
 
 Lifecycle (see docs/architecture.md, "Controller lifecycle"): the actor knows the
 config it runs (name and ``config_fingerprint``). ``ensure_controller``
@@ -53,13 +52,13 @@ from orchestrator.routing_core import cascade_theta
 from replicas.names import CONTROLLER_NAMESPACE
 from replicas.telemetry import ReplicaSnapshot
 from replicas.throttle import Throttle
+from uncertainty.output_length import OutputLengthModel
 
 logger = logging.getLogger("cascade.controller")
 _ROUTER_TTL_S = 60.0  # a router that has not synced for this long is forgotten
 # Ray restarts the controller whenever its process dies (as Serve does for its own
 # controller); calls made while it restarts are retried rather than failed.
-MAX_RESTARTS = -1
-MAX_TASK_RETRIES = -1
+MAX_RESTARTS = MAX_TASK_RETRIES = -1
 
 
 @ray.remote(  # type: ignore[call-overload]
@@ -190,11 +189,8 @@ class ControllerActor:
     async def config_info(self) -> dict[str, Any]:
         """The config this controller runs: name, fingerprint, pool names."""
         self._start()
-        return {
-            "name": self.config.name,
-            "fingerprint": self.fingerprint,
-            "pools": [p.name for p in self.config.pools],
-        }
+        pools = [p.name for p in self.config.pools]
+        return {"name": self.config.name, "fingerprint": self.fingerprint, "pools": pools}
 
     async def verify_secret(self, secret: str) -> bool:
         """Whether ``secret`` is this controller's (``ensure_controller`` checks a
@@ -209,14 +205,21 @@ class ControllerActor:
         self.received += len(snapshots)
 
     async def report_arrivals(
-        self, counts: Mapping[str, tuple[int, float, float]], period_s: float, secret: str = ""
+        self,
+        counts: Mapping[str, tuple[int, float, float]],
+        period_s: float,
+        lengths: Mapping[str, Any] | None = None,
+        secret: str = "",
     ) -> None:
         """From the ingress: per class (requests, mean prompt tokens, mean max
-        tokens) over the last ``period_s`` seconds (``Gateway.take_arrivals``),
-        into the core's per-class traffic estimate (``secret`` as for ``push``)."""
+        tokens) over the last ``period_s`` seconds (``Gateway.take_arrivals``), and
+        the output lengths it learned since (``OutputLengthModel.to_dict()``);
+        ``secret`` as for ``push``."""
         self._guard.check("report_arrivals", secret)
         self._start()
         self.core.report_arrivals(counts, period_s, time.time())
+        if lengths is not None:
+            self.core.report_completions(OutputLengthModel.from_dict(dict(lengths)))
 
     async def _loop(self) -> None:
         period = self.config.loops.snapshot_period_s
@@ -282,6 +285,7 @@ class ControllerActor:
             snapshots=self._snapshots,
             plan=self._plan,
             cascade=self._cascade_state,
+            lengths=self.core.lengths_state(),
         )
 
     async def pin(self, pool: str, replicas: int | None, secret: str = "") -> dict[str, int]:

@@ -90,6 +90,28 @@ def slos_row(
             thresholds=((0.01, "orange"),),
             width=12,
         ),
+        Panel(
+            "Miss share per quantile (targets 0.5 / 0.1 / 0.01)",
+            "Share of outcomes above the gateway's issued, conformally corrected P50 / P90 "
+            "/ P99 for the replica chosen (TTFT, TPOT, E2E), over the window, and each "
+            "conformal stream's running share at its ingress.",
+            (
+                Query(
+                    f"sum by (pool, metric, quantile) (rate("
+                    f"{series('cascade_prediction_misses_total')}{{{POOL}}}{RATE})) "
+                    f"/ ignoring(quantile) group_left sum by (pool, metric) (rate("
+                    f"{series('cascade_predictions_total')}{{{POOL}}}{RATE}))",
+                    "{{pool}} {{metric}} q{{quantile}} (window)",
+                ),
+                Query(
+                    f"max by (pool, metric, quantile) "
+                    f"({series('cascade_prediction_miss_ratio')}{{{POOL}}})",
+                    "{{pool}} {{metric}} q{{quantile}} (running)",
+                ),
+            ),
+            unit="percentunit",
+            width=24,
+        ),
     ]
 
 

@@ -111,12 +111,15 @@ class ClassTraffic:
             if n:
                 self.shapes[cls] = (float(prompt), float(output))
 
-    def loads(self, output_tokens: float | None = None) -> dict[str, ClassLoad]:
+    def loads(
+        self, output_tokens: float | None = None, per_class: Mapping[str, float] | None = None
+    ) -> dict[str, ClassLoad]:
         """Per class seen so far. A request's ``max_tokens`` only caps its answer
         (clients ask for far more than they get): the output length is the
-        measured mean ``output_tokens`` (``Monitor.mean_output_tokens``; the
-        default shape without one) capped by the class's mean ``max_tokens``."""
-        measured = output_tokens if output_tokens is not None else _DEFAULT_SHAPE[1]
+        class's measured mean (``per_class``, from the output-length model), else
+        the cluster's ``output_tokens`` (``Monitor.mean_output_tokens``; the
+        default shape without one), capped by the class's mean ``max_tokens``."""
+        cluster = output_tokens if output_tokens is not None else _DEFAULT_SHAPE[1]
         out = {}
         for c, est in self.arrivals.items():
             if not est.count:
@@ -124,7 +127,7 @@ class ClassTraffic:
             lo, hi = est.ci(0.95)
             half = float((hi - lo) / 2) if math.isfinite(hi) and math.isfinite(lo) else 0.0
             prompt, max_tokens = self.shapes.get(c, _DEFAULT_SHAPE)
-            output = min(max_tokens, measured)
+            output = min(max_tokens, (per_class or {}).get(c, cluster))
             out[c] = ClassLoad(max(est.mean, 0.0), max(half, 0.0), prompt, output)
         return out
 

@@ -29,6 +29,12 @@ and fitted cascade model, off the request path. Views are built once per
 snapshot refresh (an O(replicas) loop) and refreshed per request with in-flight
 counts only, so a request costs O(1) Python calls whatever the replica count.
 Arrivals are tallied per class (``take_arrivals``) for ``Controller.report_arrivals``.
+
+Predictions (``orchestrator.predictions``, issue 14): ``decide`` sets a request's
+predicted output length from the output-length model; ``route`` (and the
+ingress's ``predict_for``) predicts TTFT / TPOT / E2E quantiles for the replica
+chosen, conformally corrected, and ``on_completed`` with the request's
+``Outcome`` trains the length model and scores that prediction.
 """
 
 from __future__ import annotations
@@ -36,19 +42,22 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Protocol
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from orchestrator.calibration import Outcome, PredictionRecord
 from orchestrator.contracts import Plan, PoolPlan, RouterSync
 from orchestrator.estimates import ArrivalTally
+from orchestrator.gateway_types import GatewayDecision, RouterLike, plan_pressure
+from orchestrator.predictions import GatewayPredictor
 from policies import AdmissionDecision, PoolSplitter, ReplicaView, build_policies, build_view
 from policies.admission import Admission
-from policies.backpressure import BackpressureState
-from policies.slo import SloConfig, predict_request
+from policies.slo import SloConfig
 from replicas.telemetry import ReplicaSnapshot, RequestInfo
 from uncertainty import CascadeModel
+from uncertainty.output_length import OutputLengthModel
 
 if TYPE_CHECKING:
     from orchestrator.config import CascadeConfig
@@ -58,49 +67,6 @@ logger = logging.getLogger("cascade.gateway")
 HOLD_RETRY_S = 1.0  # backpressure holds re-check at about the controller's pace
 ALL_POOLS = ""  # the pool key of a gateway without pools (one deployment of every replica)
 ADMITTED = AdmissionDecision(True, "admitted")
-
-
-class RouterLike(Protocol):
-    """A ``policies.Router`` (or a simulator baseline with the same shape)."""
-
-    def rank(self, request: RequestInfo, view: Any, rng: np.random.Generator) -> list[int]: ...
-
-    def on_routed(self, replica_id: str, request: RequestInfo) -> None: ...
-
-    def on_completed(self, replica_id: str, request: RequestInfo) -> None: ...
-
-
-def plan_pressure(pp: PoolPlan, pool: str, now_s: float) -> BackpressureState:
-    """The Plan's backpressure read-out of one pool, as admission policies take it."""
-    return BackpressureState(
-        pool, now_s, pp.saturation, pp.admission_token_budget, 1.0, 0.0, "hold"
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class GatewayDecision:
-    """One request's decision. ``request`` carries its class; ``pool`` is where
-    it goes (or would have gone); ``spilled_from`` names the held pool it left."""
-
-    request: RequestInfo
-    pool: str
-    admission: AdmissionDecision
-    spilled_from: str | None = None
-
-    @property
-    def admit(self) -> bool:
-        return self.admission.admit
-
-    @property
-    def slo_class(self) -> str:
-        return self.request.slo_class
-
-    @property
-    def outcome(self) -> str:
-        """``admitted``, ``deferred`` (429 + Retry-After: try again) or ``rejected``."""
-        if self.admission.admit:
-            return "admitted"
-        return "deferred" if self.admission.defer else "rejected"
 
 
 class Gateway:
@@ -152,6 +118,9 @@ class Gateway:
         self.admission_errors = 0
         self.rank_fallbacks = 0
         self.arrivals = ArrivalTally()
+        # output lengths learned from completions, and every prediction for the
+        # chosen replica logged with its outcome (orchestrator.predictions)
+        self.predictor = GatewayPredictor()
         self._logged: set[str] = set()
 
     @classmethod
@@ -195,7 +164,7 @@ class Gateway:
 
     def set_cascade_model(self, model: CascadeModel) -> None:
         """Predict with ``model`` (the controller's fit) from now on: the router's
-        scorers, the admission policy and ``predicted_p99``."""
+        scorers, the admission policy and the latency predictions."""
         self.cascade = model
         for policy in (self.router, self.admission):
             setter = getattr(policy, "set_cascade_model", None)
@@ -209,6 +178,13 @@ class Gateway:
         self.set_snapshots(state.snapshots)
         self.set_plan(state.plan)
         self.synced_s = state.time_s
+        lengths = state.lengths
+        if lengths is not None and lengths.get("version") != self.predictor.lengths_version:
+            try:
+                self.predictor.set_length_model(OutputLengthModel.from_dict(dict(lengths)))
+                self.predictor.lengths_version = lengths.get("version")
+            except (KeyError, TypeError, ValueError):
+                self._log_once("lengths", "bad output-length state from controller")
         if state.cascade is not None and state.cascade != self._cascade_state:
             try:
                 model = CascadeModel.from_dict(dict(state.cascade))
@@ -231,6 +207,7 @@ class Gateway:
         cls = self.classify(request.prompt_tokens, requested_class)
         if cls != request.slo_class:
             request = replace(request, slo_class=cls)
+        request = self.predictor.annotate(request)  # its predicted output length
         self.arrivals.add(request, self.clock())
         now = self.clock()
         pool = self._choose_pool(cls)
@@ -290,7 +267,12 @@ class Gateway:
         view = self.pool_view(decision.pool, inflight)
         if view is None:
             return decision, None, []
-        return decision, view, self.rank(decision.request, view)
+        order = self.rank(decision.request, view)
+        if order:  # the prediction for the replica chosen, logged until its outcome
+            self.predictor.predict_chosen(
+                self.cascade, decision.request, decision.pool, view, order[0]
+            )
+        return decision, view, order
 
     def pool_view(self, pool: str, inflight: Mapping[str, int] | None = None) -> ReplicaView | None:
         """The pool's view of the current snapshots (cached until the next
@@ -311,7 +293,14 @@ class Gateway:
             except Exception:
                 self._log_once("on_routed", "router on_routed hook failed")
 
-    def on_completed(self, replica_id: str, request: RequestInfo) -> None:
+    def on_completed(
+        self, replica_id: str, request: RequestInfo, outcome: Outcome | None = None
+    ) -> None:
+        """A request finished on ``replica_id``; with its ``outcome`` (measured
+        latencies and length) the output-length model learns it and its logged
+        prediction is scored (``orchestrator.predictions``)."""
+        if outcome is not None:
+            self.predictor.observe(request, outcome)
         if self.router is not None:
             try:
                 self.router.on_completed(replica_id, request)
@@ -323,20 +312,20 @@ class Gateway:
         call, and the seconds that covers (for ``Controller.report_arrivals``)."""
         return self.arrivals.take(self.clock())
 
-    def predicted_p99(self, request: RequestInfo, pool: str) -> tuple[float, float] | None:
-        """Predicted (TTFT, E2E) P99 in seconds of ``request`` on the best replica
-        of ``pool`` (the one a latency-aware router would pick), with the fitted
-        cascade model; None without telemetry. Feeds the coverage metric."""
+    def predict_for(self, request: RequestInfo, pool: str) -> PredictionRecord | None:
+        """The issued prediction (TTFT, TPOT, E2E at P50/P90/P99, conformally
+        corrected) of ``request`` on the replica this gateway ranks first in
+        ``pool``, logged until ``on_completed`` brings its outcome: the Ray
+        ingress's call (the pool's router ranks the same way, with its own
+        in-flight counts). None without telemetry; never raises."""
         try:
             view = self.pool_view(pool)
-            if view is None:
-                return None
-            pred = predict_request(self.cascade, view, request, 0.0)
-            e2e = pred.e2e_quantile(0.99)
-            best = int(np.argmin(e2e))
-            return float(pred.ttft_quantile(0.99)[best]), float(e2e[best])
+            order = self.rank(request, view) if view is not None else []
         except Exception:
             return None
+        if view is None or not order:
+            return None
+        return self.predictor.predict_chosen(self.cascade, request, pool, view, order[0])
 
     # ---- steps -------------------------------------------------------------------------
     def _class_weights(self, cls: str) -> Mapping[str, float] | None:
@@ -397,3 +386,6 @@ class Gateway:
         if key not in self._logged:
             self._logged.add(key)
             logger.exception("%s (%s)", message, key)
+
+
+__all__ = ["ALL_POOLS", "HOLD_RETRY_S", "Gateway", "GatewayDecision", "RouterLike", "plan_pressure"]

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import contextvars
 import itertools
+import json
 import math
 import os
 import time
@@ -36,12 +37,14 @@ from ray.serve.handle import DeploymentHandle
 from ray.serve.llm.ingress import OpenAiIngress
 
 from orchestrator.access import resolve_token
+from orchestrator.calibration import Outcome, PredictionRecord
 from orchestrator.config import parse_config
 from orchestrator.gateway import Gateway
-from orchestrator.metrics import IngressMetrics
+from orchestrator.metrics import IngressMetrics, observe_prediction
 from orchestrator.request_info import CLASS_FIELD, CLASS_HEADER, request_info_from_body
 from orchestrator.sync_hub import process_hub
 from replicas.names import CONTROLLER_NAME, CONTROLLER_NAMESPACE
+from replicas.telemetry import RequestInfo
 
 _POOL: contextvars.ContextVar[str | None] = contextvars.ContextVar("cascade_pool", default=None)
 
@@ -104,9 +107,11 @@ class CascadeIngress(OpenAiIngress):
                     if controller is None:
                         controller = ray.get_actor(CONTROLLER_NAME, namespace=CONTROLLER_NAMESPACE)
                     counts, period_s = self.gateway.take_arrivals()
+                    delta = self.gateway.predictor.take_completions()  # output lengths
+                    lengths = delta.to_dict() if delta.n else None
                     last_report = now
                     await controller.report_arrivals.remote(
-                        counts, period_s, secret=self._controller_secret
+                        counts, period_s, lengths, secret=self._controller_secret
                     )
             except Exception:  # controller missing/restarting: keep the last Plan
                 controller = None
@@ -144,7 +149,9 @@ class CascadeIngress(OpenAiIngress):
             )
         with contextlib.suppress(Exception):  # the pool's router classes by this field
             setattr(body, CLASS_FIELD, info.slo_class)
-        predicted = self.gateway.predicted_p99(info, decision.pool)
+        # the gateway's prediction for the replica it ranks first in the pool (the
+        # pool's router ranks the same way), logged until the outcome is known
+        record = self.gateway.predict_for(info, decision.pool)
         t0 = time.perf_counter()
         token = _POOL.set(decision.pool)
         try:
@@ -155,65 +162,87 @@ class CascadeIngress(OpenAiIngress):
             _POOL.reset(token)
         if isinstance(response, StreamingResponse):
             response.body_iterator = self._timed_stream(
-                response.body_iterator,
-                t0,
-                info.slo_class,
-                decision.pool,
-                predicted,
-                info.max_tokens,
+                response.body_iterator, t0, info, decision.pool, record
             )
         elif response.status_code < 400:
-            self._observe(
-                decision.pool,
-                info.slo_class,
-                None,
-                time.perf_counter() - t0,
-                predicted,
-                info.max_tokens,
-            )
+            tokens = _usage_tokens(getattr(response, "body", b""))
+            self._observe(info, decision.pool, None, time.perf_counter() - t0, record, tokens)
         return response
 
     async def _timed_stream(
-        self,
-        chunks: Any,
-        t0: float,
-        slo_class: str,
-        pool: str,
-        predicted: tuple[float, float] | None,
-        max_tokens: int,
+        self, chunks: Any, t0: float, info: RequestInfo, pool: str, record: PredictionRecord | None
     ) -> Any:
         ttft: float | None = None
+        tokens = 0
         async for chunk in chunks:
             if ttft is None:
                 ttft = time.perf_counter() - t0
+            tokens += _token_events(chunk)
             yield chunk
-        self._observe(pool, slo_class, ttft, time.perf_counter() - t0, predicted, max_tokens)
+        self._observe(info, pool, ttft, time.perf_counter() - t0, record, tokens)
 
     def _observe(
         self,
+        info: RequestInfo,
         pool: str,
-        slo_class: str,
         ttft: float | None,
         e2e: float,
-        predicted: tuple[float, float] | None,
-        output_tokens: int,
+        record: PredictionRecord | None,
+        tokens: int,
     ) -> None:
+        """Metrics of a finished request; with its TTFT and length, the outcome
+        also trains the gateway's length model and scores its prediction."""
+        p99 = record.corrected[:, -1] if record is not None else None
         with contextlib.suppress(Exception):  # metrics must never fail a request
             self._metrics.observe_request(
                 pool,
-                slo_class,
+                info.slo_class,
                 ttft_s=ttft,
                 e2e_s=e2e,
-                predicted_ttft_p99_s=predicted[0] if predicted else None,
-                predicted_e2e_p99_s=predicted[1] if predicted else None,
-                output_tokens=output_tokens,
+                predicted_ttft_p99_s=float(p99[0]) if p99 is not None else None,
+                predicted_e2e_p99_s=float(p99[2]) if p99 is not None else None,
+                output_tokens=tokens or None,
             )
+        if ttft is None or tokens < 1:
+            return
+        with contextlib.suppress(Exception):
+            outcome = Outcome(ttft, max(e2e, ttft), min(tokens, info.max_tokens))
+            predictor = self.gateway.predictor
+            predictor.observe(info, outcome)
+            if record is not None:
+                trackers = predictor.calibration.conformal
+                observe_prediction(
+                    self._metrics,
+                    record,
+                    outcome,
+                    lambda _name, m, level: (
+                        trackers.tracker(record.stream(m), level).observed_miss_rate
+                    ),
+                )
 
     async def completions(self, body: CompletionRequest, request: Request) -> Response:
         return await self._admitted(body, super().completions, request)
 
     async def chat(self, body: ChatCompletionRequest, request: Request) -> Response:
         return await self._admitted(body, super().chat, request)
+
+
+def _token_events(chunk: object) -> int:
+    """Output tokens in one streamed chunk, counted as its server-sent events
+    (vLLM streams one delta per token; the final ``[DONE]`` is not one). An
+    approximation when a delta carries several tokens or a usage-only event is
+    sent; documented in docs/observability.md."""
+    text = chunk.decode("utf-8", "replace") if isinstance(chunk, bytes) else str(chunk)
+    return max(text.count("data: ") - text.count("data: [DONE]"), 0)
+
+
+def _usage_tokens(body: object) -> int:
+    """``usage.completion_tokens`` of a non-streamed OpenAI response body (0 if absent)."""
+    try:
+        text = body.decode() if isinstance(body, bytes) else str(body)
+        return int(json.loads(text)["usage"]["completion_tokens"])
+    except Exception:
+        return 0
 
 
 def _error(

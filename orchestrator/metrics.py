@@ -23,10 +23,11 @@ Failure modes: see ``replicas.metric_table`` (label rules) and
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from orchestrator.calibration import Outcome, PredictionRecord
 from orchestrator.contracts import ClusterView, LevelStats, Plan, SolveStatus
 from replicas.metric_table import (
     BY_NAME,
@@ -51,6 +52,7 @@ from replicas.metrics_export import (
     export_level,
 )
 from replicas.telemetry import E2E, TTFT
+from uncertainty.request_quantiles import METRIC_NAMES
 
 
 def _export_levels(exp: Exporter, level: str, pool: str, stats: Mapping[str, LevelStats]) -> None:
@@ -201,6 +203,30 @@ class IngressMetrics(Exporter):
                 self.emit("cascade_slo_violations_total", 1.0, **labels)
 
 
+def observe_prediction(
+    exp: Exporter,
+    record: PredictionRecord,
+    outcome: Outcome,
+    miss_ratio: Callable[[str, int, float], float] | None = None,
+) -> None:
+    """One gateway prediction matched with its outcome: a prediction per metric,
+    a miss per quantile whose issued value the outcome exceeded, and (with
+    ``miss_ratio(metric, index, level)``) the running miss share."""
+    for m, (metric_name, y) in enumerate(zip(METRIC_NAMES, outcome.values(), strict=True)):
+        if not math.isfinite(y):
+            continue  # a one-token answer has no TPOT
+        labels = {"pool": record.pool, "class": record.slo_class, "metric": metric_name}
+        exp.emit("cascade_predictions_total", 1.0, **labels)
+        for j, level in enumerate(QUANTILES):
+            issued = float(record.corrected[m, j])
+            q = quantile_label(level)
+            if math.isfinite(issued) and y > issued:
+                exp.emit("cascade_prediction_misses_total", 1.0, quantile=q, **labels)
+            if miss_ratio is not None:
+                exp.emit("cascade_prediction_miss_ratio", miss_ratio(metric_name, m, level),
+                         quantile=q, **labels)  # fmt: skip
+
+
 class RouterMetrics(Exporter):
     """Router decision latency (``ray.serve.metrics`` inside a Serve process)."""
 
@@ -232,6 +258,7 @@ __all__ = [
     "SloThresholds",
     "check_labels",
     "metric",
+    "observe_prediction",
     "quantile_label",
     "validate_table",
 ]

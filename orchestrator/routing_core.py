@@ -103,7 +103,8 @@ class RoutingCore:
     def request_info(self, body: object, request_id: str) -> RequestInfo:
         """The request parsed from an OpenAI body, classed by the gateway's SLO
         classes (the ingress writes its class into the body's ``cascade_class``)."""
-        return request_info_from_body(body, request_id, slos=self.gateway.slos)
+        info = request_info_from_body(body, request_id, slos=self.gateway.slos)
+        return self.gateway.predictor.annotate(info)  # its predicted output length
 
     def _snapshot_for(self, replica_id: str, pool: str) -> ReplicaSnapshot:
         snap = self.snapshots.get(replica_id)

@@ -86,7 +86,7 @@ def quantile_label(q: float) -> str:
 # Closed vocabularies. Labels not listed here are open (bounded by the series cap).
 CLOSED_LABELS: Mapping[str, frozenset[str]] = {
     "level": frozenset(LEVELS),
-    "metric": frozenset(SNAPSHOT_METRICS),
+    "metric": frozenset(SNAPSHOT_METRICS) | {"tpot"},  # tpot: the gateway's predictions
     "quantile": frozenset(quantile_label(q) for q in QUANTILES),
     "coefficient": frozenset(COEFFICIENTS),
     "status": frozenset(PLAN_STATUSES),
@@ -219,7 +219,8 @@ METRICS: tuple[MetricDef, ...] = (
     ),
     _h(
         "cascade_predicted_p99_seconds",
-        "P99 latency predicted for a request when it was routed (metric: ttft or e2e).",
+        "P99 latency the gateway predicted for a request on the replica it ranked first, "
+        "conformally corrected (metric: ttft or e2e).",
         LATENCY_BUCKETS_S,
         "pool", "class", "metric",
     ),
@@ -228,6 +229,23 @@ METRICS: tuple[MetricDef, ...] = (
         "Requests whose observed latency exceeded their predicted P99 (about 1% when "
         "the predictions are calibrated).",
         "pool", "class", "metric",
+    ),
+    _c(
+        "cascade_predictions_total",
+        "Gateway predictions matched with their request's outcome (metric: ttft, tpot, e2e).",
+        "pool", "class", "metric",
+    ),
+    _c(
+        "cascade_prediction_misses_total",
+        "Outcomes above the gateway's issued prediction at a quantile; divided by "
+        "cascade_predictions_total: 0.5 / 0.1 / 0.01 at P50 / P90 / P99 when calibrated.",
+        "pool", "class", "metric", "quantile",
+    ),
+    _g(
+        "cascade_prediction_miss_ratio",
+        "Running share of outcomes above the issued prediction at a quantile, per "
+        "conformal stream at this ingress (target 1 - quantile).",
+        "pool", "class", "metric", "quantile",
     ),
     _c(
         "cascade_slo_violations_total",

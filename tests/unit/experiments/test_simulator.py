@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
+from experiments.client import ClientMaxTokens
 from experiments.sim_config import PoolSetup, SimSetup
 from experiments.simulator import measure_capacity, simulate
 from experiments.traces import Trace, load_trace, poisson
@@ -121,3 +123,39 @@ def test_cli_profile_sim_engine(tmp_path: Path) -> None:
 
     fit = FittedPerfModel.from_csv(out)
     assert fit.coef[0] > 0 and 0 < fit.cv < 0.5
+
+
+def test_every_policy_reports_calibration(results: dict[str, dict[str, Any]]) -> None:
+    # issue 14 §2: the gateway's prediction for the chosen replica, matched with
+    # the outcome, per metric and level; shares in [0, 1]
+    for policy, m in results.items():
+        for key in ("coverage", "coverage_raw", "coverage_naive"):
+            for metric in ("ttft", "tpot", "e2e"):
+                for level in ("p50", "p90", "p99"):
+                    v = m[key][metric][level]
+                    assert v is not None and 0.0 <= v <= 1.0, (policy, key, metric, level)
+        assert m["calibration_n"]["corrected"] == m["completed"]
+        assert m["length_prediction"]["n"] > 0.8 * m["completed"]
+        json.dumps(m)  # no NaN left in the nested tables
+
+
+def test_a_non_binding_max_tokens_cap_changes_no_baseline(trace: Trace) -> None:
+    # the client's max_tokens is never the true length; a cap above every length
+    # leaves a baseline's outcome exactly as it was
+    a = simulate(SETUP, trace, "least-outstanding", seed=1).metrics
+    b = simulate(
+        SETUP, trace, "least-outstanding", seed=1, client=ClientMaxTokens("fixed", cap=10**6)
+    ).metrics
+    for k in ("ttft_p99_s", "e2e_p99_s", "tpot_p99_s", "slo_attainment", "completed"):
+        assert a[k] == b[k]
+
+
+def test_noisy_max_tokens_cut_some_answers(trace: Trace) -> None:
+    client = ClientMaxTokens.parse("multiple:2:0.5")
+    caps = client.draw(trace.output_tokens, np.random.default_rng(0))
+    cut = np.mean(caps < trace.output_tokens)
+    assert 0.03 < cut < 0.15  # Φ(−log 2 / 0.5) ≈ 8 %
+    res = simulate(SETUP, trace, "least-outstanding", seed=1, client=client)
+    assert res.log.output_tokens.sum() < trace.output_tokens.sum()
+    with pytest.raises(ValueError, match="max-tokens"):
+        ClientMaxTokens.parse("cap:12")

@@ -1,0 +1,223 @@
+"""The gateway's prediction log: every issued prediction, matched with its outcome.
+
+For each admitted request the gateway predicts, *for the replica actually
+chosen*, TTFT, TPOT and E2E at P50/P90/P99 (``uncertainty.request_quantiles``,
+mixed over the predicted output-length distribution). ``Calibrator`` then
+
+* corrects each quantile online per (pool, class, metric, length known:
+  ``PredictionRecord.stream``) with adaptive
+  conformal inference (``uncertainty.conformal``; the correction it issues is
+  what the gateway predicts);
+* keeps the naive baseline: the pool's (and class's) empirical quantiles of the
+  same metric over the requests completed so far (at least ``NAIVE_MIN``);
+* when the request completes (``observe``), counts, per metric and level,
+  whether the outcome was above the prediction (a *miss*) for the corrected,
+  raw-model and naive predictions, and the mean predicted quantile (the width
+  of the one-sided interval [0, q̂]: lower is sharper at the same coverage);
+* scores the output-length prediction: absolute percentage error of its P50,
+  pinball loss of its P90, and the P90's miss rate.
+
+``report()`` is what ``cascade simulate --json`` prints and the ingress exports.
+Coverage is reported as the *miss share* (share of outcomes above the predicted
+quantile: 0.5 / 0.1 / 0.01 is perfect). Pure; no clock.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from uncertainty import QuantileSketch
+from uncertainty.conformal import DEFAULT_STEP, ConformalCorrector
+from uncertainty.request_quantiles import LEVELS, METRIC_NAMES
+from uncertainty.validation import FloatArray
+
+NAIVE_MIN = 20  # completions of a (pool, class, metric) before the naive baseline predicts
+NAIVE_BATCH = 16  # outcomes folded into a naive sketch at once (its quantiles then re-read)
+METHODS = ("corrected", "raw", "naive")
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a completed request measured: TTFT and E2E (s, from arrival at the
+    gateway) and its output length (tokens). ``ValueError`` for NaN, infinite or
+    negative values, E2E < TTFT, or fewer than one token."""
+
+    ttft_s: float
+    e2e_s: float
+    output_tokens: int
+
+    def __post_init__(self) -> None:
+        for name in ("ttft_s", "e2e_s"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                raise ValueError(f"Outcome.{name}={v!r}: must be a finite latency >= 0 s")
+        if self.e2e_s < self.ttft_s:
+            raise ValueError(f"Outcome: e2e_s={self.e2e_s!r} < ttft_s={self.ttft_s!r}")
+        if not (isinstance(self.output_tokens, (int, np.integer)) and self.output_tokens >= 1):
+            raise ValueError(f"Outcome.output_tokens={self.output_tokens!r}: must be an int >= 1")
+
+    @property
+    def tpot_s(self) -> float:
+        """(E2E − TTFT)/(tokens − 1); NaN for a one-token answer."""
+        n = self.output_tokens - 1
+        return (self.e2e_s - self.ttft_s) / n if n > 0 else math.nan
+
+    def values(self) -> tuple[float, float, float]:
+        """(TTFT, TPOT, E2E), in ``METRIC_NAMES`` order."""
+        return (self.ttft_s, self.tpot_s, self.e2e_s)
+
+
+@dataclass(frozen=True, slots=True)
+class PredictionRecord:
+    """One issued prediction. Arrays are (3 metrics, 3 levels), seconds; NaN =
+    none (e.g. the naive baseline before ``NAIVE_MIN`` completions)."""
+
+    pool: str
+    slo_class: str
+    corrected: FloatArray
+    raw: FloatArray
+    naive: FloatArray
+    length_p50: float  # predicted output length quantiles (NaN: no length model yet)
+    length_p90: float
+
+    def stream(self, m: int) -> tuple[str, str, int, bool]:
+        """The conformal stream of metric ``m``: (pool, class, metric, length
+        known). TPOT and E2E predicted before the length model knows anything
+        (from ``max_tokens``: far too wide) are a regime of their own, so their
+        hits do not drag the correction of the later, length-based predictions."""
+        return (self.pool, self.slo_class, m, m != 0 and math.isfinite(self.length_p50))
+
+
+class Calibrator:
+    """See the module docstring. ``step``: the conformal correction's η."""
+
+    def __init__(self, step: float = DEFAULT_STEP, levels: Sequence[float] = LEVELS) -> None:
+        self.levels = tuple(levels)
+        self.conformal = ConformalCorrector(step)
+        self._naive: dict[tuple[str, str, int], QuantileSketch] = {}
+        self._naive_pending: dict[tuple[str, str, int], list[float]] = {}
+        self._naive_q: dict[tuple[str, str, int], FloatArray] = {}  # read at the last fold
+        shape = (len(METHODS), len(METRIC_NAMES), len(self.levels))
+        self.misses = np.zeros(shape)
+        self.counts = np.zeros(shape)
+        self.width_sum = np.zeros(shape)
+        self.predictions = 0
+        self.matched = 0
+        self._len = np.zeros(4)  # n, Σ APE(P50), Σ pinball(P90), Σ miss(P90)
+
+    def predict(
+        self,
+        pool: str,
+        slo_class: str,
+        raw: FloatArray,
+        length_p50: float = math.nan,
+        length_p90: float = math.nan,
+    ) -> PredictionRecord:
+        """Issue the corrected prediction for ``raw`` ((3, levels) model quantiles,
+        seconds) on ``pool`` for ``slo_class``; keep the naive baseline's beside it."""
+        raw = np.asarray(raw, dtype=np.float64)
+        if raw.shape != (len(METRIC_NAMES), len(self.levels)):
+            raise ValueError(f"raw quantiles: shape {raw.shape}, expected (3, {len(self.levels)})")
+        corrected = np.full(raw.shape, np.nan)
+        naive = np.full(raw.shape, np.nan)
+        record = PredictionRecord(pool, slo_class, corrected, raw, naive, length_p50, length_p90)
+        for m in range(len(METRIC_NAMES)):
+            q = self._naive_q.get((pool, slo_class, m))
+            if q is not None:
+                naive[m] = q
+            stream = record.stream(m)
+            for j, level in enumerate(self.levels):
+                if math.isfinite(raw[m, j]):
+                    corrected[m, j] = self.conformal.correct(stream, level, raw[m, j])
+        self.predictions += 1
+        return record
+
+    def observe(self, record: PredictionRecord, outcome: Outcome) -> None:
+        """Match ``outcome`` with its prediction: coverage counts, conformal
+        updates (against the issued, corrected values), naive sketches."""
+        self.matched += 1
+        values = outcome.values()
+        y = np.asarray(values)[None, :, None]  # a one-token answer's TPOT is NaN
+        preds = np.stack((record.corrected, record.raw, record.naive))  # METHODS order
+        ok = np.isfinite(preds) & np.isfinite(y)
+        self.counts += ok
+        with np.errstate(invalid="ignore"):
+            self.misses += ok & (y > preds)
+        self.width_sum += np.where(ok, preds, 0.0)
+        for m, obs in enumerate(values):
+            if not math.isfinite(obs):
+                continue
+            stream = record.stream(m)
+            for j, level in enumerate(self.levels):
+                issued = float(record.corrected[m, j])
+                if math.isfinite(issued):
+                    self.conformal.update(stream, level, issued, obs, float(record.raw[m, j]))
+            self._naive_add((record.pool, record.slo_class, m), obs)
+        if math.isfinite(record.length_p50):
+            tokens = float(outcome.output_tokens)
+            p90 = record.length_p90
+            self._len += np.array(
+                (
+                    1.0,
+                    abs(record.length_p50 - tokens) / tokens,
+                    max(0.9 * (tokens - p90), 0.1 * (p90 - tokens)),
+                    float(tokens > p90),
+                )
+            )
+
+    def _naive_add(self, key: tuple[str, str, int], y: float) -> None:
+        pending = self._naive_pending.setdefault(key, [])
+        pending.append(y)
+        sketch = self._naive.get(key)
+        n = (sketch.n if sketch is not None else 0) + len(pending)
+        if len(pending) < NAIVE_BATCH and n != NAIVE_MIN:
+            return
+        if sketch is None:
+            sketch = self._naive[key] = QuantileSketch(0.01)
+        sketch.update(pending)
+        pending.clear()
+        if sketch.n >= NAIVE_MIN:
+            self._naive_q[key] = sketch.quantiles(self.levels)
+
+    def report(self) -> dict[str, Any]:
+        """``coverage`` (miss share above the issued P50/P90/P99 per metric),
+        ``coverage_raw`` (the model before the conformal correction),
+        ``coverage_naive`` (the pool's empirical quantiles), the mean predicted
+        quantile of each (``width_s``, ``width_raw_s``, ``width_naive_s``), the
+        requests each is over (``calibration_n``), and the output-length
+        prediction's error (``length_prediction``). JSON-ready (None for NaN)."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            share = self.misses / self.counts
+            width = self.width_sum / self.counts
+        out: dict[str, Any] = {}
+        for k, method in enumerate(METHODS):
+            suffix = "" if method == "corrected" else f"_{method}"
+            out[f"coverage{suffix}"] = _table(share[k], self.levels)
+            out[f"width{suffix}_s"] = _table(width[k], self.levels)
+        out["calibration_n"] = {
+            method: _num(self.counts[k, 2, 0]) for k, method in enumerate(METHODS)
+        }
+        n, ape, pin, miss = self._len
+        out["length_prediction"] = {
+            "n": int(n),
+            "mape_p50": _num(ape / n) if n else None,
+            "pinball_p90": _num(pin / n) if n else None,
+            "miss_p90": _num(miss / n) if n else None,
+        }
+        return out
+
+
+def _num(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def _table(a: FloatArray, levels: Sequence[float]) -> dict[str, dict[str, float | None]]:
+    return {
+        metric: {f"p{round(q * 100):d}": _num(a[m, j]) for j, q in enumerate(levels)}
+        for m, metric in enumerate(METRIC_NAMES)
+    }
