@@ -125,7 +125,7 @@ class Gateway:
         # set. Off: on the issue 14 grid (4 traces x 3 loads, seed 0, 60 s) feeding
         # the predicted mean length into the cascade stack's scorer and admission
         # lowered its SLO attainment vs the best baseline from 11 to 9 cells of 12
-        # and goodput from 9 to 7 (docs/benchmarks.md); predictions and their
+        # and goodput from 8 to 7 (docs/benchmarks.md); predictions and their
         # calibration use the length model either way. Issue 14 §3's routing
         # objective is where lengths should enter decisions.
         self.route_on_predicted_lengths = False
