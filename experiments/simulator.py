@@ -44,8 +44,8 @@ from experiments.baselines import make_router
 from experiments.cascade_stack import StackBuilder
 from experiments.metrics import RequestLog, summarize
 from experiments.sim_config import SimSetup
-from experiments.traces import Trace
 from orchestrator.gateway import Gateway
+from orchestrator.traces import Trace
 from replicas.engine_model import EngineModel
 from replicas.telemetry import RequestInfo
 

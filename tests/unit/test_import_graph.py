@@ -277,8 +277,8 @@ def test_every_allowance_is_still_needed() -> None:
     ("importer", "imported", "lazy", "rule"),
     [
         ("replicas.deployment", "orchestrator.metrics", True, "arrows point down"),
-        ("orchestrator.serve_cli", "experiments.traces", True, None),
-        ("orchestrator.loadgen", "experiments.traces", True, "never import experiments"),
+        ("orchestrator.serve_cli", "experiments.simulator", True, None),
+        ("orchestrator.loadgen", "experiments.simulator", True, "never import experiments"),
         ("k8s.render", "orchestrator.config", False, "k8s takes plain data"),
         ("orchestrator.controller", "k8s.render", False, "only the CLI imports k8s"),
         ("policies.router", "optim.routing", False, "siblings"),
