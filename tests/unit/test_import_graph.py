@@ -87,12 +87,8 @@ LAYER_NAMES = {
 ALLOWED: dict[tuple[str, str], str] = {}
 
 # Private members used across packages: (module, member) -> why, for now.
-ALLOWED_PRIVATE: dict[tuple[str, str], str] = {
-    ("policies.view", "_added_queue"): (
-        "ReplicaLoad's fast path for already-validated extra queue work; give it a public "
-        "name in uncertainty.prediction (owned by the gateway work of issue 13)"
-    ),
-}
+# Empty: every package uses only the others' public names.
+ALLOWED_PRIVATE: dict[tuple[str, str], str] = {}
 
 
 @dataclass(frozen=True, slots=True)
