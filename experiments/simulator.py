@@ -45,9 +45,9 @@ from experiments.cascade_stack import StackBuilder
 from experiments.client import ClientMaxTokens
 from experiments.metrics import RequestLog, summarize
 from experiments.sim_config import SimSetup
-from experiments.traces import Trace
 from orchestrator.calibration import Outcome
 from orchestrator.gateway import Gateway
+from orchestrator.traces import Trace
 from replicas.engine_model import EngineModel
 from replicas.telemetry import RequestInfo
 

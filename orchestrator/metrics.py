@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
 
 from orchestrator.calibration import Outcome, PredictionRecord
+from orchestrator.config import CascadeConfig
 from orchestrator.contracts import ClusterView, LevelStats, Plan, SolveStatus
+from policies.slo import SloClass
 from replicas.metric_table import (
     BY_NAME,
     CLOSED_LABELS,
@@ -119,37 +119,18 @@ class ControllerMetrics(Exporter):
             )
 
 
-@dataclass(frozen=True, slots=True)
-class SloThresholds:
-    """One class's objectives (seconds), for counting violations at the ingress.
-
-    Without ``e2e_s`` the E2E objective follows the request's length,
-    ``ttft_s + tpot_s · (output_tokens − 1)`` (needs ``tpot_s`` and the count).
-    """
-
-    ttft_s: float
-    e2e_s: float | None = None
-    tpot_s: float | None = None
-
-    def e2e_limit(self, output_tokens: int | None) -> float | None:
-        if self.e2e_s is not None:
-            return self.e2e_s
-        if self.tpot_s is None or output_tokens is None or output_tokens < 1:
-            return None
-        return self.ttft_s + self.tpot_s * (output_tokens - 1)
-
-
 class IngressMetrics(Exporter):
     """Per-request outcomes at the ingress (``ray.serve.metrics``).
 
-    ``slos`` maps class -> thresholds; a class not in it counts no violations.
+    ``slos`` maps class name -> ``SloClass`` (the one SLO type); a class not in
+    it counts no violations, nor does a target the class does not set.
     """
 
     def __init__(
         self,
         backend: MetricsBackend | None = None,
         *,
-        slos: Mapping[str, SloThresholds] | None = None,
+        slos: Mapping[str, SloClass] | None = None,
         max_series: int = 2000,
     ) -> None:
         super().__init__(backend, max_series)
@@ -159,13 +140,11 @@ class IngressMetrics(Exporter):
         return RayBackend(serve=True)
 
     @classmethod
-    def from_config(cls, config: Any, backend: MetricsBackend | None = None) -> IngressMetrics:
-        """Thresholds from a ``CascadeConfig``'s SLO classes."""
-        slos = {
-            c.name: SloThresholds(c.ttft_s, getattr(c, "e2e_s", None), getattr(c, "tpot_s", None))
-            for c in config.slos.classes
-        }
-        return cls(backend, slos=slos)
+    def from_config(
+        cls, config: CascadeConfig, backend: MetricsBackend | None = None
+    ) -> IngressMetrics:
+        """Objectives from a ``CascadeConfig``'s SLO classes."""
+        return cls(backend, slos=config.slos.table())
 
     def observe_admission(self, slo_class: str, outcome: str) -> None:
         """``outcome``: admitted, rejected or deferred (held and retried)."""
@@ -185,11 +164,13 @@ class IngressMetrics(Exporter):
     ) -> None:
         """A finished request: observed TTFT/E2E (seconds) and, when the router
         predicted them, the P99s it predicted. Exceedance = observed > predicted P99.
-        ``output_tokens`` sets a length-dependent E2E objective (see ``SloThresholds``)."""
+        ``output_tokens`` (>= 1) sets the E2E objective of a class without a fixed
+        ``e2e_s`` (``SloClass.e2e_target_s``); without it such a class has no E2E
+        objective to miss."""
         slo = self.slos.get(slo_class)
         for m, observed, predicted, limit in (
             (TTFT, ttft_s, predicted_ttft_p99_s, slo.ttft_s if slo else None),
-            (E2E, e2e_s, predicted_e2e_p99_s, slo.e2e_limit(output_tokens) if slo else None),
+            (E2E, e2e_s, predicted_e2e_p99_s, _e2e_limit(slo, output_tokens)),
         ):
             labels = {"pool": pool, "class": slo_class, "metric": m}
             if predicted is not None and math.isfinite(predicted):
@@ -227,6 +208,14 @@ def observe_prediction(
                          quantile=q, **labels)  # fmt: skip
 
 
+def _e2e_limit(slo: SloClass | None, output_tokens: int | None) -> float | None:
+    # a fixed e2e_s holds for every request; a length-dependent target needs
+    # the count (an unknown or zero count sets none: nothing to guess it from)
+    if slo is None or (slo.e2e_s is None and (output_tokens is None or output_tokens < 1)):
+        return None
+    return slo.e2e_target_s(float(output_tokens or 1))
+
+
 class RouterMetrics(Exporter):
     """Router decision latency (``ray.serve.metrics`` inside a Serve process)."""
 
@@ -255,7 +244,6 @@ __all__ = [
     "RecordingBackend",
     "ReplicaMetrics",
     "RouterMetrics",
-    "SloThresholds",
     "check_labels",
     "metric",
     "observe_prediction",

@@ -247,7 +247,7 @@ def _load_with_unseen(base: ReplicaLoad, unseen: FloatArray, cost_s: FloatArray)
     extra = np.empty((2, unseen.size))
     np.multiply(unseen, cost_s, out=extra[0])
     np.multiply(extra[0], base.prefill_cv, out=extra[1])
-    return base._added_queue(extra)
+    return base.with_added_queue_unchecked(extra)
 
 
 def build_view(

@@ -4,6 +4,8 @@
 policies read), every field a keyword with a default. ``measured_snapshot``: one
 with mergeable summaries drawn from lognormal latencies around an ITL (what the
 controller merges and the exporters export). ``request``: a ``RequestInfo``.
+``replica_load`` / ``random_load``: a prediction's ``ReplicaLoad``, given or random;
+``fitted_cascade_model``: a cascade model fitted away from its prior.
 The fakes of parts that cannot run here (NVML) are in ``tests.fakes``.
 """
 
@@ -12,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from replicas.telemetry import BatchComposition, DecayedStats, ReplicaSnapshot, RequestInfo
-from uncertainty import Summary
+from uncertainty import CascadeModel, ReplicaLoad, Summary
 
 
 def snapshot(
@@ -125,4 +127,52 @@ def measured_snapshot(
         batch=BatchComposition(prefill_tokens=512, decode_seqs=running, heterogeneity=1.3),
         summaries=summaries,
         recent={"itl": recent(itl), "prefill_step": recent(pre), "step": recent(step)},
+    )
+
+
+def replica_load(n: int = 3, **over: list[float]) -> ReplicaLoad:
+    """``n`` replicas in one moderate state (idle queue, 20 ms ITL, 20 % KV);
+    ``over`` replaces whole fields (lists of ``n`` values)."""
+    base = {
+        "queue_wait_mean_s": [0.0] * n,
+        "queue_wait_std_s": [0.0] * n,
+        "prefill_s_per_token": [1e-4] * n,
+        "prefill_cv": [0.1] * n,
+        "itl_mean_s": [0.02] * n,
+        "itl_std_s": [0.004] * n,
+        "itl_autocorr": [0.5] * n,
+        "sigma_prefill_s": [0.005] * n,
+        "kv_pressure": [0.2] * n,
+        "kv_capacity_tokens": [100_000.0] * n,
+        "heterogeneity": [1.2] * n,
+    }
+    base.update(over)
+    return ReplicaLoad(**{k: np.asarray(v, dtype=float) for k, v in base.items()})
+
+
+def random_load(rng: np.random.Generator, r: int, queue_sd_zero_frac: float = 0.2) -> ReplicaLoad:
+    """``r`` replicas in random states; a fraction of them with no queue-wait σ
+    and ~30 % with no ITL history (σ_ITL = 0: the cascade model's σ)."""
+    return ReplicaLoad(
+        queue_wait_mean_s=rng.uniform(0, 2, r),
+        queue_wait_std_s=np.where(rng.random(r) < queue_sd_zero_frac, 0.0, rng.uniform(0, 1, r)),
+        prefill_s_per_token=rng.uniform(1e-5, 1e-3, r),
+        prefill_cv=rng.uniform(0, 1, r),
+        itl_mean_s=rng.uniform(5e-3, 0.1, r),
+        itl_std_s=np.where(rng.random(r) < 0.3, 0.0, rng.uniform(1e-3, 0.05, r)),
+        itl_autocorr=rng.uniform(-0.99, 0.99, r),
+        sigma_prefill_s=rng.uniform(1e-4, 0.05, r),
+        kv_pressure=rng.uniform(0, 1, r),
+        kv_capacity_tokens=rng.uniform(1e3, 1e6, r),
+        heterogeneity=rng.uniform(1, 3, r),
+    )
+
+
+def fitted_cascade_model(rng: np.random.Generator, k: int = 50) -> CascadeModel:
+    """A cascade model fitted to ``k`` random observations (θ away from the prior)."""
+    return CascadeModel().update(
+        rng.uniform(1e-3, 0.05, k),
+        rng.uniform(0, 1, k),
+        rng.uniform(1, 2, k),
+        rng.uniform(1e-3, 0.05, k),
     )

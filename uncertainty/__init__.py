@@ -8,7 +8,8 @@ from uncertainty.cascade import MULTIPLICATIVE_PRIOR, CascadeCoefficients, Casca
 from uncertainty.decayed import DecayedWelford
 from uncertainty.hierarchy import LEVELS, Hierarchy
 from uncertainty.moments import Moments
-from uncertainty.prediction import LatencyPrediction, ReplicaLoad, predict_latency
+from uncertainty.prediction import LatencyPrediction, predict_latency
+from uncertainty.replica_load import ReplicaLoad
 from uncertainty.sketch import QuantileSketch
 from uncertainty.summary import Summary
 

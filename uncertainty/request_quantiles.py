@@ -27,7 +27,8 @@ from numpy.typing import ArrayLike
 from scipy.special import ndtr, ndtri
 
 from uncertainty.cascade import CascadeModel
-from uncertainty.prediction import ReplicaLoad, predict_latency
+from uncertainty.prediction import predict_latency
+from uncertainty.replica_load import ReplicaLoad
 from uncertainty.validation import FloatArray
 
 METRIC_NAMES = ("ttft", "tpot", "e2e")  # rows of ``request_quantiles``

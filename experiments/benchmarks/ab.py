@@ -172,9 +172,9 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def _run(args: argparse.Namespace) -> list[dict[str, Any]]:
-    from experiments.traces import load_trace
     from orchestrator import serve_cli
     from orchestrator.app import resolve_config
+    from orchestrator.traces import load_trace
     from replicas.vllm_config import tiny_model_dir
 
     routers = parse_routers(args.routers)

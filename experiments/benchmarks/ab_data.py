@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from experiments.loadgen import prompt_text
-from experiments.traces import Trace
+from orchestrator.loadgen import prompt_text
+from orchestrator.traces import Trace
 
 BENCH_SERVE = (
     "import sys; from vllm.benchmarks.serve import add_cli_args, main; "

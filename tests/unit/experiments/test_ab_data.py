@@ -20,7 +20,7 @@ from experiments.benchmarks.ab_data import (
     workload_rows,
     write_workload,
 )
-from experiments.traces import Trace
+from orchestrator.traces import Trace
 
 
 def _trace() -> Trace:

@@ -12,8 +12,8 @@ import pytest
 from experiments.client import ClientMaxTokens
 from experiments.sim_config import PoolSetup, SimSetup
 from experiments.simulator import measure_capacity, simulate
-from experiments.traces import Trace, load_trace, poisson
 from orchestrator.cli import main
+from orchestrator.traces import Trace, load_trace, poisson
 from policies.slo import SloClass, SloConfig
 
 # a heterogeneous pool: 2 fast (H100) and 2 slow (A100) replicas, small KV

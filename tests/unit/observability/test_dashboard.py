@@ -112,9 +112,9 @@ def test_slo_lines_come_from_the_config() -> None:
     config = load_config(EXAMPLES_DIR / "cluster.yaml")
     d = build_dashboard(config)
     steps = _panel(d, "TTFT P50 / P99 by pool")["fieldConfig"]["defaults"]["thresholds"]["steps"]
-    assert [s["value"] for s in steps] == [None, 1.0]  # interactive class: ttft_s 1.0
+    assert [s["value"] for s in steps] == [None, 10.0]  # the default class, batch: ttft_s 10
     steps = _panel(d, "E2E P50 / P99 by pool")["fieldConfig"]["defaults"]["thresholds"]["steps"]
-    assert [s["value"] for s in steps] == [None, 20.0]
+    assert [s["value"] for s in steps] == [None, 120.0]
     bare = _panel(build_dashboard(), "TTFT P50 / P99 by pool")
     assert "thresholds" not in bare.get("fieldConfig", {}).get("defaults", {})
 

@@ -8,6 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from orchestrator.config import load_config
 from orchestrator.contracts import SolveStatus
 from orchestrator.metrics import (
     BY_NAME,
@@ -20,11 +21,11 @@ from orchestrator.metrics import (
     RecordingBackend,
     ReplicaMetrics,
     RouterMetrics,
-    SloThresholds,
     check_labels,
     metric,
     validate_table,
 )
+from policies.slo import SloClass, SloConfig
 from tests.unit.observability.fakes import POOLS, snapshot, view_and_plan
 
 
@@ -164,7 +165,7 @@ def test_exceedance_ratio_of_calibrated_predictions_is_about_one_percent() -> No
     p99 = float(np.exp(np.log(2.0) + 0.5 * 2.3263478740408408))
     for predicted, lo, hi in ((p99, 0.007, 0.013), (p99 / 2, 0.15, 0.35)):
         b = RecordingBackend()
-        ing = IngressMetrics(b, slos={"default": SloThresholds(ttft_s=1.0, e2e_s=5.0)})
+        ing = IngressMetrics(b, slos={"default": SloClass(ttft_s=1.0, e2e_s=5.0)})
         for x in e2e:
             ing.observe_request(
                 "llm-h100", "default", e2e_s=float(x), predicted_e2e_p99_s=predicted
@@ -204,11 +205,45 @@ def test_every_name_in_by_name_is_in_the_table() -> None:
 
 def test_e2e_objective_follows_the_length_when_the_class_sets_none() -> None:
     b = RecordingBackend()
-    slo = SloThresholds(ttft_s=1.0, tpot_s=0.05)  # E2E target = 1 + 0.05 (n - 1)
+    slo = SloClass(name="chat", ttft_s=1.0, tpot_s=0.05)  # E2E target = 1 + 0.05 (n - 1)
     ing = IngressMetrics(b, slos={"chat": slo})
     ing.observe_request("p", "chat", e2e_s=5.0, output_tokens=101)  # target 6.0: met
     ing.observe_request("p", "chat", e2e_s=5.0, output_tokens=61)  # target 4.0: missed
     ing.observe_request("p", "chat", e2e_s=50.0)  # no length: no objective to miss
+    ing.observe_request("p", "chat", e2e_s=50.0, output_tokens=0)  # nor with no tokens
     labels = {"pool": "p", "class": "chat", "metric": "e2e"}
     assert b.value("cascade_slo_violations_total", **labels) == 1.0
-    assert SloThresholds(ttft_s=1.0, e2e_s=30.0).e2e_limit(1000) == 30.0
+
+
+def test_a_fixed_e2e_objective_holds_for_every_length() -> None:
+    b = RecordingBackend()
+    slo = SloClass(name="batch", ttft_s=5.0, tpot_s=0.5, e2e_s=30.0)
+    ing = IngressMetrics(b, slos={"batch": slo})
+    ing.observe_request("p", "batch", e2e_s=31.0, output_tokens=1000)  # 30 s, not 505 s
+    ing.observe_request("p", "batch", e2e_s=31.0)  # no length needed
+    ing.observe_request("p", "batch", e2e_s=29.0, output_tokens=2)
+    labels = {"pool": "p", "class": "batch", "metric": "e2e"}
+    assert b.value("cascade_slo_violations_total", **labels) == 2.0
+
+
+def test_ingress_objectives_are_the_configured_classes() -> None:
+    classes = (
+        SloClass(name="interactive", ttft_s=0.5, tpot_s=0.05, max_prompt_tokens=4096),
+        SloClass(name="batch", ttft_s=10.0, tpot_s=0.2),
+    )
+    config = load_config().model_copy(
+        update={"slos": SloConfig(classes=classes, default_class="batch")}
+    )
+    b = RecordingBackend()
+    ing = IngressMetrics.from_config(config, b)
+    assert ing.slos == {"interactive": classes[0], "batch": classes[1]}
+    ing.observe_request("p", "interactive", ttft_s=0.8)  # over 0.5: a violation
+    ing.observe_request("p", "batch", ttft_s=0.8)  # under 10: none
+    violations = b.value(
+        "cascade_slo_violations_total", pool="p", metric="ttft", **{"class": "interactive"}
+    )
+    assert violations == 1.0
+    assert (
+        b.value("cascade_slo_violations_total", pool="p", metric="ttft", **{"class": "batch"})
+        is None
+    )

@@ -1,11 +1,13 @@
 """The one Cascade YAML: the examples load, bad files are refused with key paths."""
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
 
 from orchestrator.config import DEFAULT_CONFIG, EXAMPLES_DIR, load_config, parse_config
+from orchestrator.request_info import request_info_from_body
 
 
 def _default() -> dict:  # type: ignore[type-arg]
@@ -62,3 +64,19 @@ def test_file_errors(tmp_path: Path) -> None:
     listy.write_text("- 1\n- 2\n")
     with pytest.raises(ValueError, match="mapping"):
         load_config(listy)
+
+
+def test_the_cluster_example_classes_requests_by_prompt_length() -> None:
+    """examples/cluster.yaml: a prompt of at most 4,096 tokens is interactive, a
+    longer one batch (the default class); a named class wins over the length."""
+    slos = load_config(EXAMPLES_DIR / "cluster.yaml").slos
+
+    def cls(prompt: list[int], asked: str | None = None) -> str:
+        body = SimpleNamespace(prompt=prompt, max_tokens=64, cascade_class=asked)
+        return request_info_from_body(body, "r", slos=slos, with_hashes=False).slo_class
+
+    assert cls([1] * 100) == cls([1] * 4096) == "interactive"
+    assert cls([1] * 4097) == cls([1] * 8000) == "batch"
+    assert cls([1] * 100, asked="batch") == "batch"
+    assert cls([1] * 8000, asked="interactive") == "interactive"
+    assert cls([1] * 100, asked="gold") == "interactive"  # unknown name: by length

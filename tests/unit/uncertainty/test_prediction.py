@@ -3,25 +3,8 @@
 import numpy as np
 import pytest
 
-from uncertainty import CascadeModel, ReplicaLoad, predict_latency
-
-
-def _load(n: int = 3, **over: list[float]) -> ReplicaLoad:
-    base = {
-        "queue_wait_mean_s": [0.0] * n,
-        "queue_wait_std_s": [0.0] * n,
-        "prefill_s_per_token": [1e-4] * n,
-        "prefill_cv": [0.1] * n,
-        "itl_mean_s": [0.02] * n,
-        "itl_std_s": [0.004] * n,
-        "itl_autocorr": [0.5] * n,
-        "sigma_prefill_s": [0.005] * n,
-        "kv_pressure": [0.2] * n,
-        "kv_capacity_tokens": [100_000.0] * n,
-        "heterogeneity": [1.2] * n,
-    }
-    base.update(over)
-    return ReplicaLoad(**{k: np.asarray(v, dtype=float) for k, v in base.items()})
+from tests.builders import replica_load as _load
+from uncertainty import CascadeModel, predict_latency
 
 
 def test_means_add_up() -> None:
@@ -79,38 +62,12 @@ def test_heterogeneous_pool_fast_replica_preferred() -> None:
 
 
 def test_bad_inputs() -> None:
-    with pytest.raises(ValueError, match="differ in shape"):
-        _load(2, itl_mean_s=[0.1])
-    with pytest.raises(ValueError, match=r"itl_std_s\[1\] is not finite"):
-        _load(2, itl_std_s=[0.1, float("nan")])
-    with pytest.raises(ValueError, match=r"queue_wait_mean_s\[1\] = -0.5: must be >= 0"):
-        _load(2, queue_wait_mean_s=[0.1, -0.5])
-    with pytest.raises(ValueError, match="queue_wait_std_s: must be finite and >= 0"):
-        _load(2).with_queue_wait(np.zeros(2), np.array([0.1, -1.0]))
-    with pytest.raises(ValueError, match="queue_wait_mean_s: must be finite and >= 0"):
-        _load(2).with_queue_wait(np.array([np.nan, 0.0]), np.zeros(2))
     with pytest.raises(ValueError, match="output_tokens"):
         predict_latency(CascadeModel(), _load(1), 10, 0)
     with pytest.raises(ValueError, match="SLO"):
         predict_latency(CascadeModel(), _load(1), 10, 5).prob_within(e2e_slo_s=0.0)
-
-
-def test_added_queue_work_adds_mean_and_variance() -> None:
-    load = _load(3, queue_wait_mean_s=[0.1, 0.2, 0.0], queue_wait_std_s=[0.3, 0.0, 0.4])
-    extra_mean, extra_sd = np.array([0.5, 0.0, 1.0]), np.array([0.4, 0.0, 0.3])
-    added = load.with_added_queue(extra_mean, extra_sd)
-    np.testing.assert_allclose(added.queue_wait_mean_s, [0.6, 0.2, 1.0])
-    np.testing.assert_allclose(added.queue_wait_std_s, [0.5, 0.0, 0.5])  # √(0.3² + 0.4²)
-    # same prediction as the load built with that queue wait from scratch
-    direct = load.with_queue_wait(added.queue_wait_mean_s, added.queue_wait_std_s)
-    a = predict_latency(CascadeModel(), added, 800, 64.0)
-    b = predict_latency(CascadeModel(), direct, 800, 64.0)
-    np.testing.assert_allclose(a.e2e_var_s2, b.e2e_var_s2, rtol=1e-12)
-    np.testing.assert_allclose(a.prob_within(1.0, 3.0), b.prob_within(1.0, 3.0), rtol=1e-12)
-    for bad in (np.array([0.1, -0.1, 0.0]), np.array([np.nan, 0.0, 0.0]), np.ones(2)):
-        with pytest.raises(ValueError, match="with_added_queue"):
-            load.with_added_queue(bad, np.zeros(3))
-    np.testing.assert_array_equal(load.queue_wait_mean_s, [0.1, 0.2, 0.0])  # untouched
+    with pytest.raises(ValueError, match="quantile"):
+        predict_latency(CascadeModel(), _load(1), 10, 5).e2e_quantile(1.0)
 
 
 def test_predictions_from_threads_do_not_share_buffers() -> None:
