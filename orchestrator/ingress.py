@@ -13,6 +13,13 @@ model come from a background refresh (``sync_hub``, shared with the routers in
 this process); requests never wait on the controller. Per-class arrivals
 (``Gateway.take_arrivals``) are reported to the controller every second (the
 optimizer's λ_c).
+
+Faults (tests/integration/test_faults.py): a pool replica that dies before a
+request's first chunk is retried once on another (nothing reached the client
+yet; Serve no longer routes to a dead replica), counted in ``retried``; one that
+dies mid-stream ends the stream with an OpenAI-style error event (counted in
+``stream_errors``), because a raise after the response started only closes the
+chunked body as if the answer were complete.
 """
 
 from __future__ import annotations
@@ -21,12 +28,15 @@ import asyncio
 import contextlib
 import contextvars
 import itertools
+import json
+import logging
 import math
 import time
 from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from ray.exceptions import RayActorError
 from ray.llm._internal.serve.core.configs.openai_api_models import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -41,6 +51,7 @@ from orchestrator.request_info import CLASS_FIELD, CLASS_HEADER, request_info_fr
 from orchestrator.sync_hub import process_hub
 from replicas.names import CONTROLLER_NAME, CONTROLLER_NAMESPACE
 
+logger = logging.getLogger("cascade.ingress")
 _POOL: contextvars.ContextVar[str | None] = contextvars.ContextVar("cascade_pool", default=None)
 
 
@@ -67,6 +78,12 @@ class CascadeIngress(OpenAiIngress):
         self._task: asyncio.Task[None] | None = None
         self._ids = itertools.count()
         self._metrics = IngressMetrics.from_config(cfg)
+        self.retried = 0  # requests retried after their replica died before a chunk
+        self.stream_errors = 0  # streams ended by an error event
+
+    async def fault_counters(self) -> dict[str, int]:
+        """``retried`` and ``stream_errors`` (see the module docstring)."""
+        return {"retried": self.retried, "stream_errors": self.stream_errors}
 
     # ---- background: Plan + snapshots in, arrivals out ----------------------------------
     def _ensure_refresh(self) -> None:
@@ -138,7 +155,11 @@ class CascadeIngress(OpenAiIngress):
         try:
             # the pool's handle is taken before the first chunk is returned, so
             # the context variable is still set when Ray's ingress asks for it
-            response = await call(body, request)
+            try:
+                response = await call(body, request)
+            except RayActorError:
+                self.retried += 1
+                response = await call(body, request)
         finally:
             _POOL.reset(token)
         if isinstance(response, StreamingResponse):
@@ -171,10 +192,19 @@ class CascadeIngress(OpenAiIngress):
         max_tokens: int,
     ) -> Any:
         ttft: float | None = None
-        async for chunk in chunks:
-            if ttft is None:
-                ttft = time.perf_counter() - t0
-            yield chunk
+        try:
+            async for chunk in chunks:
+                if ttft is None:
+                    ttft = time.perf_counter() - t0
+                yield chunk
+        except Exception as exc:  # not GeneratorExit: a client that left
+            self.stream_errors += 1
+            if self.stream_errors == 1:
+                logger.exception("a stream failed mid-way; the client gets an error event")
+            message = f"the stream was interrupted: {type(exc).__name__}: {str(exc)[:200]}"
+            error = {"message": message, "type": "InternalServerError", "code": 500}
+            yield f"data: {json.dumps({'error': error})}\n\n"
+            return
         self._observe(pool, slo_class, ttft, time.perf_counter() - t0, predicted, max_tokens)
 
     def _observe(

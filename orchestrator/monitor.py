@@ -3,11 +3,11 @@
 ``Monitor.ingest(now_s, snapshots)`` keeps the newest snapshot per replica,
 ignores older duplicates, rejects snapshots of unknown pools and malformed ones
 (``snapshot_problem``: not a snapshot, NaN / negative / inconsistent fields, a
-time in the future; counted in ``rejected`` and ``rejected_reasons``), drops replicas whose latest snapshot is staler than
-``stale_after_s`` (a dead replica stops counting), estimates each replica's
-completion rate from its cumulative ``completed`` counter, and merges the
-snapshots' latency summaries exactly (``uncertainty.Hierarchy``).
-``Monitor.view(now_s, cascade)`` is the ``ClusterView`` the controller
+time in the future; counted in ``rejected`` and ``rejected_reasons``), drops
+replicas whose latest snapshot is staler than ``stale_after_s`` (a dead replica
+stops counting), estimates each replica's completion rate from its cumulative
+``completed`` counter, and merges the snapshots' latency summaries exactly
+(``uncertainty.Hierarchy``). ``Monitor.view(now_s, cascade)`` is the ``ClusterView`` the controller
 publishes; merged statistics are recomputed at most every ``MERGE_PERIOD_S``
 (or when forced, before a solve): routers act on snapshots, not on these, and a
 full re-merge of 1,000 replicas costs ~0.1 s.
