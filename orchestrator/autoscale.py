@@ -9,7 +9,9 @@ controller for its per-pool targets in the background at most once per
 allocator's pace (``loops.allocation_period_s``, 30 s by default), so a second
 of lag costs nothing. Without an answer younger than ``STALE_S`` (controller
 missing, restarting or slow) the pool keeps its current count. Serve clips the
-result to the deployment's min/max, and a scale-down drains: Serve stops routing
+result to the deployment's min/max; a policy that raises (a bad context, a
+bad answer) holds the current count too, counted in ``TargetCache.policy_errors``
+and logged once. A scale-down drains: Serve stops routing
 to a replica it removes and waits for its ongoing requests
 (``graceful_shutdown_timeout_s``).
 
@@ -22,6 +24,7 @@ docs/benchmarks.md ("Serving path").
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
@@ -29,6 +32,7 @@ from typing import Any
 
 from replicas.names import CONTROLLER_NAME, CONTROLLER_NAMESPACE
 
+logger = logging.getLogger("cascade.autoscale")
 REFRESH_S = 1.0  # ask the controller at most this often
 STALE_S = 30.0  # older answers are not used: hold the current count
 
@@ -59,6 +63,7 @@ class TargetCache:
         self._targets: dict[str, int] = {}
         self._answered_s = -float("inf")
         self.failures = 0
+        self.policy_errors = 0  # plan_policy calls that raised and held the count
 
     def get(self, pool: str) -> int | None:
         """``pool``'s target from an answer at most ``stale_s`` old, else None."""
@@ -95,10 +100,24 @@ _CACHE = TargetCache(_ray_fetch)  # one per Serve controller process
 
 
 def plan_policy(ctx: Any, cache: TargetCache | None = None) -> tuple[int, dict[str, Any]]:
-    """Target replicas for ``ctx.deployment_name`` from the Plan (see module doc)."""
+    """Target replicas for ``ctx.deployment_name`` from the Plan (see module doc).
+    Never raises: any error holds the current count (counted, logged once)."""
+    cache = cache or _CACHE
+    try:
+        return _plan_policy(ctx, cache)
+    except Exception:
+        cache.policy_errors += 1
+        if cache.policy_errors == 1:
+            logger.exception("autoscaling policy failed; holding the current count (logged once)")
+        current = getattr(ctx, "current_num_replicas", None)
+        state = {"source": "hold: policy error"}
+        return (current if isinstance(current, int) and current >= 0 else 1), state
+
+
+def _plan_policy(ctx: Any, cache: TargetCache) -> tuple[int, dict[str, Any]]:
     state = dict(ctx.policy_state or {})
     current = int(ctx.current_num_replicas)
-    target = (cache or _CACHE).get(str(ctx.deployment_name))
+    target = cache.get(str(ctx.deployment_name))
     if target is None:
         target = current
         state["source"] = "hold: no recent answer from the controller"

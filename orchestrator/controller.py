@@ -237,7 +237,8 @@ class Controller:
 
     @property
     def rejected_snapshots(self) -> int:
-        """Snapshots of pools this config does not have."""
+        """Snapshots rejected: of pools this config does not have, or malformed
+        (``monitor.snapshot_problem``; by reason in ``monitor.rejected_reasons``)."""
         return self.monitor.rejected
 
     # ---- the cascade fit ----------------------------------------------------------

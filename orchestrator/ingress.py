@@ -13,6 +13,13 @@ model come from a background refresh (``sync_hub``, shared with the routers in
 this process); requests never wait on the controller. Per-class arrivals
 (``Gateway.take_arrivals``) are reported to the controller every second (the
 optimizer's λ_c).
+
+Faults (tests/integration/test_faults.py): a pool replica that dies before a
+request's first chunk is retried once on another (nothing reached the client
+yet; Serve no longer routes to a dead replica), counted in ``retried``; one that
+dies mid-stream ends the stream with an OpenAI-style error event (counted in
+``stream_errors``), because a raise after the response started only closes the
+chunked body as if the answer were complete.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import contextlib
 import contextvars
 import itertools
 import json
+import logging
 import math
 import os
 import time
@@ -29,6 +37,7 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from ray.exceptions import RayActorError
 from ray.llm._internal.serve.core.configs.openai_api_models import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -46,6 +55,7 @@ from orchestrator.sync_hub import process_hub
 from replicas.names import CONTROLLER_NAME, CONTROLLER_NAMESPACE
 from replicas.telemetry import RequestInfo
 
+logger = logging.getLogger("cascade.ingress")
 _POOL: contextvars.ContextVar[str | None] = contextvars.ContextVar("cascade_pool", default=None)
 
 
@@ -80,6 +90,12 @@ class CascadeIngress(OpenAiIngress):
         self._task: asyncio.Task[None] | None = None
         self._ids = itertools.count()
         self._metrics = IngressMetrics.from_config(cfg)
+        self.retried = 0  # requests retried after their replica died before a chunk
+        self.stream_errors = 0  # streams ended by an error event
+
+    async def fault_counters(self) -> dict[str, int]:
+        """``retried`` and ``stream_errors`` (see the module docstring)."""
+        return {"retried": self.retried, "stream_errors": self.stream_errors}
 
     # ---- background: Plan + snapshots in, arrivals out ----------------------------------
     def _ensure_refresh(self) -> None:
@@ -157,7 +173,11 @@ class CascadeIngress(OpenAiIngress):
         try:
             # the pool's handle is taken before the first chunk is returned, so
             # the context variable is still set when Ray's ingress asks for it
-            response = await call(body, request)
+            try:
+                response = await call(body, request)
+            except RayActorError:
+                self.retried += 1
+                response = await call(body, request)
         finally:
             _POOL.reset(token)
         if isinstance(response, StreamingResponse):
@@ -174,11 +194,20 @@ class CascadeIngress(OpenAiIngress):
     ) -> Any:
         ttft: float | None = None
         tokens = 0
-        async for chunk in chunks:
-            if ttft is None:
-                ttft = time.perf_counter() - t0
-            tokens += _token_events(chunk)
-            yield chunk
+        try:
+            async for chunk in chunks:
+                if ttft is None:
+                    ttft = time.perf_counter() - t0
+                tokens += _token_events(chunk)
+                yield chunk
+        except Exception as exc:  # not GeneratorExit: a client that left
+            self.stream_errors += 1
+            if self.stream_errors == 1:
+                logger.exception("a stream failed mid-way; the client gets an error event")
+            message = f"the stream was interrupted: {type(exc).__name__}: {str(exc)[:200]}"
+            error = {"message": message, "type": "InternalServerError", "code": 500}
+            yield f"data: {json.dumps({'error': error})}\n\n"
+            return
         self._observe(info, pool, ttft, time.perf_counter() - t0, record, tokens)
 
     def _observe(

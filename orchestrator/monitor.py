@@ -1,12 +1,13 @@
 """The controller core's monitor: replica → pool → cluster (pure).
 
 ``Monitor.ingest(now_s, snapshots)`` keeps the newest snapshot per replica,
-ignores older duplicates and snapshots of unknown pools (counted in
-``rejected``), drops replicas whose latest snapshot is staler than
-``stale_after_s`` (a dead replica stops counting), estimates each replica's
-completion rate from its cumulative ``completed`` counter, and merges the
-snapshots' latency summaries exactly (``uncertainty.Hierarchy``).
-``Monitor.view(now_s, cascade)`` is the ``ClusterView`` the controller
+ignores older duplicates, rejects snapshots of unknown pools and malformed ones
+(``snapshot_problem``: not a snapshot, NaN / negative / inconsistent fields, a
+time in the future; counted in ``rejected`` and ``rejected_reasons``), drops
+replicas whose latest snapshot is staler than ``stale_after_s`` (a dead replica
+stops counting), estimates each replica's completion rate from its cumulative
+``completed`` counter, and merges the snapshots' latency summaries exactly
+(``uncertainty.Hierarchy``). ``Monitor.view(now_s, cascade)`` is the ``ClusterView`` the controller
 publishes; merged statistics are recomputed at most every ``MERGE_PERIOD_S``
 (or when forced, before a solve): routers act on snapshots, not on these, and a
 full re-merge of 1,000 replicas costs ~0.1 s.
@@ -15,6 +16,7 @@ full re-merge of 1,000 replicas costs ~0.1 s.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
@@ -26,6 +28,39 @@ from uncertainty import CascadeCoefficients, Hierarchy, Summary
 
 _QS = (0.5, 0.9, 0.99)
 MERGE_PERIOD_S = 1.0
+FUTURE_SKEW_S = 5.0  # a snapshot stamped later than now + this is rejected (clock skew)
+
+
+def snapshot_problem(snap: object, now_s: float, pools: frozenset[str] | set[str]) -> str | None:
+    """Why ``snap`` must not be folded in (a short reason), or None if it is sound.
+
+    A snapshot that arrived over Ray was unpickled without running
+    ``ReplicaSnapshot.__post_init__``, so its checks are re-run here, plus what
+    they do not cover: decayed stats with a negative spread, a batch with negative
+    counts or a heterogeneity below 1 or NaN, summaries that are not summaries or
+    have a NaN mean, and a time in the future (such a snapshot would never go stale
+    and would shadow every real one of its replica)."""
+    if not isinstance(snap, ReplicaSnapshot):
+        return "not a snapshot"
+    if snap.pool not in pools:
+        return "unknown pool"
+    try:
+        snap.__post_init__()  # NaN / negative counters / kv_used outside [0, total]
+    except (ValueError, TypeError):
+        return "invalid field"
+    if snap.time_s > now_s + FUTURE_SKEW_S:
+        return "time in the future"
+    b = snap.batch
+    if not (b.prefill_tokens >= 0 and b.decode_seqs >= 0 and b.heterogeneity >= 1.0):
+        return "inconsistent batch"  # NaN fails the comparisons too
+    if not math.isfinite(b.heterogeneity):
+        return "inconsistent batch"
+    if any(st.std < 0 or st.n_eff < 0 or st.mean < 0 for st in snap.recent.values()):
+        return "negative recent stats"
+    for summary in snap.summaries.values():
+        if not isinstance(summary, Summary) or (summary.n and not math.isfinite(summary.mean)):
+            return "invalid summary"
+    return None
 
 
 def _level(s: Summary) -> LevelStats:
@@ -44,7 +79,8 @@ class Monitor:
         self.latest: dict[str, ReplicaSnapshot] = {}
         self.hier: dict[str, Hierarchy] = {m: Hierarchy() for m in METRICS}
         self.rates: dict[str, float] = {}  # replica -> completions/s (last interval)
-        self.rejected = 0  # snapshots of unknown pools
+        self.rejected = 0  # snapshots of unknown pools or malformed (snapshot_problem)
+        self.rejected_reasons: Counter[str] = Counter()
         self.stale: tuple[str, ...] = ()  # replicas dropped as stale at the last ingest
         self._merged_t = -math.inf
         self._pool_metrics: dict[str, dict[str, LevelStats]] = {}
@@ -55,9 +91,13 @@ class Monitor:
         pools = set(self.pools)
         fresh: list[ReplicaSnapshot] = []
         for snap in snapshots:
+            problem = snapshot_problem(snap, now_s, pools)
+            if problem is not None or not isinstance(snap, ReplicaSnapshot):
+                self.rejected += 1
+                self.rejected_reasons[problem or "not a snapshot"] += 1
+                continue
             prev = self.latest.get(snap.replica_id)
-            if snap.pool not in pools or (prev is not None and snap.time_s <= prev.time_s):
-                self.rejected += snap.pool not in pools
+            if prev is not None and snap.time_s <= prev.time_s:
                 continue
             if prev is not None:
                 dt = snap.time_s - prev.time_s

@@ -176,3 +176,34 @@ def fitted_cascade_model(rng: np.random.Generator, k: int = 50) -> CascadeModel:
         rng.uniform(1, 2, k),
         rng.uniform(1e-3, 0.05, k),
     )
+
+
+def corrupt(snap: ReplicaSnapshot, **fields: object) -> ReplicaSnapshot:
+    """A copy of ``snap`` with ``fields`` set without the contract's checks: what a
+    buggy or hostile replica's snapshot looks like after unpickling (pickle never
+    runs ``__post_init__``)."""
+    import copy
+
+    bad = copy.copy(snap)
+    for name, value in fields.items():
+        object.__setattr__(bad, name, value)
+    return bad
+
+
+def garbage_snapshots(pool: str, t: float) -> list[object]:
+    """One malformed snapshot of each kind the controller must reject (NaN,
+    negative, inconsistent, from the future, not a snapshot), for ``pool`` at ``t``."""
+    good = snapshot("garbage-0", pool=pool, time_s=t)
+    nan_stats = {"itl": DecayedStats(float("nan"), 0.01, 10.0, 0.1)}
+    return [
+        corrupt(good, replica_id="g-nan-time", time_s=float("nan")),
+        corrupt(good, replica_id="g-nan-itl", recent=nan_stats),
+        corrupt(good, replica_id="g-neg-running", running=-3),
+        corrupt(good, replica_id="g-neg-std", recent={"itl": DecayedStats(0.03, -1.0, 10.0, 0.1)}),
+        corrupt(good, replica_id="g-kv", kv_blocks_used=5000, kv_blocks_total=1000),
+        corrupt(good, replica_id="g-batch", batch=BatchComposition(-5, 2, float("nan"))),
+        corrupt(good, replica_id="g-future", time_s=t + 3600.0),
+        corrupt(good, replica_id="g-summary", summaries={"itl": "not a summary"}),
+        {"replica_id": "g-dict", "pool": pool},
+        None,
+    ]

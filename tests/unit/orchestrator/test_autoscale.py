@@ -1,10 +1,14 @@
-"""The autoscaling policy answers from a non-blocking cache of the Plan's targets."""
+"""The autoscaling policy answers from a non-blocking cache of the Plan's targets,
+and holds the current count on any error."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from concurrent.futures import Future
 from types import SimpleNamespace
+
+import pytest
 
 from orchestrator.autoscale import TargetCache, plan_policy
 
@@ -73,3 +77,55 @@ def test_a_controller_that_fails_or_goes_silent_means_hold() -> None:
     n, state = plan_policy(_ctx(current=2), cache)
     assert n == 2 and state["source"].startswith("hold")
     assert cache.get("other-pool") is None
+
+
+def test_a_policy_that_raises_holds_the_count_counts_and_logs_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Injected: the cache raises on every read, then a context Serve filled badly.
+    Serve sees: the current replica count (a hold), never an exception."""
+
+    class _Broken(TargetCache):
+        def get(self, pool: str) -> int | None:
+            raise RuntimeError("injected")
+
+    broken = _Broken(lambda: Future())
+    with caplog.at_level(logging.ERROR, logger="cascade.autoscale"):
+        for _ in range(3):
+            n, state = plan_policy(_ctx(current=3), broken)
+            assert (n, state["source"]) == (3, "hold: policy error")
+    assert broken.policy_errors == 3
+    assert len([r for r in caplog.records if "autoscaling policy failed" in r.message]) == 1
+
+    answered: Future[Mapping[str, int]] = Future()
+    answered.set_result({"llm": 2})
+    cache = TargetCache(lambda: answered)
+    cache.get("llm")
+    bad_ctx = _ctx(current=2)
+    bad_ctx.capacity_adjusted_max_replicas = None  # int(None) inside the policy
+    assert plan_policy(bad_ctx, cache) == (2, {"source": "hold: policy error"})
+    assert cache.policy_errors == 1
+
+
+def test_a_garbage_answer_from_the_controller_is_a_failed_fetch_not_a_target() -> None:
+    """Injected: the controller answers NaN / text targets. Serve sees the last good
+    target while it is fresh, then a hold; the bad answers count as failures."""
+    clock = _Clock()
+    answers: list[Mapping[str, object]] = [{"llm": 3}, {"llm": float("nan")}, {"llm": "many"}]
+
+    def start() -> Future[Mapping[str, int]]:
+        f: Future[Mapping[str, int]] = Future()
+        f.set_result(answers.pop(0) if answers else {"llm": float("nan")})  # type: ignore[arg-type]
+        return f
+
+    cache = TargetCache(start, clock=clock, refresh_s=1.0, stale_s=5.0)
+    cache.get("llm")
+    assert plan_policy(_ctx(current=2), cache)[0] == 3
+    for t in (1.0, 2.0, 3.0):
+        clock.t = t
+        assert plan_policy(_ctx(current=2), cache)[0] == 3  # the last good answer
+    assert cache.failures >= 2
+    clock.t = 9.0
+    cache.get("llm")
+    n, state = plan_policy(_ctx(current=2), cache)
+    assert n == 2 and state["source"].startswith("hold")

@@ -136,3 +136,27 @@ def test_per_class_traffic_from_reported_arrivals_drives_the_plan() -> None:
     again = Controller(cfg)
     again.traffic.load_state(arrivals, high.traffic.shapes)
     assert again.traffic.rates() == pytest.approx(high.traffic.rates())
+
+
+def test_garbage_snapshots_are_rejected_counted_and_the_plan_stays_valid() -> None:
+    """NaN / negative / inconsistent / future-stamped snapshots and non-snapshots
+    (what unpickling lets through: it skips ``__post_init__``) are rejected one by
+    one, counted by reason, and never reach the merge, the fit or the Plan."""
+    from tests.builders import garbage_snapshots
+
+    ctl = Controller(load_config())
+    ctl.step(1.0, _snaps(1.0))
+    theta = ctl.cascade.to_dict()
+    garbage = garbage_snapshots("llm-h100", 2.0)
+    plan = ctl.step(2.0, [*garbage, *_snaps(2.0, seed=1)])  # good ones in the same batch
+    assert ctl.rejected_snapshots == len(garbage)
+    assert sum(ctl.monitor.rejected_reasons.values()) == len(garbage)
+    assert ctl.monitor.rejected_reasons["not a snapshot"] == 2
+    assert ctl.view is not None and len(ctl.view.pools["llm-h100"].replicas) == 4
+    assert not any(r.startswith("g-") for r in ctl.monitor.latest)
+    for weights in plan.routing.values():
+        assert all(math.isfinite(w) and w >= 0 for w in weights.values())
+        assert math.isclose(sum(weights.values()), 1.0, abs_tol=1e-6)
+    assert ctl.cascade.to_dict() != theta  # the good half of the batch was still fitted
+    c = ctl.cascade.coefficients
+    assert all(map(math.isfinite, (c.log_scale, c.a_prefill, c.b_kv, c.c_heterogeneity)))

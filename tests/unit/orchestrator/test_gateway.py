@@ -3,6 +3,7 @@ ranking), the same object on Ray and in the simulator."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -133,15 +134,23 @@ def test_class_from_the_body_field_and_the_ingress_header() -> None:
     assert request_info_from_body(short, "r").slo_class == "default"  # no classes: default
 
 
-def test_a_failing_admission_policy_admits_and_is_counted() -> None:
+def test_a_failing_admission_policy_admits_and_is_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Injected: an admission policy that raises on every request. Seen: every
+    request admitted to its pool (the fallback), counted, the error logged once."""
+
     class Broken(Admission):
         def decide(self, *a: Any, **k: Any) -> AdmissionDecision:
             raise ZeroDivisionError("bad telemetry")
 
     gw = _gateway(_plan(), admission=Broken())
-    decisions = [gw.decide(request()) for _ in range(3)]
+    with caplog.at_level(logging.ERROR, logger="cascade.gateway"):
+        decisions = [gw.decide(request()) for _ in range(3)]
     assert all(d.admit and "error" in d.admission.reason for d in decisions)
+    assert all(d.pool in gw.pools for d in decisions)
     assert gw.admission_errors == 3 and gw.rejected == 0
+    assert len([r for r in caplog.records if "admission policy failed" in r.message]) == 1
 
 
 def test_admission_uses_the_configured_slos_and_refusals_are_counted() -> None:
@@ -175,6 +184,38 @@ def test_ranking_falls_back_to_least_outstanding_instead_of_dropping() -> None:
     decision, view, order = gw.route(request(), {"h0": 4, "h1": 1})
     assert decision.admit and view is not None and order == [1, 0]
     assert gw.rank_fallbacks == 1
+
+
+def test_a_routing_policy_that_raises_falls_back_counts_and_logs_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Injected: a router whose ``rank`` and hooks raise on every request. Seen:
+    every request ranked least-outstanding first (the fallback), counted, each
+    failing callback logged once."""
+
+    class Raises:
+        def rank(self, *a: Any) -> list[int]:
+            raise ZeroDivisionError("token-id prompt")  # Ray's PrefixCacheAffinityRouter bug
+
+        def on_routed(self, *a: Any) -> None:
+            raise KeyError("x")
+
+        def on_completed(self, *a: Any) -> None:
+            raise KeyError("x")
+
+    gw = Gateway(["h"], router=Raises(), rng=np.random.default_rng(0), clock=lambda: 1.0)
+    gw.set_snapshots(SNAPS[:2])
+    with caplog.at_level(logging.ERROR, logger="cascade.gateway"):
+        for _ in range(3):
+            decision, _view, order = gw.route(request(), {"h0": 4, "h1": 1})
+            assert decision.admit and order == [1, 0]
+            gw.on_routed("h1", decision.request)
+            gw.on_completed("h1", decision.request)
+    assert gw.rank_fallbacks == 3
+    messages = [r.message for r in caplog.records]
+    assert len([m for m in messages if "routing policy failed" in m]) == 1
+    assert len([m for m in messages if "on_routed hook failed" in m]) == 1
+    assert len([m for m in messages if "on_completed hook failed" in m]) == 1
 
 
 # ---- the same decision in the simulator's stack and on Ray ----------------------------

@@ -1,0 +1,126 @@
+"""Fault injection: a node removed from a multi-node Ray cluster under load.
+
+A ``ray.cluster_utils.Cluster`` on this host: a head node (Serve's controller and
+HTTP proxy, the Cascade ingress and controller; no accelerator) and two worker
+nodes with ``accelerator_type:H100``, where the pool ``llm``'s two replicas go
+(Serve spreads a deployment's replicas over nodes; the test checks that they are
+on different nodes). Removing a worker node kills one replica with its raylet.
+Client outcomes are counted as in ``test_faults`` (its helpers) and the row goes
+to the same table (docs/reliability.md).
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import tempfile
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ray = pytest.importorskip("ray")
+from ray import serve  # noqa: E402
+from ray.cluster_utils import Cluster  # noqa: E402
+
+from tests.integration import test_faults as faults  # noqa: E402
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+WORKER = {"num_cpus": 1, "resources": {"accelerator_type:H100": 1}}
+TEMP = Path(tempfile.mkdtemp(prefix="cfn", dir="/tmp"))  # short: Ray's socket paths
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[tuple[Any, str]]:
+    port = _free_port()  # never 8000: other servers share this host
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 4, "include_dashboard": False, "temp_dir": str(TEMP)},
+    )
+    workers = [cluster.add_node(**WORKER) for _ in range(2)]
+    ray.init(address=cluster.address, namespace="cascade")
+    from orchestrator.app import build_app
+
+    # HeadOnly: one HTTP proxy (every node of this cluster is on the same host)
+    serve.start(http_options={"host": "127.0.0.1", "port": port, "location": "HeadOnly"})
+    serve.run(build_app({"config": faults.CONFIG, "time_scale": faults.TIME_SCALE}),
+              name="cascade", route_prefix="/")  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    faults._until(lambda: len(faults._status()["replicas"]) == 2, "both replicas", 180)
+    faults._run_all(base, [faults._Req(max_tokens=4) for _ in range(4)])  # warm
+    try:
+        yield (cluster, workers), base
+    finally:
+        if faults.ROWS:
+            print("\n" + faults._table())
+        serve.shutdown()
+        ray.shutdown()
+        cluster.shutdown()
+        shutil.rmtree(TEMP, ignore_errors=True)
+
+
+def _node_of(replica_id: str) -> str:
+    """The node id (hex) of the live Serve replica actor ``replica_id`` (from the GCS:
+    no dashboard runs)."""
+    from ray._private.state import actors
+
+    for info in actors().values():
+        if info["State"] == "ALIVE" and str(info.get("Name", "")).endswith(replica_id):
+            return str(info["Address"]["NodeID"])
+    raise AssertionError(f"no live actor for replica {replica_id}")
+
+
+def test_a_removed_node_fails_its_streams_cleanly_and_its_replica_comes_back(
+    cluster: tuple[Any, str],
+) -> None:
+    """Injected: one worker node removed (its raylet and the replica on it) while
+    long streams run on both replicas and clients send short requests. Seen: the
+    removed node's streams end with an error event, never a hang; the other
+    streams and every short request complete (a retry at most); once a node with
+    room joins, the pool is back at two replicas reporting to the controller
+    (min = max = 2: the target stays two, Serve places the missing replica)."""
+    (ray_cluster, workers), base = cluster
+    counters = faults._ingress_counters()
+    before = set(faults._status()["replicas"])
+    nodes = {_node_of(r) for r in before}
+    by_id = {w.node_id: w for w in workers}
+    assert len(nodes) == 2 and nodes <= set(by_id), "replicas not spread over the workers"
+    victim = by_id[sorted(nodes)[0]]
+    streams = [faults._Req(max_tokens=1500) for _ in range(6)]
+    with ThreadPoolExecutor(len(streams)) as pool, faults._Load(base, 2, retries=1) as load:
+        futures = [pool.submit(faults._run, base, r) for r in streams]
+        faults._until(lambda: all(r.started.is_set() for r in streams), "first tokens", 60)
+        removed_at = time.monotonic()
+        ray_cluster.remove_node(victim)
+        for f in futures:
+            f.result(timeout=faults.CLIENT_TIMEOUT_S * 3)
+        ended_s = time.monotonic() - removed_at
+        time.sleep(2.0)
+    reqs = streams + load.done
+    after = faults._ingress_counters()
+    row = faults._row("worker node removed mid-stream", reqs,
+                      after["retried"] - counters["retried"])  # fmt: skip
+    assert row[5] == 0, faults._lost(reqs)
+    errored = [r for r in streams if r.outcome == "error"]
+    assert errored and all(r.detail.startswith("error event") for r in errored)
+    assert all(r.outcome == "completed" for r in streams if r not in errored)
+    assert all(r.outcome == "completed" for r in load.done), [r.detail for r in load.done]
+    assert ended_s < faults.CLIENT_TIMEOUT_S
+    ray_cluster.add_node(**WORKER)
+    faults._until(lambda: faults._running_replicas() == 2, "the pool back at two", 120)
+    replicas = faults._until(
+        lambda: len(r := set(faults._status()["replicas"])) == 2 and r != before and r,
+        "the new replica's snapshots",
+        60,
+    )
+    assert len(replicas & before) == 1  # the survivor, and one new replica
