@@ -13,7 +13,6 @@ script: it deploys, prints a completion and a streamed chat, and shuts down).
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import pytest
 
 from orchestrator.config import ModelConfig, PoolConfig
 from replicas.vllm_config import build_llm_config
+from tests.ray_state import free_port
 
 pytestmark = [pytest.mark.vllm, pytest.mark.ray, pytest.mark.timeout(900)]
 
@@ -43,12 +43,6 @@ POOL = PoolConfig(
 INGRESS_NUM_CPUS = 0.1
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def start_ray(num_cpus: int) -> Any:
     import ray
 
@@ -68,7 +62,7 @@ def deploy(model_cache: Path) -> str:
     from ray.serve.llm import build_openai_app
 
     os.environ["CASCADE_MODEL_CACHE"] = str(model_cache)
-    port = _free_port()
+    port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     app = build_openai_app(
         {

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -34,6 +33,7 @@ from ray import serve  # noqa: E402
 from orchestrator.access import ControllerAccessError  # noqa: E402
 from replicas.names import CONTROLLER_NAME, CONTROLLER_NAMESPACE  # noqa: E402
 from replicas.telemetry import ReplicaSnapshot  # noqa: E402
+from tests.ray_state import free_port  # noqa: E402
 
 pytestmark = pytest.mark.ray
 
@@ -50,17 +50,11 @@ CONFIG: dict[str, Any] = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def base() -> Iterator[str]:
     old = os.environ.get(TOKEN_ENV)
     os.environ[TOKEN_ENV] = TOKEN  # before Ray starts: its workers inherit it
-    port = _free_port()
+    port = free_port()
     temp = Path(tempfile.mkdtemp(prefix="cax", dir="/tmp"))  # short: Ray's socket paths
     ray.init(
         address="local",

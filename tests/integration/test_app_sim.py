@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -29,6 +28,7 @@ ray = pytest.importorskip("ray")
 from ray import serve  # noqa: E402
 
 from orchestrator.controller_start import cluster_secret  # noqa: E402
+from tests.ray_state import free_port  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -65,12 +65,6 @@ CONFIG: dict[str, Any] = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 TEMP = Path(tempfile.mkdtemp(prefix="ca", dir="/tmp"))  # short: Ray's socket paths
 
 
@@ -83,7 +77,7 @@ def app() -> Iterator[Any]:
         dashboard_host="127.0.0.1",
         namespace="cascade",
         _temp_dir=str(TEMP),
-        _metrics_export_port=_free_port(),
+        _metrics_export_port=free_port(),
         _system_config={"metrics_report_interval_ms": 1000},
     )
     from orchestrator.app import build_app
@@ -220,7 +214,7 @@ def test_every_dashboard_query_returns_data_from_the_live_app(app: Any) -> None:
     while not sd.exists() and time.monotonic() < deadline:
         time.sleep(0.5)
     assert sd.exists(), f"Ray wrote no service-discovery file at {sd}"
-    port = _free_port()
+    port = free_port()
     cfg = write_prometheus_config(TEMP / "prometheus.yml", sd, scrape_interval="1s")
     prom = subprocess.Popen(
         [prometheus, f"--config.file={cfg}", f"--storage.tsdb.path={TEMP / 'tsdb'}",

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
-import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -31,6 +30,7 @@ from orchestrator.controller_state import (  # noqa: E402
 )
 from replicas.names import CONTROLLER_NAME, CONTROLLER_NAMESPACE  # noqa: E402
 from replicas.telemetry import BatchComposition, DecayedStats, ReplicaSnapshot  # noqa: E402
+from tests.ray_state import free_port  # noqa: E402
 
 pytestmark = pytest.mark.ray
 
@@ -188,12 +188,6 @@ def test_a_killed_controller_restarts_with_its_state(clean: None) -> None:
     assert ensure_controller(CFG_A).action == "reused"  # the restarted one is reused
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_replicas_of_a_running_app_follow_a_replaced_controller(
     clean: None, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -211,7 +205,7 @@ def test_replicas_of_a_running_app_follow_a_replaced_controller(
 
     app_a = _config("cfg-a", ["llm-h100"])
     app_b = _config("cfg-b", ["llm-h100"])  # same pool, another config
-    port = _free_port()  # not 8000: other servers share this host
+    port = free_port()  # not 8000: other servers share this host
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:
         serve.run(build_app({"config": app_a, "time_scale": 0.1}), name="cascade", route_prefix="/")

@@ -12,7 +12,6 @@ to the same table (docs/reliability.md).
 from __future__ import annotations
 
 import shutil
-import socket
 import tempfile
 import time
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ from ray import serve  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
 
 from tests.integration import test_faults as faults  # noqa: E402
+from tests.ray_state import free_port  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -34,15 +34,9 @@ WORKER = {"num_cpus": 1, "resources": {"accelerator_type:H100": 1}}
 TEMP = Path(tempfile.mkdtemp(prefix="cfn", dir="/tmp"))  # short: Ray's socket paths
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[tuple[Any, str]]:
-    port = _free_port()  # never 8000: other servers share this host
+    port = free_port()  # never 8000: other servers share this host
     cluster = Cluster(
         initialize_head=True,
         head_node_args={"num_cpus": 4, "include_dashboard": False, "temp_dir": str(TEMP)},

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import socket
 import tempfile
 import threading
 import time
@@ -39,6 +38,7 @@ from ray import serve  # noqa: E402
 
 from replicas.names import CONTROLLER_NAME, CONTROLLER_NAMESPACE  # noqa: E402
 from tests.builders import garbage_snapshots  # noqa: E402
+from tests.ray_state import free_port  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -64,15 +64,9 @@ HEADER = ("fault injected", "sent", "completed", "retried", "clean error", "lost
 ROWS: list[tuple[str, int, int, int, int, int]] = []
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def url() -> Iterator[str]:
-    port = _free_port()  # never 8000: other servers share this host
+    port = free_port()  # never 8000: other servers share this host
     # address="local": never attach to a cluster someone else started
     ray.init(address="local", num_cpus=8, resources={"accelerator_type:H100": 4},
              include_dashboard=False, namespace="cascade", _temp_dir=str(TEMP))  # fmt: skip

@@ -3,19 +3,14 @@ Prometheus scrapes are the ones the table and the dashboard promise."""
 
 from __future__ import annotations
 
-import socket
 import time
 import urllib.request
 
 import pytest
 
+from tests.ray_state import free_port
+
 pytestmark = pytest.mark.ray
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _scrape(port: int) -> str:
@@ -31,7 +26,7 @@ def test_exported_series_carry_the_ray_prefix_and_our_labels() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     from tests.unit.observability.fakes import view_and_plan
 
-    port = _free_port()
+    port = free_port()
     ray.init(
         num_cpus=1,
         include_dashboard=False,

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import statistics
 import tempfile
 import time
@@ -35,6 +34,8 @@ import requests
 
 ray = pytest.importorskip("ray")
 from ray import serve  # noqa: E402
+
+from tests.ray_state import free_port  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -57,12 +58,6 @@ ROUNDS = 3
 BURST_RATIO_BOUND = 1.5
 BURST_SLACK_S = 0.5
 TEMP = Path(tempfile.mkdtemp(prefix="csp", dir="/tmp"))  # short: Ray's socket paths
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _stock_app(cfg: Any) -> Any:
@@ -91,7 +86,7 @@ def _stock_app(cfg: Any) -> Any:
 
 @pytest.fixture(scope="module")
 def urls() -> Iterator[dict[str, str]]:
-    port = _free_port()
+    port = free_port()
     ray.init(
         num_cpus=8,
         resources={"accelerator_type:H100": 4},
