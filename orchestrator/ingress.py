@@ -200,7 +200,16 @@ class CascadeIngress(OpenAiIngress):
                     ttft = time.perf_counter() - t0
                 tokens += _token_events(chunk)
                 yield chunk
-        except Exception as exc:  # not GeneratorExit: a client that left
+        except (Exception, asyncio.CancelledError) as exc:
+            # A client that left cancels this task (GeneratorExit or a
+            # CancelledError with the task marked cancelling): let it go. A
+            # CancelledError with the task *not* cancelling comes from upstream:
+            # Serve turns a replica task that Ray cancelled (its node was lost)
+            # into asyncio.CancelledError; re-raised, it would cut the chunked
+            # body (the client's "incomplete chunked read"), so it gets the
+            # error event like any other failure.
+            if isinstance(exc, asyncio.CancelledError) and _being_cancelled():
+                raise
             self.stream_errors += 1
             if self.stream_errors == 1:
                 logger.exception("a stream failed mid-way; the client gets an error event")
@@ -263,6 +272,13 @@ def _token_events(chunk: object) -> int:
     sent; documented in docs/observability.md."""
     text = chunk.decode("utf-8", "replace") if isinstance(chunk, bytes) else str(chunk)
     return max(text.count("data: ") - text.count("data: [DONE]"), 0)
+
+
+def _being_cancelled() -> bool:
+    """Whether the running task itself is being cancelled (a client that left),
+    as opposed to a CancelledError raised by something it awaited."""
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0
 
 
 def _usage_tokens(body: object) -> int:

@@ -37,6 +37,11 @@ TEMP = Path(tempfile.mkdtemp(prefix="cfn", dir="/tmp"))  # short: Ray's socket p
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[tuple[Any, str]]:
     port = free_port()  # never 8000: other servers share this host
+    # Cluster writes the head's address to Ray's default temp dir whatever
+    # temp_dir says; on a fresh machine that dir does not exist yet
+    from ray._private.utils import get_ray_address_file
+
+    Path(get_ray_address_file(None)).parent.mkdir(parents=True, exist_ok=True)
     cluster = Cluster(
         initialize_head=True,
         head_node_args={"num_cpus": 4, "include_dashboard": False, "temp_dir": str(TEMP)},
@@ -79,7 +84,9 @@ def test_a_removed_node_fails_its_streams_cleanly_and_its_replica_comes_back(
 ) -> None:
     """Injected: one worker node removed (its raylet and the replica on it) while
     long streams run on both replicas and clients send short requests. Seen: the
-    removed node's streams end with an error event, never a hang; the other
+    removed node's streams end with a clean error (an error event; a connection
+    closed with an error is accepted too: the node's loss can reach Serve as a
+    cancellation, see ingress._timed_stream), never a hang; the other
     streams and every short request complete (a retry at most); once a node with
     room joins, the pool is back at two replicas reporting to the controller
     (min = max = 2: the target stays two, Serve places the missing replica)."""
@@ -106,7 +113,12 @@ def test_a_removed_node_fails_its_streams_cleanly_and_its_replica_comes_back(
                       after["retried"] - counters["retried"])  # fmt: skip
     assert row[5] == 0, faults._lost(reqs)
     errored = [r for r in streams if r.outcome == "error"]
-    assert errored and all(r.detail.startswith("error event") for r in errored)
+    # clean: an error event (the ingress' answer to a lost replica), or the
+    # connection closed with an error; the client knows either way, never hangs
+    clean = ("error event", "connection error")
+    assert errored and all(r.detail.startswith(clean) for r in errored), [
+        r.detail for r in errored
+    ]
     assert all(r.outcome == "completed" for r in streams if r not in errored)
     assert all(r.outcome == "completed" for r in load.done), [r.detail for r in load.done]
     assert ended_s < faults.CLIENT_TIMEOUT_S
