@@ -35,6 +35,7 @@ from replicas.names import CONTROLLER_NAME, CONTROLLER_NAMESPACE
 logger = logging.getLogger("cascade.autoscale")
 REFRESH_S = 1.0  # ask the controller at most this often
 STALE_S = 30.0  # older answers are not used: hold the current count
+PENDING_TIMEOUT_S = 10.0  # a fetch unanswered this long is abandoned and asked again
 
 
 class TargetCache:
@@ -43,7 +44,9 @@ class TargetCache:
     ``start_fetch()`` begins one request and returns a ``concurrent.futures.Future``
     of ``{pool: target}`` (on Ray: ``actor.get_targets.remote().future()``); it may
     raise when the controller cannot be found (then no fetch is pending). ``get``
-    never blocks and never raises.
+    never blocks and never raises. A fetch unanswered after ``pending_timeout_s``
+    (a controller that hangs, or a reply lost with a restarted actor) is abandoned
+    and counted as a failure, so one lost reply cannot freeze the pool's count.
     """
 
     def __init__(
@@ -53,11 +56,13 @@ class TargetCache:
         clock: Callable[[], float] = time.monotonic,
         refresh_s: float = REFRESH_S,
         stale_s: float = STALE_S,
+        pending_timeout_s: float = PENDING_TIMEOUT_S,
     ) -> None:
         self._start_fetch = start_fetch
         self._clock = clock
         self.refresh_s = refresh_s
         self.stale_s = stale_s
+        self.pending_timeout_s = pending_timeout_s
         self._pending: Future[Mapping[str, int]] | None = None
         self._asked_s = -float("inf")
         self._targets: dict[str, int] = {}
@@ -77,6 +82,9 @@ class TargetCache:
                 self._answered_s = now
             except Exception:
                 self.failures += 1
+        elif pending is not None and now - self._asked_s > self.pending_timeout_s:
+            self._pending = None  # abandoned: its answer, if it ever comes, is dropped
+            self.failures += 1
         if self._pending is None and now - self._asked_s >= self.refresh_s:
             self._asked_s = now
             try:

@@ -299,11 +299,16 @@ class ControllerActor:
         return dict(self.core.pinned)
 
     async def get_targets(self) -> dict[str, int]:
+        """Per-pool replica targets: the Plan's, with operator pins applied at once
+        (a pin does not wait for the next step, nor for a step that is slow)."""
         self._start()
         plan = self._plan
         if plan is None:
-            return {p.name: p.start_replicas for p in self.config.pools}
-        return {name: pp.target_replicas for name, pp in plan.pools.items()}
+            targets = {p.name: p.start_replicas for p in self.config.pools}
+        else:
+            targets = {name: pp.target_replicas for name, pp in plan.pools.items()}
+        targets.update(self.core.pinned)  # in range: ControllerCore.pin checks it
+        return targets
 
     async def status(self) -> dict[str, Any]:
         self._start()

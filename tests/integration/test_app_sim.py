@@ -455,6 +455,12 @@ def test_scale_down_drains_requests_in_flight(a100_pair: Any) -> None:
         results = ray.get(refs, timeout=300)
         assert all(outcome == "ok" for outcome, _ in results), results
         assert all(chunks == 3000 for _, chunks in results), results
-        _wait_running("llm-a100", 1)
+        try:
+            _wait_running("llm-a100", 1)
+        except AssertionError as exc:  # say where the scale-down stopped
+            st = ray.get(app.status.remote())
+            seen = {k: st.get(k) for k in ("pinned", "plan_version", "steps", "step_errors")}
+            targets = ray.get(app.get_targets.remote())
+            raise AssertionError(f"{exc}; controller {seen}, targets {targets}") from None
     finally:
         ray.get(app.pin.remote("llm-a100", None, secret=cluster_secret()))

@@ -129,3 +129,27 @@ def test_a_garbage_answer_from_the_controller_is_a_failed_fetch_not_a_target() -
     cache.get("llm")
     n, state = plan_policy(_ctx(current=2), cache)
     assert n == 2 and state["source"].startswith("hold")
+
+
+def test_a_fetch_that_never_answers_is_abandoned_and_asked_again() -> None:
+    """Injected: the controller never answers one request (a hung call, a reply lost
+    with a restarted actor). Serve sees a hold while it waits, then the next
+    fetch's answer: the lost reply does not freeze the pool's count."""
+    clock, fetches = _Clock(), []
+
+    def start() -> Future[Mapping[str, int]]:
+        fetches.append(Future())
+        return fetches[-1]
+
+    cache = TargetCache(start, clock=clock, refresh_s=1.0, stale_s=30.0, pending_timeout_s=10.0)
+    cache.get("llm")
+    for t in (2.0, 5.0, 9.9):
+        clock.t = t
+        assert cache.get("llm") is None and len(fetches) == 1  # still waiting, no pile-up
+    clock.t = 10.5
+    cache.get("llm")
+    assert len(fetches) == 2 and cache.failures == 1  # abandoned, asked again
+    fetches[1].set_result({"llm": 1})
+    fetches[0].set_result({"llm": 4})  # the abandoned reply, late: dropped
+    assert cache.get("llm") == 1
+    assert plan_policy(_ctx(current=2), cache)[0] == 1
