@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 from optim.checks import FloatArray
 
@@ -122,7 +123,7 @@ class AllReduceProfile:
             source=f"{self.source}, ring-scaled ×{k:.3f} to {num_workers} workers",
         )
 
-    def _window(self, size_bytes: float) -> FloatArray:
+    def _window(self, size_bytes: float) -> npt.NDArray[np.intp]:
         if not (np.isfinite(size_bytes) and size_bytes > 0):
             raise ValueError(f"size_bytes must be finite and > 0, got {size_bytes}")
         lo, hi = size_bytes / 2.0, size_bytes * 2.0
