@@ -41,6 +41,7 @@ from optim.allocation import AllocationProblem
 from optim.hysteresis import Allocator, HysteresisConfig
 from optim.results import AllocationResult
 from optim.routing import RoutingProblem
+from orchestrator.cascade_rows import cascade_rows
 from orchestrator.config import CascadeConfig
 from orchestrator.contracts import (
     ClusterView,
@@ -62,7 +63,7 @@ from orchestrator.monitor import Monitor
 from orchestrator.net_variance import NetVariance
 from policies import build_policies
 from policies.backpressure import Backpressure
-from replicas.telemetry import ITL, PREFILL_STEP, ReplicaSnapshot
+from replicas.telemetry import ITL, ReplicaSnapshot
 from uncertainty import CascadeModel
 from uncertainty.output_length import OutputLengthModel
 
@@ -248,17 +249,9 @@ class Controller:
 
     # ---- the cascade fit ----------------------------------------------------------
     def _fit_cascade(self, fresh: Sequence[ReplicaSnapshot]) -> None:
-        rows = []
-        for s in fresh:
-            itl, pre = s.recent.get(ITL), s.recent.get(PREFILL_STEP)
-            if itl is None or pre is None or itl.std <= 0 or pre.std <= 0:
-                continue
-            rows.append(
-                (pre.std, min(max(s.kv_usage, 0.0), 1.0), max(s.batch.heterogeneity, 1.0), itl.std)
-            )
-        if rows:
-            a = np.asarray(rows)
-            self.cascade.update(a[:, 0], a[:, 1], a[:, 2], a[:, 3])
+        rows = cascade_rows(fresh)
+        if rows.size:
+            self.cascade.update(rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3])
 
     # ---- routing -----------------------------------------------------------------------
     def _static_routing(self, view: ClusterView) -> dict[str, dict[str, float]]:
