@@ -24,14 +24,15 @@ a DGX profile).
 
 from __future__ import annotations
 
-import csv
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from scipy.optimize import nnls
 
+from optim.all_reduce_profile import read_layout
 from optim.specs import Interconnect
 
 _MS2_TO_S2 = 1e-6
@@ -68,6 +69,22 @@ class AllReduceFit:
         """Variance of one all-reduce of ``size_bytes``, ms²."""
         return self.jitter_floor_ms2 + self.jitter_cv2 * self.mean_ms(size_bytes) ** 2
 
+    def slope_ms_per_byte(self, size_bytes: float) -> float:
+        """d(mean)/d(size), ms per byte: the fitted line's, at every size."""
+        return self.ms_per_byte
+
+
+class AllReduceModel(Protocol):
+    """What :func:`net_variance_s2` needs of an all-reduce time model (ms, bytes):
+    :class:`AllReduceFit` (one line) or
+    :class:`optim.all_reduce_profile.AllReduceProfile` (the measured rows, locally)."""
+
+    def mean_ms(self, size_bytes: float) -> float: ...
+
+    def var_ms2(self, size_bytes: float) -> float: ...
+
+    def slope_ms_per_byte(self, size_bytes: float) -> float: ...
+
 
 def layout_for(interconnect: Interconnect, tp_size: int) -> tuple[int, int]:
     """``(num_workers, devices_per_node)`` of a TP group on this kind of interconnect.
@@ -97,33 +114,7 @@ def fit_all_reduce(
             for this layout (naming the layouts it does have).
     """
     dpn = num_workers if devices_per_node is None else devices_per_node
-    sizes, means, stds, layouts = [], [], [], set()
-    with Path(path).open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        needed = {
-            "size",
-            "num_workers",
-            "devices_per_node",
-            "time_stats.all_reduce.mean",
-            "time_stats.all_reduce.std",
-        }
-        missing = needed - set(reader.fieldnames or ())
-        if missing:
-            raise ValueError(f"{path}: not an all_reduce profile, missing {sorted(missing)}")
-        for row in reader:
-            layout = (int(row["num_workers"]), int(row["devices_per_node"]))
-            layouts.add(layout)
-            if layout != (num_workers, dpn):
-                continue
-            sizes.append(float(row["size"]))
-            means.append(float(row["time_stats.all_reduce.mean"]))
-            stds.append(float(row["time_stats.all_reduce.std"]))
-    if len(sizes) < 8:
-        raise ValueError(
-            f"{path}: {len(sizes)} rows for num_workers={num_workers}, "
-            f"devices_per_node={dpn}; layouts present: {sorted(layouts)}"
-        )
-    size, mean, std = np.array(sizes), np.array(means), np.array(stds)
+    size, mean, std = read_layout(path, num_workers, dpn)
     # Scale the size column so that NNLS sees comparable magnitudes.
     scale = float(size.max())
     coef, _ = nnls(np.column_stack([np.ones_like(size), size / scale]), mean)
@@ -142,13 +133,13 @@ def fit_all_reduce(
         ms_per_byte=per_byte,
         jitter_floor_ms2=floor,
         jitter_cv2=cv2,
-        points=len(sizes),
+        points=len(size),
         max_rel_error=float(rel.max()),
     )
 
 
 def net_variance_s2(
-    fit: AllReduceFit,
+    fit: AllReduceModel,
     *,
     hidden_size: int,
     num_layers: int,
@@ -158,11 +149,16 @@ def net_variance_s2(
 ) -> float:
     """``η``: variance of a replica's per-step all-reduce time at full load, s².
 
+    Units: sizes in tokens/elements/bytes, the model's times in ms, the result in
+    s² (the optimizer's unit): ``σ²_net = η ρ²`` is added to the step-time variance
+    of every replica of the pool (docs/optimizer.md).
+
     A tensor-parallel transformer step does two all-reduces per layer, each of
     ``tokens · hidden_size · bytes_per_element`` bytes. At full load a step holds
     ``tokens_per_step`` tokens on average with coefficient of variation
     ``tokens_cv`` (batch composition churn). The variance has two parts: the
-    batch-size churn through the bandwidth term, ``(2L · ms_per_byte · σ_bytes)²``
+    batch-size churn through the bandwidth term, ``(2L · slope · σ_bytes)²``
+    (``slope`` = d(mean)/d(size) at the step's message, ms per byte)
     (calls within a step move together), and the calls' own jitter,
     ``2L · var(one call)`` (independent calls). The optimizer scales it by ρ².
 
@@ -181,6 +177,6 @@ def net_variance_s2(
         raise ValueError(f"tokens_cv must be finite and >= 0, got {tokens_cv}")
     calls = 2 * num_layers
     message = tokens_per_step * hidden_size * bytes_per_element
-    churn = (calls * fit.ms_per_byte * tokens_cv * message) ** 2
+    churn = (calls * fit.slope_ms_per_byte(message) * tokens_cv * message) ** 2
     jitter = calls * fit.var_ms2(message)
     return (churn + jitter) * _MS2_TO_S2

@@ -13,7 +13,9 @@ step, on the injected clock:
 5. every ``loops.routing_period_s``: re-solve the routing optimizer with fresh
    estimates (``orchestrator.estimates``); per-class traffic comes from
    ``report_arrivals`` (the gateway's tallies: the Ray ingress and the simulator
-   feed it the same way), else the completion rate split evenly over the classes.
+   feed it the same way), else the completion rate split evenly over the classes;
+   the interconnect term η_p of TP > 1 pools comes from the measured all-reduce
+   profiles (``orchestrator.net_variance``; 0 with a note when a pool has none).
    A failed or infeasible solve keeps the optimizer's typed fallback, and any
    error becomes a STATIC plan with a reason: a step never raises because of
    telemetry or the solver.
@@ -39,6 +41,7 @@ from optim.allocation import AllocationProblem
 from optim.hysteresis import Allocator, HysteresisConfig
 from optim.results import AllocationResult
 from optim.routing import RoutingProblem
+from orchestrator.cascade_rows import cascade_rows
 from orchestrator.config import CascadeConfig
 from orchestrator.contracts import (
     ClusterView,
@@ -57,9 +60,10 @@ from orchestrator.estimates import (
     proportional_weights,
 )
 from orchestrator.monitor import Monitor
+from orchestrator.net_variance import NetVariance
 from policies import build_policies
 from policies.backpressure import Backpressure
-from replicas.telemetry import ITL, PREFILL_STEP, ReplicaSnapshot
+from replicas.telemetry import ITL, ReplicaSnapshot
 from uncertainty import CascadeModel
 from uncertainty.output_length import OutputLengthModel
 
@@ -84,6 +88,8 @@ class Controller:
         self.cascade = cascade_model or CascadeModel()
         self.backpressure = backpressure or build_policies(config.policy_config()).backpressure
         self.monitor = Monitor([p.name for p in config.pools], config.loops.stale_after_s)
+        # η_p of TP > 1 pools from the measured all-reduce profiles (0 for TP 1)
+        self.net_variance = NetVariance(config)
         self._version = 0
         self._routing: dict[str, dict[str, float]] = {}
         self._routing_status = SolveStatus.STATIC
@@ -243,17 +249,9 @@ class Controller:
 
     # ---- the cascade fit ----------------------------------------------------------
     def _fit_cascade(self, fresh: Sequence[ReplicaSnapshot]) -> None:
-        rows = []
-        for s in fresh:
-            itl, pre = s.recent.get(ITL), s.recent.get(PREFILL_STEP)
-            if itl is None or pre is None or itl.std <= 0 or pre.std <= 0:
-                continue
-            rows.append(
-                (pre.std, min(max(s.kv_usage, 0.0), 1.0), max(s.batch.heterogeneity, 1.0), itl.std)
-            )
-        if rows:
-            a = np.asarray(rows)
-            self.cascade.update(a[:, 0], a[:, 1], a[:, 2], a[:, 3])
+        rows = cascade_rows(fresh)
+        if rows.size:
+            self.cascade.update(rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3])
 
     # ---- routing -----------------------------------------------------------------------
     def _static_routing(self, view: ClusterView) -> dict[str, dict[str, float]]:
@@ -293,6 +291,7 @@ class Controller:
                 w_mem=opt.w_mem,
                 w_net=opt.w_net,
                 rho_max=opt.rho_max,
+                net_var_s2=self.net_variance.values(self.monitor.latest.values()),
             )
             result = self._problem.solve(inputs)
         except (ValueError, ArithmeticError) as exc:
@@ -307,6 +306,8 @@ class Controller:
         }
         self._routing_status = result.status  # a failed solve: the optimizer's fallback x
         self._routing_reason = result.message or str(result.status)
+        if self.net_variance.notes:
+            self._routing_reason += "; " + "; ".join(self.net_variance.notes.values())
         self._solve_ms = float(result.solve_ms)
         if now_s >= self._next_alloc_s:
             self._next_alloc_s = now_s + self.config.loops.allocation_period_s

@@ -15,7 +15,27 @@ Fitting is recursive least squares with exponential forgetting λ, written in
 information form (A = Σ λ^age x xᵀ, b = Σ λ^age x y), which makes a batch update
 exactly equal to the per-sample RLS recursion and lets us update with one matrix
 product per batch. A persistent ridge of strength ``prior_strength`` pulls θ
-towards the prior when data are scarce or collinear (it never decays).
+towards the prior when data are scarce (it never decays).
+
+**Identifiability** (docs/uncertainty.md, "Validating the cascade fit"). In
+serving telemetry the three regressors are not independent: KV usage rises with
+the batch (load), and so does decode σ through queueing the model does not
+name; on an over-provisioned cache (vLLM on CPU) KV usage spans a few percent.
+Least squares then puts the load effect on whichever regressor has the least
+spread, with exponents like 11 (KV) or < 0 (prefill) that no physics gives. Two
+guards, both about the exponents (a, b, c), not the scale:
+
+* a ridge that is a Gaussian prior on each exponent, std ``exponent_prior_std``
+  (0.5) around the multiplicative law, in the units of the data: its weight is
+  s²/τ² with s² the fit's log-residual variance (a regressor whose spread
+  carries less information than the prior stays near the prior; a
+  well-conditioned one overrides it after a few dozen samples);
+* bounds ``EXPONENT_BOUNDS`` = [0, 3]: a longer prefill chunk, a fuller cache or
+  a more mixed batch can only lengthen decode steps (a negative elasticity is a
+  confound), and above 3 a full cache would multiply σ by more than 8 — the
+  preemption cliff, which the optimizer models with its own o²/(1-o) term.
+  The bounded solve is a 4-variable box QP (``scipy.optimize.lsq_linear``),
+  run only when the unconstrained optimum leaves the box.
 """
 
 from __future__ import annotations
@@ -26,10 +46,14 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
+from scipy.optimize import lsq_linear
 
 from uncertainty.validation import FloatArray
 
 MULTIPLICATIVE_PRIOR: tuple[float, float, float, float] = (0.0, 1.0, 1.0, 1.0)
+EXPONENT_BOUNDS: tuple[float, float] = (0.0, 3.0)
+_NOISE_GUESS = 0.5  # log-residual std assumed before the fit has 5 samples
+_NOISE_FLOOR = 0.01
 
 
 @dataclass(frozen=True)
@@ -84,6 +108,9 @@ class CascadeModel:
         prior_strength: ridge weight towards ``prior`` (a small fraction of one
             sample's information: enough to pin θ with no data, negligible after a few).
         prior: θ of the prior; the multiplicative law by default.
+        exponent_prior_std: τ of the Gaussian prior on the exponents (a, b, c);
+            ``inf`` turns that ridge off (module docstring, "Identifiability").
+        bounds: (low, high) of the exponents; ``None`` fits them unbounded.
 
     ``update`` raises ``ValueError`` (nothing changed) on NaN/inf, σ ≤ 0,
     kv outside [0, 1], heterogeneity < 1 or mismatched lengths.
@@ -94,7 +121,15 @@ class CascadeModel:
         forgetting: float = 0.999,
         prior_strength: float = 0.01,
         prior: tuple[float, float, float, float] = MULTIPLICATIVE_PRIOR,
+        exponent_prior_std: float = 0.5,
+        bounds: tuple[float, float] | None = EXPONENT_BOUNDS,
     ) -> None:
+        if not exponent_prior_std > 0:
+            raise ValueError(f"exponent_prior_std must be > 0, got {exponent_prior_std!r}")
+        if bounds is not None and not (
+            math.isfinite(bounds[0]) and math.isfinite(bounds[1]) and bounds[0] < bounds[1]
+        ):
+            raise ValueError(f"bounds must be finite with low < high, got {bounds!r}")
         if not 0.0 < forgetting <= 1.0:
             raise ValueError(f"forgetting must be in (0, 1], got {forgetting!r}")
         if not prior_strength > 0:
@@ -102,6 +137,12 @@ class CascadeModel:
         self.forgetting = forgetting
         self.prior_strength = prior_strength
         self.prior = np.asarray(prior, dtype=np.float64)
+        self.exponent_prior_std = float(exponent_prior_std)
+        self.bounds = None if bounds is None else (float(bounds[0]), float(bounds[1]))
+        if self.bounds is not None and not (
+            (self.prior[1:] >= self.bounds[0]).all() and (self.prior[1:] <= self.bounds[1]).all()
+        ):
+            raise ValueError(f"prior exponents {self.prior[1:].tolist()} outside bounds {bounds}")
         self._a = np.zeros((4, 4))
         self._b = np.zeros(4)
         self._syy = 0.0  # Σ λ^age y², for the residual variance
@@ -136,10 +177,36 @@ class CascadeModel:
         self._theta = self._solve()
         return self
 
+    def _noise_var(self) -> float:
+        """Log-residual variance of the unregularised least-squares fit (a function
+        of the sufficient statistics only, so batch and one-by-one updates agree);
+        the guess before 5 samples."""
+        if self._w <= 4.0:
+            return _NOISE_GUESS**2
+        ols = np.linalg.pinv(self._a, hermitian=True) @ self._b
+        rss = self._syy - float(ols @ self._b)
+        return max(rss / max(self._w - 4.0, 1.0), _NOISE_FLOOR**2)
+
     def _solve(self) -> FloatArray:
-        ridge = self.prior_strength * np.eye(4)
-        theta = np.linalg.solve(self._a + ridge, self._b + ridge @ self.prior)
-        return np.asarray(theta, dtype=np.float64)
+        lam = np.full(4, self.prior_strength)
+        if math.isfinite(self.exponent_prior_std):
+            lam[1:] += self._noise_var() / self.exponent_prior_std**2
+        m = self._a + np.diag(lam)
+        theta = np.linalg.solve(m, self._b + lam * self.prior)
+        if self.bounds is None:
+            return np.asarray(theta, dtype=np.float64)
+        lo, hi = self.bounds
+        if ((theta[1:] >= lo) & (theta[1:] <= hi)).all():
+            return np.asarray(theta, dtype=np.float64)
+        # min (θ-θ̂)ᵀ M (θ-θ̂) in the box: ‖Lᵀθ - Lᵀθ̂‖² with M = L Lᵀ
+        upper = np.linalg.cholesky(m).T
+        box = lsq_linear(
+            upper,
+            upper @ theta,
+            bounds=([-np.inf, lo, lo, lo], [np.inf, hi, hi, hi]),
+            method="bvls",
+        )
+        return np.asarray(box.x, dtype=np.float64)
 
     @property
     def theta(self) -> FloatArray:
@@ -190,6 +257,8 @@ class CascadeModel:
             "forgetting": self.forgetting,
             "prior_strength": self.prior_strength,
             "prior": self.prior.tolist(),
+            "exponent_prior_std": self.exponent_prior_std,
+            "bounds": None if self.bounds is None else list(self.bounds),
             "a": self._a.tolist(),
             "b": self._b.tolist(),
             "syy": self._syy,
@@ -198,7 +267,14 @@ class CascadeModel:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CascadeModel:
-        m = cls(float(d["forgetting"]), float(d["prior_strength"]), tuple(d["prior"]))
+        bounds = d.get("bounds", EXPONENT_BOUNDS)
+        m = cls(
+            float(d["forgetting"]),
+            float(d["prior_strength"]),
+            tuple(d["prior"]),
+            exponent_prior_std=float(d.get("exponent_prior_std", 0.5)),
+            bounds=None if bounds is None else (float(bounds[0]), float(bounds[1])),
+        )
         a, b = np.asarray(d["a"], dtype=np.float64), np.asarray(d["b"], dtype=np.float64)
         if (
             a.shape != (4, 4)

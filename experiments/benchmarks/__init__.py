@@ -13,4 +13,5 @@ BENCHMARKS: dict[str, str] = {
     "optim": "experiments.benchmarks.optim",
     "overhead": "experiments.benchmarks.overhead",
     "ab": "experiments.benchmarks.ab",
+    "cascade-fit": "experiments.benchmarks.cascade_fit",
 }
