@@ -86,26 +86,44 @@ def deploy_cascade(config: str, num_cpus: int, timeout_s: float) -> None:
     )
 
 
-def ray_cpu_seconds() -> dict[str, float]:
-    """CPU seconds (user + system) so far of this host's Ray and vLLM processes,
-    summed by role: the process title (``ray::ServeReplica:<app>:<deployment>``,
-    ``ray::ControllerActor``, ``VLLM::EngineCore``...) with the app name dropped,
-    so both systems' rows compare role by role. Processes that exit are lost."""
+def _role(title: str) -> str:
+    """A process's role from its title: ``ray::<Actor>.<method>`` (Ray retitles an
+    actor's process with the task it runs) becomes ``ray::<Actor>``; a Serve
+    replica ``ray::ServeReplica:<app>:<deployment>`` keeps only the deployment,
+    so both systems' rows compare role by role."""
+    role = title.split(" ")[0]
+    if role.startswith("ray::ServeReplica:"):
+        return "ray::ServeReplica:" + role.split(":", 4)[-1].split(".", 1)[0]
+    if role.startswith("ray::"):
+        return role.split(".", 1)[0]
+    return role
+
+
+def ray_cpu_seconds() -> dict[int, tuple[str, float]]:
+    """CPU seconds (user + system) so far of this host's Ray and vLLM processes:
+    ``{pid: (role, seconds)}`` (``_role``). Keyed by pid because a title changes
+    while a process lives (summing by title credited a retitled process's whole
+    life to one reading); ``cpu_delta`` sums by role."""
     import psutil
 
-    out: dict[str, float] = {}
-    for p in psutil.process_iter(["cmdline", "cpu_times"]):
+    out: dict[int, tuple[str, float]] = {}
+    for p in psutil.process_iter(["pid", "cmdline", "cpu_times"]):
         cmd = p.info.get("cmdline") or []
         times = p.info.get("cpu_times")
         if not cmd or times is None or not cmd[0].startswith(("ray::", "VLLM::")):
             continue
-        role = cmd[0].split(" ")[0]
-        if role.startswith("ray::ServeReplica:"):  # ray::ServeReplica:<app>:<deployment>
-            role = "ray::ServeReplica:" + role.split(":", 4)[-1]
-        out[role] = out.get(role, 0.0) + times.user + times.system
+        out[int(p.info["pid"])] = (_role(cmd[0]), times.user + times.system)
     return out
 
 
-def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    """Per-role CPU seconds spent between two ``ray_cpu_seconds`` readings."""
-    return {k: round(v - before.get(k, 0.0), 2) for k, v in sorted(after.items())}
+def cpu_delta(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]
+) -> dict[str, float]:
+    """Per-role CPU seconds spent between two ``ray_cpu_seconds`` readings: each
+    process's own difference (a process that started in between counts in full;
+    one that exited is lost), summed by its role at the second reading."""
+    out: dict[str, float] = {}
+    for pid, (role, sec) in after.items():
+        was = before.get(pid)
+        out[role] = out.get(role, 0.0) + sec - (was[1] if was is not None else 0.0)
+    return {k: round(v, 2) for k, v in sorted(out.items())}
