@@ -272,6 +272,10 @@ def simulate(
         rejected=rejected_admission + sum(e.rejected for e in engines),
         deferred=deferred,
         window_s=setup.window_s,
+        recomputed_tokens=sum(e.recomputed_tokens for e in engines),
+        cancelled_output_tokens=sum(e.aborted_generated_tokens for e in engines),
+        prefix_hit_tokens=sum(e.prefix_hit_tokens for e in engines),
+        prefix_query_tokens=sum(e.prefix_query_tokens for e in engines),
     )
     wall = time.perf_counter() - wall0
     metrics = {"policy": policy, **metrics, **gateway.predictor.calibration.report(),
