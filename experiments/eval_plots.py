@@ -126,7 +126,9 @@ def write_eval_plots(rows: Sequence[Row], out_dir: Path) -> list[Path]:
     _plain_log(ax)
     ax.set_xlabel("GPU utilization (busy fraction over the load's common span)")
     ax.set_ylabel("σ² of E2E per output token (ms²)")
-    ax.set_title("utilization vs latency variance across loads\n(labels: load; lower right is better)")
+    ax.set_title(
+        "utilization vs latency variance across loads\n(labels: load; lower right is better)"
+    )
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

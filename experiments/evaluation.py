@@ -52,7 +52,9 @@ class OverheadFigure:
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.pct) and self.pct > 0):
-            raise ValueError(f"overhead from {self.source}: must be a percentage > 0, got {self.pct}")
+            raise ValueError(
+                f"overhead from {self.source}: must be a percentage > 0, got {self.pct}"
+            )
 
 
 def overhead_from_benchmarks_md(path: Path = BENCHMARKS_MD) -> OverheadFigure:
