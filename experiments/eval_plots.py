@@ -47,13 +47,20 @@ def _colors(rows: Sequence[Row]) -> dict[str, Any]:
 
 
 def _plain_log(ax: Any) -> None:
-    """Log y with plain tick labels (0.3, 2, 60), not 3×10⁻¹."""
+    """Log y with plain labels at 1, 2, 5 × 10ᵏ (0.2, 0.5, 1, 2), not 2×10⁻¹."""
+    import math
+
     from matplotlib.ticker import FuncFormatter
 
+    def label(y: float, _: Any) -> str:
+        if y <= 0:
+            return ""
+        lead = round(y / 10 ** math.floor(math.log10(y) + 1e-9))
+        return f"{y:g}" if lead in (1, 2, 5) else ""
+
     ax.set_yscale("log")
-    fmt = FuncFormatter(lambda y, _: f"{y:g}")
-    ax.yaxis.set_major_formatter(fmt)
-    ax.yaxis.set_minor_formatter(fmt)
+    ax.yaxis.set_major_formatter(FuncFormatter(label))
+    ax.yaxis.set_minor_formatter(FuncFormatter(label))
 
 
 def _save(fig: Any, path: Path) -> Path:
@@ -115,7 +122,7 @@ def write_eval_plots(rows: Sequence[Row], out_dir: Path) -> list[Path]:
 
     # 3. the trade-off: utilization bought vs variance paid, a curve over loads
     fig, ax = plt.subplots(figsize=(7.5, 5))
-    util = _series(rows, "gpu_util_common")
+    util = _series(rows, "gpu_util_arrivals")
     var = _series(rows, "e2e_per_token_var_s2")
     for policy, (loads, u) in util.items():
         v = var[policy][1] * 1e6  # s² → ms² per token²
@@ -124,7 +131,7 @@ def write_eval_plots(rows: Sequence[Row], out_dir: Path) -> list[Path]:
             for x, y, load in zip(u, v, loads, strict=True):
                 ax.annotate(f"{load:g}", (x, y), textcoords="offset points", xytext=(5, 5))
     _plain_log(ax)
-    ax.set_xlabel("GPU utilization (busy fraction over the load's common span)")
+    ax.set_xlabel("GPU utilization (busy fraction while requests arrive)")
     ax.set_ylabel("σ² of E2E per output token (ms²)")
     ax.set_title(
         "utilization vs latency variance across loads\n(labels: load; lower right is better)"

@@ -56,7 +56,7 @@ HEADLINE = (
     ("E2E P99 s", _col("e2e_p99_s", ".2f")), ("tail σ/μ", _col("p99_window_cv", ".3f")),
     ("SLO", _col("slo_attainment", ".1%")),
     ("goodput /GPU·s", _col("goodput_common_per_gpu_s", ".2f")),
-    ("GPU util", _col("gpu_util_common", ".1%")),
+    ("GPU util", _col("gpu_util_arrivals", ".1%")),
     ("σ² E2E/tok ms²", _col("e2e_per_token_var_s2", ".3g", 1e6)),
     ("rejected (deferred)", lambda r: f"{r.get('rejected', 0)} ({r.get('deferred', 0)})"),
 )  # fmt: skip
@@ -153,8 +153,9 @@ def write_report(
         f"- each load: the first {_fmt(r0.get('duration_s'), 'g')} s of the trace scaled to "
         f"load × capacity; seed {r0.get('seed')}; clients send max_tokens `{r0.get('max_tokens')}`",
         f"- SLOs: {slos}; a rejected or deferred request is a miss",
-        "- GPU util and goodput: over the load's common span (its longest run, first "
-        "arrival to last completion), so policies at one load share a denominator",
+        "- GPU util: the share of time a step runs (any batch), mean over replicas, "
+        "from the first to the last arrival; goodput: requests within SLO per GPU-second "
+        "of the load's common span (its longest run, first arrival to last completion)",
         f"- tail predictability: σ(P99)/mean(P99) of E2E over {_fmt(window, 'g')} s windows of "
         "arrivals with ≥ 20 completions each",
         "",
@@ -171,9 +172,8 @@ def write_report(
         "",
         "## Utilization vs latency variance",
         "",
-        "Each curve runs over the loads (GPU utilization: busy replica-seconds over "
-        "replicas × the load's common span; σ² as in URE). Lower right is better: more "
-        "work per GPU at less variance. Numbers: the headline table.",
+        "Each curve runs over the loads (GPU utilization and σ² as above). Lower right "
+        "is better: more work per GPU at less variance. Numbers: the headline table.",
         "",
         "![utilization vs variance](util_vs_variance.png)",
         "",

@@ -11,7 +11,7 @@ capacity, as in ``cascade simulate``. Writes into ``--out``:
 
 * ``results.jsonl``: one JSON object per (load, policy), the simulator's metrics
   (``experiments.metrics``) plus the run's header (trace, load, rate, seed, ...)
-  and utilization / goodput over the load's common span
+  and goodput over the load's common span
   (``experiments.evaluation.on_common_span``); written as each load finishes;
 * ``report.md``: the tables, URE, definitions, commit and command
   (``experiments.eval_report``);

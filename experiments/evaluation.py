@@ -12,12 +12,13 @@ baseline is, by default, the baseline policy with the *lowest* σ² at that load
 (the hardest comparison), or one named policy. A positive URE: Cascade removed
 variance, per percent of overhead paid; negative: the baseline had less.
 
-Utilization and goodput on a common span (``on_common_span``): the simulator's
-``gpu_util`` and ``goodput_per_gpu_s`` divide by each run's own span (first
-arrival to last completion), so at one load a policy with one late straggler
-reads lower on both. ``cascade evaluate`` compares policies over the same span,
-the longest at that load: ``gpu_util_common`` = busy replica-seconds / (replicas ×
-span); ``goodput_common_per_gpu_s`` = requests within SLO / (GPUs × span).
+Goodput on a common span (``on_common_span``): the simulator's
+``goodput_per_gpu_s`` divides by each run's own span (first arrival to last
+completion), so at one load a policy with one late straggler reads lower.
+``cascade evaluate`` compares policies over the same span, the longest at that
+load: ``goodput_common_per_gpu_s`` = requests within SLO / (GPUs × span).
+Utilization needs no such step: ``gpu_util_arrivals`` (``experiments.metrics``)
+is measured over the arrival window, the same for every policy.
 
 The overhead figure is never invented: it is given (``--overhead-pct``), read from
 the JSON of ``cascade bench overhead --json`` (``recorder_cpu_share``), or read from
@@ -152,9 +153,9 @@ def ure_by_load(
 
 
 def on_common_span(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """``rows`` with ``common_span_s``, ``gpu_util_common`` and
-    ``goodput_common_per_gpu_s`` added (module docstring): per load, the span is
-    the longest ``span_s`` of the runs at that load."""
+    """``rows`` with ``common_span_s`` and ``goodput_common_per_gpu_s`` added
+    (module docstring): per load, the span is the longest ``span_s`` of the runs
+    at that load."""
     longest: dict[float, float] = {}
     for r in rows:
         load = float(r["load"])
@@ -166,7 +167,6 @@ def on_common_span(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         out.append({
             **r,
             "common_span_s": span,
-            "gpu_util_common": r["busy_replica_s"] / (r["replicas"] * span) if ok else 0.0,
             "goodput_common_per_gpu_s": r["within_slo"] / (r["gpus"] * span) if ok else 0.0,
         })  # fmt: skip
     return out

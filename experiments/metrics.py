@@ -19,7 +19,11 @@ Definitions (all latencies in seconds, measured from arrival at the cluster):
   the first arrival to the last completion).
 * ``gpu_util``: busy fraction (a step running) over the span, mean over replicas
   (``busy_replica_s``: the busy seconds summed over replicas; ``within_slo``: the
-  count behind ``slo_attainment``);
+  count behind ``slo_attainment``); ``gpu_util_arrivals``: the same busy fraction
+  over the arrival window only (first to last arrival; steps still running at the
+  last arrival are left out, ≤ one step per replica), so the drain after the last
+  arrival does not dilute it and every policy on a trace shares the window. Busy
+  means a step is running, whatever its batch (as NVML's GPU utilization);
   ``kv_usage``: time-averaged fraction of KV blocks in use, mean over replicas.
 * ``e2e_per_token_var_s2``: the variance (ddof 0, s²) over completed requests of
   E2E / output tokens (s per token), the σ² of Uncertainty Reduction Efficiency
@@ -105,6 +109,7 @@ def summarize(
     slos: Sequence[SloClass],
     gpus: int,
     busy_s: FloatArray,
+    busy_arrivals_s: FloatArray | None = None,
     kv_block_s: FloatArray,
     kv_blocks: FloatArray,
     itl_values: FloatArray,
@@ -142,6 +147,12 @@ def summarize(
     span = float(np.nanmax(log.finish_s) - log.arrival_s.min()) if done.any() else 0.0
     _, p99w = window_p99(log, window_s)
     replicas = busy_s.size
+    window = float(log.arrival_s.max() - log.arrival_s.min()) if n else 0.0
+    util_arrivals = (
+        float((busy_arrivals_s / window).mean())
+        if busy_arrivals_s is not None and window > 0 and replicas
+        else float("nan")
+    )
     per_token = e2e / np.maximum(out, 1)
     missed_tokens = int(out[~ok].sum())
     generated = int(out.sum()) + cancelled_output_tokens
@@ -166,6 +177,7 @@ def summarize(
         "slo_attainment": good / n if n else float("nan"),
         "goodput_per_gpu_s": good / (gpus * span) if span > 0 else 0.0,
         "gpu_util": float((busy_s / span).mean()) if span > 0 and replicas else 0.0,
+        "gpu_util_arrivals": util_arrivals,
         "kv_usage": float((kv_block_s / (kv_blocks * span)).mean()) if span > 0 else 0.0,
         "preemptions": int(preemptions),
         "span_s": span,

@@ -101,7 +101,7 @@ def test_overhead_from_the_bench_json(tmp_path: Path) -> None:
 
 
 def test_common_span_shares_one_denominator_per_load() -> None:
-    base = {"replicas": 2, "gpus": 2, "busy_replica_s": 10.0, "within_slo": 40}
+    base = {"gpus": 2, "within_slo": 40}
     rows = [
         {**base, "load": 0.5, "policy": "a", "span_s": 10.0},
         {**base, "load": 0.5, "policy": "b", "span_s": 20.0},  # one late straggler
@@ -109,7 +109,6 @@ def test_common_span_shares_one_denominator_per_load() -> None:
     ]
     out = on_common_span(rows)
     assert [r["common_span_s"] for r in out] == [20.0, 20.0, 5.0]
-    assert [r["gpu_util_common"] for r in out] == pytest.approx([0.25, 0.25, 1.0])
     assert [r["goodput_common_per_gpu_s"] for r in out] == pytest.approx([1.0, 1.0, 4.0])
 
 
@@ -125,6 +124,7 @@ def test_summarize_reports_variance_per_token_hits_and_waste() -> None:
     )
     m = summarize(
         log, slos=(SloClass(ttft_s=1.0),), gpus=1, busy_s=np.array([4.0]),
+        busy_arrivals_s=np.array([0.25]),
         kv_block_s=np.array([1.0]), kv_blocks=np.array([10.0]), itl_values=np.array([0.1]),
         itl_weights=np.array([1.0]), preemptions=1, rejected=1, recomputed_tokens=7,
         cancelled_output_tokens=3, prefix_hit_tokens=30, prefix_query_tokens=120,
@@ -135,6 +135,8 @@ def test_summarize_reports_variance_per_token_hits_and_waste() -> None:
     assert m["wasted_output_frac"] == pytest.approx((3 + 3) / (7 + 3))
     assert m["recomputed_tokens"] == 7 and m["prefix_hit_rate"] == pytest.approx(0.25)
     assert m["busy_replica_s"] == 4.0
+    assert m["gpu_util_arrivals"] == pytest.approx(0.25)  # 0.25 s busy of the 1 s of arrivals
+    assert m["gpu_util"] == pytest.approx(4.0 / 6.0)  # over the span, to the last completion
 
 
 def test_evaluate_writes_the_report_file_set(tmp_path: Path) -> None:
@@ -156,7 +158,7 @@ def test_evaluate_writes_the_report_file_set(tmp_path: Path) -> None:
     ]  # fmt: skip
     for r in rows:
         assert r["completed"] > 0 and r["e2e_per_token_var_s2"] > 0
-        assert 0 < r["gpu_util_common"] <= 1 and r["recomputed_tokens"] >= 0
+        assert 0 < r["gpu_util_arrivals"] <= 1 and r["recomputed_tokens"] >= 0
     # policies at one load share one span (one denominator for util and goodput)
     assert rows[0]["common_span_s"] == rows[1]["common_span_s"]
     report = (out / "report.md").read_text()
