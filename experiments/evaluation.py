@@ -16,7 +16,8 @@ Goodput on a common span (``on_common_span``): the simulator's
 ``goodput_per_gpu_s`` divides by each run's own span (first arrival to last
 completion), so at one load a policy with one late straggler reads lower.
 ``cascade evaluate`` compares policies over the same span, the longest at that
-load: ``goodput_common_per_gpu_s`` = requests within SLO / (GPUs × span).
+load: ``goodput_common_per_gpu_s`` = requests within SLO / (GPUs × span), and
+``tokens_common_per_gpu_s`` = output tokens served / (GPUs × span).
 Utilization needs no such step: ``gpu_util_arrivals`` (``experiments.metrics``)
 is measured over the arrival window, the same for every policy.
 
@@ -153,7 +154,8 @@ def ure_by_load(
 
 
 def on_common_span(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """``rows`` with ``common_span_s`` and ``goodput_common_per_gpu_s`` added
+    """``rows`` with ``common_span_s``, ``goodput_common_per_gpu_s`` and
+    ``tokens_common_per_gpu_s`` added
     (module docstring): per load, the span is the longest ``span_s`` of the runs
     at that load."""
     longest: dict[float, float] = {}
@@ -168,5 +170,6 @@ def on_common_span(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             **r,
             "common_span_s": span,
             "goodput_common_per_gpu_s": r["within_slo"] / (r["gpus"] * span) if ok else 0.0,
+            "tokens_common_per_gpu_s": r["output_tokens"] / (r["gpus"] * span) if ok else 0.0,
         })  # fmt: skip
     return out

@@ -19,11 +19,12 @@ Definitions (all latencies in seconds, measured from arrival at the cluster):
   the first arrival to the last completion).
 * ``gpu_util``: busy fraction (a step running) over the span, mean over replicas
   (``busy_replica_s``: the busy seconds summed over replicas; ``within_slo``: the
-  count behind ``slo_attainment``); ``gpu_util_arrivals``: the same busy fraction
-  over the arrival window only (first to last arrival; steps still running at the
-  last arrival are left out, ≤ one step per replica), so the drain after the last
-  arrival does not dilute it and every policy on a trace shares the window. Busy
-  means a step is running, whatever its batch (as NVML's GPU utilization);
+  count behind ``slo_attainment``; ``output_tokens``: of completed requests);
+  ``gpu_util_arrivals``: the same busy fraction over the arrival window only
+  (first to last arrival; steps still running at the last arrival are left out,
+  ≤ one step per replica), so the drain after the last arrival does not dilute
+  it and every policy on a trace shares the window. Busy means a step is
+  running, whatever its batch (as NVML's GPU utilization);
   ``kv_usage``: time-averaged fraction of KV blocks in use, mean over replicas.
 * ``e2e_per_token_var_s2``: the variance (ddof 0, s²) over completed requests of
   E2E / output tokens (s per token), the σ² of Uncertainty Reduction Efficiency
@@ -182,6 +183,7 @@ def summarize(
         "preemptions": int(preemptions),
         "span_s": span,
         "within_slo": good,
+        "output_tokens": int(out.sum()),
         "busy_replica_s": float(busy_s.sum()),
         "e2e_per_token_mean_s": float(per_token.mean()) if per_token.size else float("nan"),
         "e2e_per_token_var_s2": float(per_token.var()) if per_token.size else float("nan"),

@@ -101,7 +101,7 @@ def test_overhead_from_the_bench_json(tmp_path: Path) -> None:
 
 
 def test_common_span_shares_one_denominator_per_load() -> None:
-    base = {"gpus": 2, "within_slo": 40}
+    base = {"gpus": 2, "within_slo": 40, "output_tokens": 400}
     rows = [
         {**base, "load": 0.5, "policy": "a", "span_s": 10.0},
         {**base, "load": 0.5, "policy": "b", "span_s": 20.0},  # one late straggler
@@ -110,6 +110,7 @@ def test_common_span_shares_one_denominator_per_load() -> None:
     out = on_common_span(rows)
     assert [r["common_span_s"] for r in out] == [20.0, 20.0, 5.0]
     assert [r["goodput_common_per_gpu_s"] for r in out] == pytest.approx([1.0, 1.0, 4.0])
+    assert [r["tokens_common_per_gpu_s"] for r in out] == pytest.approx([10.0, 10.0, 40.0])
 
 
 def test_summarize_reports_variance_per_token_hits_and_waste() -> None:
@@ -134,7 +135,7 @@ def test_summarize_reports_variance_per_token_hits_and_waste() -> None:
     assert m["missed_slo_output_tokens"] == 3  # the third request: TTFT 3 s > 1 s
     assert m["wasted_output_frac"] == pytest.approx((3 + 3) / (7 + 3))
     assert m["recomputed_tokens"] == 7 and m["prefix_hit_rate"] == pytest.approx(0.25)
-    assert m["busy_replica_s"] == 4.0
+    assert m["busy_replica_s"] == 4.0 and m["output_tokens"] == 7
     assert m["gpu_util_arrivals"] == pytest.approx(0.25)  # 0.25 s busy of the 1 s of arrivals
     assert m["gpu_util"] == pytest.approx(4.0 / 6.0)  # over the span, to the last completion
 
