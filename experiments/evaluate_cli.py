@@ -141,6 +141,10 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--policies: give at least one policy")
     if not args.duration > 0 or not args.window > 0:
         raise ValueError("--duration and --window must be > 0")
+    if args.baseline is not None:
+        from experiments.evaluation import pick_baseline
+
+        pick_baseline(dict.fromkeys(policies, 0.0), args.baseline)  # refused now, not at the end
     client = ClientMaxTokens.parse(args.max_tokens)
     overhead = _overhead(args)  # refuse a missing figure before the long part
     out = Path(args.out)

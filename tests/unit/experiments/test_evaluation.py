@@ -175,6 +175,8 @@ def test_evaluate_writes_the_report_file_set(tmp_path: Path) -> None:
         (["--loads", "0"], "each > 0"),
         (["--overhead-pct", "0"], "must be a percentage > 0"),
         (["--overhead-json", "/nonexistent.jsonl"], "not found"),
+        (["--baseline", "round_robin"], "not among the policies run"),
+        (["--baseline", "cascade"], "its own baseline"),
     ],
 )
 def test_evaluate_refuses_bad_input_before_simulating(
