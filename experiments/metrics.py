@@ -17,8 +17,25 @@ Definitions (all latencies in seconds, measured from arrival at the cluster):
   (``SloClass.met``: TTFT ≤ ``ttft_s``, TPOT ≤ ``tpot_s``, E2E ≤ ``e2e_s`` when set).
 * ``goodput_per_gpu_s``: requests within SLO per GPU-second of the run (span from
   the first arrival to the last completion).
-* ``gpu_util``: busy fraction (a step running) over the span, mean over replicas;
+* ``gpu_util``: busy fraction (a step running) over the span, mean over replicas
+  (``busy_replica_s``: the busy seconds summed over replicas; ``within_slo``: the
+  count behind ``slo_attainment``; ``output_tokens``: of completed requests);
+  ``gpu_util_arrivals``: the same busy fraction over the arrival window only
+  (first to last arrival; steps still running at the last arrival are left out,
+  ≤ one step per replica), so the drain after the last arrival does not dilute
+  it and every policy on a trace shares the window. Busy means a step is
+  running, whatever its batch (as NVML's GPU utilization);
   ``kv_usage``: time-averaged fraction of KV blocks in use, mean over replicas.
+* ``e2e_per_token_var_s2``: the variance (ddof 0, s²) over completed requests of
+  E2E / output tokens (s per token), the σ² of Uncertainty Reduction Efficiency
+  (``experiments.evaluation.ure``).
+* ``prefix_hit_rate``: prompt tokens served from the prefix cache / prompt tokens
+  of requests that carried prefix hashes, all replicas (NaN when none did).
+* Wasted compute: ``recomputed_tokens`` (tokens computed again after a preemption,
+  ``replicas.scheduler``); ``missed_slo_output_tokens`` (output tokens of requests
+  that completed but missed their SLO); ``cancelled_output_tokens`` (output tokens
+  of requests aborted mid-way; the simulated client never cancels, so 0 there);
+  ``wasted_output_frac`` = (missed + cancelled) / all output tokens generated.
 """
 
 from __future__ import annotations
@@ -79,12 +96,21 @@ def window_p99(log: RequestLog, window_s: float, min_n: int = 20) -> tuple[Float
     return np.asarray(starts), np.asarray(p99)
 
 
+def tail_cv(p99s: FloatArray) -> float:
+    """σ(P99) / mean(P99) over windows (population σ): how predictable the tail
+    is over time. NaN with fewer than two windows or a non-positive mean."""
+    if p99s.size < 2 or not p99s.mean() > 0:
+        return float("nan")
+    return float(p99s.std() / p99s.mean())
+
+
 def summarize(
     log: RequestLog,
     *,
     slos: Sequence[SloClass],
     gpus: int,
     busy_s: FloatArray,
+    busy_arrivals_s: FloatArray | None = None,
     kv_block_s: FloatArray,
     kv_blocks: FloatArray,
     itl_values: FloatArray,
@@ -94,9 +120,14 @@ def summarize(
     deferred: int = 0,
     slo_index: NDArray[np.int64] | None = None,
     window_s: float = 60.0,
+    recomputed_tokens: int = 0,
+    cancelled_output_tokens: int = 0,
+    prefix_hit_tokens: int = 0,
+    prefix_query_tokens: int = 0,
 ) -> dict[str, Any]:
     """The metrics dict of one run (see module docstring for definitions).
-    ``slo_index[i]``: request i's class in ``slos`` (None: all ``slos[0]``)."""
+    ``slo_index[i]``: request i's class in ``slos`` (None: all ``slos[0]``).
+    The token counters are the engines' sums (``replicas.scheduler``)."""
     n = log.arrival_s.size
     done = np.isfinite(log.finish_s)
     ttft = (log.first_token_s - log.arrival_s)[done]
@@ -116,8 +147,16 @@ def summarize(
     good = int(ok.sum())
     span = float(np.nanmax(log.finish_s) - log.arrival_s.min()) if done.any() else 0.0
     _, p99w = window_p99(log, window_s)
-    cv = float(p99w.std() / p99w.mean()) if p99w.size > 1 and p99w.mean() > 0 else float("nan")
     replicas = busy_s.size
+    window = float(log.arrival_s.max() - log.arrival_s.min()) if n else 0.0
+    util_arrivals = (
+        float((busy_arrivals_s / window).mean())
+        if busy_arrivals_s is not None and window > 0 and replicas
+        else float("nan")
+    )
+    per_token = e2e / np.maximum(out, 1)
+    missed_tokens = int(out[~ok].sum())
+    generated = int(out.sum()) + cancelled_output_tokens
     return {
         "requests": int(n),
         "completed": int(done.sum()),
@@ -134,12 +173,27 @@ def summarize(
         "e2e_p50_s": _q(e2e, 0.5),
         "e2e_p90_s": _q(e2e, 0.9),
         "e2e_p99_s": _q(e2e, 0.99),
-        "p99_window_cv": cv,
+        "p99_window_cv": tail_cv(p99w),
         "p99_windows": int(p99w.size),
         "slo_attainment": good / n if n else float("nan"),
         "goodput_per_gpu_s": good / (gpus * span) if span > 0 else 0.0,
         "gpu_util": float((busy_s / span).mean()) if span > 0 and replicas else 0.0,
+        "gpu_util_arrivals": util_arrivals,
         "kv_usage": float((kv_block_s / (kv_blocks * span)).mean()) if span > 0 else 0.0,
         "preemptions": int(preemptions),
         "span_s": span,
+        "within_slo": good,
+        "output_tokens": int(out.sum()),
+        "busy_replica_s": float(busy_s.sum()),
+        "e2e_per_token_mean_s": float(per_token.mean()) if per_token.size else float("nan"),
+        "e2e_per_token_var_s2": float(per_token.var()) if per_token.size else float("nan"),
+        "prefix_hit_rate": (
+            prefix_hit_tokens / prefix_query_tokens if prefix_query_tokens else float("nan")
+        ),
+        "recomputed_tokens": int(recomputed_tokens),
+        "missed_slo_output_tokens": missed_tokens,
+        "cancelled_output_tokens": int(cancelled_output_tokens),
+        "wasted_output_frac": (
+            (missed_tokens + cancelled_output_tokens) / generated if generated else 0.0
+        ),
     }

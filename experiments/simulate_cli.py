@@ -46,8 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plot", default=None, metavar="DIR", help="write PNG plots to DIR")
 
 
-def _clean(metrics: dict[str, Any]) -> dict[str, Any]:
-    # JSON has no NaN: report "did not happen" as null
+def json_row(metrics: dict[str, Any]) -> dict[str, Any]:
+    """``metrics`` for JSON: a non-finite number (did not happen) becomes null."""
     return {
         k: (None if isinstance(v, float) and not math.isfinite(v) else v)
         for k, v in metrics.items()
@@ -56,7 +56,6 @@ def _clean(metrics: dict[str, Any]) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     from experiments.client import ClientMaxTokens
-    from experiments.sim_config import default_setup, load_setup
     from experiments.simulator import measure_capacity, run_policies
     from orchestrator.traces import load_trace
 
@@ -68,17 +67,8 @@ def run(args: argparse.Namespace) -> int:
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     if not policies:
         raise ValueError("--policies: give at least one policy")
-    if args.config is None:
-        try:
-            setup = load_setup(None)
-        except ValueError as exc:
-            # the default example may describe CPU stand-ins the profiles do not cover
-            print(f"note: default config not simulable ({exc}); using the built-in "
-                  "8×H100 + 8×A100 Llama-2-7B cluster", file=sys.stderr)  # fmt: skip
-            setup = default_setup()
-    else:
-        setup = load_setup(args.config)
-    stack = _stack_factory(args.config)
+    setup = setup_for(args.config)
+    stack = stack_factory(args.config)
     trace = load_trace(args.trace, rng=np.random.default_rng(args.seed))
     capacity = measure_capacity(setup, trace, seed=args.seed)
     scaled = trace.scaled_to_rate(args.load * capacity)
@@ -95,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         )
     else:
         results = _run_with_progress(setup, scaled, policies, args.seed, stack, client)
-    rows = [_clean({**r.metrics, **header}) for r in results]
+    rows = [json_row({**r.metrics, **header}) for r in results]
     if args.json:
         for row in rows:
             sys.stdout.write(json.dumps(row, sort_keys=True) + "\n")
@@ -109,7 +99,24 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _stack_factory(config_path: str | None) -> Any:
+def setup_for(config_path: str | None) -> Any:
+    """The ``SimSetup`` of ``config_path``; without one, the default example when
+    it can be simulated, else the built-in 8×H100 + 8×A100 cluster (a note on
+    stderr says so)."""
+    from experiments.sim_config import default_setup, load_setup
+
+    if config_path is not None:
+        return load_setup(config_path)
+    try:
+        return load_setup(None)
+    except ValueError as exc:
+        # the default example may describe CPU stand-ins the profiles do not cover
+        print(f"note: default config not simulable ({exc}); using the built-in "
+              "8×H100 + 8×A100 Llama-2-7B cluster", file=sys.stderr)  # fmt: skip
+        return default_setup()
+
+
+def stack_factory(config_path: str | None) -> Any:
     """The ``cascade`` policy runs the controller + admission of the config file
     (``experiments.cascade_stack``); None when the config cannot be loaded."""
     from experiments.cascade_stack import stack_for

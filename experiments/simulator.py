@@ -172,6 +172,7 @@ def simulate(
             heapq.heappush(heap, (t + d, seq, _STEP, k))
 
     busy = [False] * len(engines)
+    busy_arrivals = [0.0] * len(engines)
     due = [math.inf] * len(engines)  # the valid end time of each replica's step event
     while True:
         if heap and (i >= n or heap[0][0] <= arr[i]):
@@ -210,6 +211,8 @@ def simulate(
         t = arr[i]
         clock.now = t
         events += 1
+        if i == n - 1:  # busy time while requests arrive (steady state, no drain)
+            busy_arrivals = [e.busy_s for e in engines]
         if t >= next_refresh:
             for k, e in enumerate(engines):
                 if t - snap_t[k] >= period:
@@ -264,6 +267,7 @@ def simulate(
         slo_index=slo_index if len(slo_names) > 1 else None,
         gpus=setup.gpus,
         busy_s=np.asarray([e.busy_s for e in engines]),
+        busy_arrivals_s=np.asarray(busy_arrivals),
         kv_block_s=np.asarray([e.kv_block_s for e in engines]),
         kv_blocks=np.asarray([float(e.config.num_blocks) for e in engines]),
         itl_values=itl_v,
@@ -272,6 +276,10 @@ def simulate(
         rejected=rejected_admission + sum(e.rejected for e in engines),
         deferred=deferred,
         window_s=setup.window_s,
+        recomputed_tokens=sum(e.recomputed_tokens for e in engines),
+        cancelled_output_tokens=sum(e.aborted_generated_tokens for e in engines),
+        prefix_hit_tokens=sum(e.prefix_hit_tokens for e in engines),
+        prefix_query_tokens=sum(e.prefix_query_tokens for e in engines),
     )
     wall = time.perf_counter() - wall0
     metrics = {"policy": policy, **metrics, **gateway.predictor.calibration.report(),

@@ -24,6 +24,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pin": ("orchestrator.pin_cli", "pin a pool's replica target on the controller, or 'auto'"),
     "demo": ("experiments.demo", "run the main end-to-end job"),
     "simulate": ("experiments.simulate_cli", "replay a trace through the simulated cluster"),
+    "evaluate": (
+        "experiments.evaluate_cli",
+        "loads x policies through the simulator; report.md, plots, results.jsonl",
+    ),
     "profile": ("experiments.profile_cli", "measure a local engine and write a step profile"),
     "k8s": ("orchestrator.k8s_cli", "render KubeRay manifests from a config; validate manifests"),
     "dashboard": ("orchestrator.dashboard_cli", "export or push the Grafana dashboard"),

@@ -27,6 +27,12 @@ from the ``StepTimeSampler`` (``replicas.step_time``), and latency samples go to
 Invariants (tested through ``EngineModel``): a step never schedules more than
 ``max_num_batched_tokens`` tokens nor more than ``max_num_seqs`` sequences; every
 admitted request finishes (preemptions are counted).
+
+Wasted compute (tested): ``recomputed_tokens`` counts tokens computed again after
+a preemption discarded their KV (each request remembers the most tokens it ever
+had computed; prefix-cache hits on resumption cost nothing and are not counted),
+so tokens scheduled = Σ(prompt + output − 1) − prefix hits + ``recomputed_tokens``;
+``aborted_generated_tokens`` counts the output tokens of requests then aborted.
 """
 
 from __future__ import annotations
@@ -101,6 +107,11 @@ class Scheduler:
         self.kv_block_s = 0.0  # ∫ used blocks dt (for the mean KV usage)
         self.prefix_hit_tokens = 0
         self.prefix_query_tokens = 0
+        # wasted compute: tokens computed again after a preemption threw their KV
+        # away (prefix-cache hits on resumption are not recomputed, not counted);
+        # output tokens generated for requests that were then aborted
+        self.recomputed_tokens = 0
+        self.aborted_generated_tokens = 0
         self.last_step_tokens = 0
         self.last_step_seqs = 0
         self.last_prefill_tokens = 0
@@ -121,6 +132,7 @@ class Scheduler:
                 if r.request_id == request_id:
                     queue.remove(r)
                     self.kv.free(r)
+                    self.aborted_generated_tokens += r.generated
                     return True
         return False
 
@@ -137,6 +149,8 @@ class Scheduler:
         return len(self.running) + len(self.waiting)
 
     def _preempt(self, r: SimRequest) -> None:
+        if r.computed > r.peak_computed:
+            r.peak_computed = r.computed
         self.kv.free(r)
         r.computed = 0
         r.n_units = 0
@@ -344,7 +358,10 @@ class Scheduler:
         register = self.kv.register_units
         same = 0
         for r, n in self._scheduled:
+            before = r.computed
             r.computed += n
+            if before < r.peak_computed:  # recomputing what a preemption discarded
+                self.recomputed_tokens += min(r.computed, r.peak_computed) - before
             if r.hashes and r.n_units < len(r.hashes):
                 register(r)
             if r.computed < r.prompt + r.generated:

@@ -14,8 +14,8 @@ class SimRequest:
 
     __slots__ = (
         "arrival_s", "blocks", "computed", "finish_s", "first_sched_s", "first_token_s",
-        "generated", "hashes", "idx", "last_token_s", "n_units", "output", "preemptions",
-        "prompt", "request_id", "units",
+        "generated", "hashes", "idx", "last_token_s", "n_units", "output", "peak_computed",
+        "preemptions", "prompt", "request_id", "units",
     )  # fmt: skip
 
     def __init__(
@@ -34,6 +34,9 @@ class SimRequest:
         self.hashes = hashes
         self.arrival_s = arrival_s
         self.computed = 0  # tokens whose KV is computed
+        # the most tokens ever computed, set at a preemption: tokens computed again
+        # below it are recomputation (the scheduler's ``recomputed_tokens``)
+        self.peak_computed = 0
         self.generated = 0  # output tokens emitted
         self.blocks = 0  # private KV blocks held
         self.units: list[int] = []  # shared prefix units held (hashes), leading

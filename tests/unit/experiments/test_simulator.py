@@ -159,3 +159,28 @@ def test_noisy_max_tokens_cut_some_answers(trace: Trace) -> None:
     assert res.log.output_tokens.sum() < trace.output_tokens.sum()
     with pytest.raises(ValueError, match="max-tokens"):
         ClientMaxTokens.parse("cap:12")
+
+
+@pytest.mark.parametrize("num_blocks", [120, None])
+def test_wasted_compute_counters_on_a_tiny_run(num_blocks: int | None) -> None:
+    # one A100 replica; 120 blocks (1,920 tokens) force preemptions, the default
+    # KV (thousands of blocks) none. An unreachable TPOT (1 µs) makes every
+    # multi-token answer miss: all its output tokens are wasted.
+    setup = SimSetup(
+        pools=(PoolSetup("a", "A100", 1, max_num_seqs=64, num_blocks=num_blocks),),
+        slos=SloConfig(classes=(SloClass(ttft_s=1e3, tpot_s=1e-6),)),
+    )
+    tr = poisson(80, 1.0, np.random.default_rng(5)).scaled_to_rate(40.0)
+    tr = Trace(tr.name, tr.arrival_s, np.minimum(tr.prompt_tokens, 600),
+               np.minimum(tr.output_tokens, 300), tr.hashes)  # fmt: skip
+    res = simulate(setup, tr, "round-robin", seed=2)
+    m = res.metrics
+    assert m["completed"] == 80
+    if num_blocks is None:
+        assert m["preemptions"] == 0 and m["recomputed_tokens"] == 0
+    else:
+        assert m["preemptions"] > 0 and m["recomputed_tokens"] > 0
+    multi = res.log.output_tokens[res.log.output_tokens > 1]
+    assert m["missed_slo_output_tokens"] == int(multi.sum())
+    assert m["cancelled_output_tokens"] == 0  # the simulated client never cancels
+    assert m["wasted_output_frac"] == pytest.approx(multi.sum() / res.log.output_tokens.sum())
