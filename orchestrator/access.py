@@ -29,6 +29,7 @@ Two guards, both pure (no Ray), used by the Ray adapters:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -151,11 +152,14 @@ class ControllerAccessError(PermissionError):
 class CallerGuard:
     """Checks the ``secret`` of the controller's mutating calls (see the module
     docstring). An empty ``expected`` refuses every call (fail closed).
-    ``refused`` counts refusals per method."""
+    ``refused`` counts refusals per method; ``on_refuse(method)``, when given, is
+    called on each refusal (the controller exports it as a Prometheus counter);
+    an error it raises is swallowed: the refusal stands either way."""
 
-    def __init__(self, expected: str) -> None:
+    def __init__(self, expected: str, on_refuse: Callable[[str], None] | None = None) -> None:
         self._expected = _digest(expected) if expected else None
         self.refused: dict[str, int] = {}
+        self._on_refuse = on_refuse
 
     def accepts(self, secret: object) -> bool:
         """Whether ``secret`` is this deployment's (constant time; counts nothing)."""
@@ -170,6 +174,9 @@ class CallerGuard:
             return
         first = method not in self.refused
         self.refused[method] = self.refused.get(method, 0) + 1
+        if self._on_refuse is not None:
+            with contextlib.suppress(Exception):  # metrics never decide access
+                self._on_refuse(method)
         why = "no secret" if not secret else "a wrong secret"
         if first:  # once per method: a looping foreign caller must not flood the log
             logger.warning(

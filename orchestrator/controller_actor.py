@@ -74,7 +74,7 @@ class ControllerActor:
 
     def __init__(self, config: Mapping[str, Any], creation_id: str = "", secret: str = "") -> None:
         # no I/O here: a (re)start restores its checkpoint on the first call (_start)
-        self._guard = CallerGuard(secret)
+        self._guard = CallerGuard(secret, on_refuse=self._count_refused)
         self.config: CascadeConfig = parse_config(config, "controller config")
         self.fingerprint = config_fingerprint(self.config)
         self.creation_id = creation_id
@@ -100,6 +100,9 @@ class ControllerActor:
         self.checkpoint_errors = 0
         self._saved_version = -CHECKPOINT_EVERY_STEPS  # the first step writes one
         self._checkpoint_due = False
+
+    def _count_refused(self, method: str) -> None:
+        self.metrics.emit("cascade_controller_refused_calls_total", 1.0, method=method)
 
     # ---- lifecycle -----------------------------------------------------------------
     def _start(self) -> None:

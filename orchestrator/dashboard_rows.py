@@ -231,6 +231,21 @@ def health_row() -> list[Panel]:
             kind="stat",
         ),
         Panel(
+            "Refused controller calls",
+            "Mutating controller calls (push, report_arrivals, pin) refused for a missing "
+            "or wrong caller secret, per second by method. Anything above 0 is a caller "
+            "that is not one of Cascade's own actors (docs/deploy.md, Security).",
+            (
+                Query(
+                    f"sum by (method) "
+                    f"(rate({series('cascade_controller_refused_calls_total')}{RATE}))",
+                    "{{method}}",
+                ),
+            ),
+            unit="ops",
+            thresholds=((0.001, "red"),),
+        ),
+        Panel(
             "Stale replicas",
             "Replicas whose latest snapshot is older than loops.stale_after_s.",
             (Query(f"max({series('cascade_stale_replicas')})", "stale"),),

@@ -64,6 +64,8 @@ COEFFICIENTS: tuple[str, ...] = (
 )
 REQUEST_METRICS: tuple[str, ...] = (TTFT, E2E)  # what the ingress observes per request
 OUTCOMES: tuple[str, ...] = ("admitted", "rejected", "deferred")
+# The controller's mutating calls that need the caller secret (orchestrator.access)
+GUARDED_METHODS: tuple[str, ...] = ("push", "report_arrivals", "pin")
 
 
 # The values of the Plan's solve status (``optim.SolveStatus``), the ``status``
@@ -91,6 +93,7 @@ CLOSED_LABELS: Mapping[str, frozenset[str]] = {
     "coefficient": frozenset(COEFFICIENTS),
     "status": frozenset(PLAN_STATUSES),
     "outcome": frozenset(OUTCOMES),
+    "method": frozenset(GUARDED_METHODS),
 }
 # Label keys Ray Serve adds to ray.serve.metrics by itself (and refuses from us).
 SERVE_LABELS: tuple[str, ...] = ("deployment", "replica", "application")
@@ -266,6 +269,12 @@ METRICS: tuple[MetricDef, ...] = (
     ),
     _g("cascade_plan_version", "Version of the latest Plan (one more per controller step)."),
     _c("cascade_controller_steps_total", "Controller steps exported."),
+    _c(
+        "cascade_controller_refused_calls_total",
+        "Mutating controller calls (push, report_arrivals, pin) refused for a missing or "
+        "wrong caller secret: something other than Cascade's own actors is calling.",
+        "method",
+    ),
     _g("cascade_stale_replicas", "Replicas whose latest snapshot is older than the bound."),
     # ---- replica load (pool deployments) -------------------------------------------------
     _g("cascade_replica_running_requests", "Requests running on a replica.", "pool"),

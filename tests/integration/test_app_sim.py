@@ -222,6 +222,9 @@ def test_every_dashboard_query_returns_data_from_the_live_app(app: Any) -> None:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
+        # one foreign call, refused: the refused-calls panel has a series to show
+        with pytest.raises(ray.exceptions.RayTaskError, match="refused pin"):
+            ray.get(app.pin.remote("llm-a100", None, secret="not-the-secret"))
         queries = dashboard_queries()
         missing = list(queries)
         deadline = time.monotonic() + 180

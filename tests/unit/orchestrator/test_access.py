@@ -147,6 +147,41 @@ def test_a_guard_without_a_secret_refuses_everything() -> None:
     assert guard.refused == {"report_arrivals": 2}
 
 
+def test_each_refusal_reaches_the_metric_hook_and_a_broken_hook_changes_nothing() -> None:
+    """The controller exports refusals as ``cascade_controller_refused_calls_total``
+    through ``on_refuse``; the hook sees each refused method, never an accepted
+    call, and a hook that raises neither lets the call through nor hides the refusal."""
+    from orchestrator.metrics import CLOSED_LABELS, ControllerMetrics, RecordingBackend
+
+    secret = new_secret()
+    backend = RecordingBackend()
+    exporter = ControllerMetrics(backend)
+    seen: list[str] = []
+
+    def hook(method: str) -> None:
+        seen.append(method)
+        exporter.emit("cascade_controller_refused_calls_total", 1.0, method=method)
+
+    guard = CallerGuard(secret, on_refuse=hook)
+    guard.check("pin", secret)
+    for method in ("push", "push", "pin"):
+        with pytest.raises(ControllerAccessError):
+            guard.check(method, "wrong")
+    assert seen == ["push", "push", "pin"] and set(seen) <= CLOSED_LABELS["method"]
+    counter = "cascade_controller_refused_calls_total"
+    assert backend.value(counter, method="push") == 2.0
+    assert backend.value(counter, method="pin") == 1.0
+
+    def broken(method: str) -> None:
+        raise RuntimeError("metrics backend down")
+
+    guard = CallerGuard(secret, on_refuse=broken)
+    with pytest.raises(ControllerAccessError):
+        guard.check("push", "wrong")
+    guard.check("push", secret)
+    assert guard.refused == {"push": 1}
+
+
 # ---- the config section ----------------------------------------------------------------------
 def test_auth_is_off_by_default_and_on_with_a_variable_name() -> None:
     assert not parse_config({"pools": POOLS}).auth.enabled
