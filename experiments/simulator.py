@@ -277,6 +277,10 @@ def simulate(
     metrics = {"policy": policy, **metrics, **gateway.predictor.calibration.report(),
                "events": events, "wall_s": wall}  # fmt: skip
     metrics["events_per_s"] = events / wall if wall > 0 else math.inf
+    # prefix-cache hit rate: prompt tokens served from cache / prompt tokens of
+    # requests that carried prefix hashes (NaN: the trace has none)
+    query = sum(e.prefix_query_tokens for e in engines)
+    metrics["kv_hit_rate"] = sum(e.prefix_hit_tokens for e in engines) / query if query else math.nan
     return SimResult(policy, metrics, log, events, wall)
 
 

@@ -108,11 +108,11 @@ class KVCacheManager:
         r.n_units = hit
         r.computed = hit * unit
 
-    def record_hits(self, r: SimRequest) -> None:
-        """Tell the policy ``r``'s prefix-cache hit (its leading cached units); once
-        per request, at its first scheduling (a lookup retried while the request
-        waits for blocks is not a second use)."""
-        self.policy.accessed(r.units)
+    def record_lookup(self, r: SimRequest) -> None:
+        """Tell the policy ``r``'s prompt units (its prefix hashes); once per
+        request, at its first scheduling (a lookup retried while the request waits
+        for blocks is not a second use)."""
+        self.policy.accessed(r.hashes)
 
     def register_units(self, r: SimRequest) -> None:
         """Turn ``r``'s computed, hashed prompt units into shared cached units."""

@@ -8,8 +8,8 @@ sees every event that could inform the choice:
 * ``registered(h, parent, depth)``: unit ``h`` (the ``depth``-th unit of a prompt,
   1-based; ``parent`` the unit before it, ``NO_PARENT`` at depth 1) is newly
   cached, referenced by the request that computed it;
-* ``accessed(units)``: one request's prefix-cache hit, the leading cached units it
-  took (called once per request, at its first scheduling);
+* ``accessed(hashes)``: one request's prompt units (all its prefix hashes, cached
+  or not), once per request, at its first scheduling;
 * ``release(h)``: ``h``'s last reference dropped: it is now evictable;
 * ``reclaim(h)``: a hit on an evictable ``h``: referenced again, not evictable;
 * ``evict()``: remove one evictable unit and return it (the manager then frees
@@ -30,7 +30,7 @@ factories; ``build_eviction`` raises ``ValueError`` naming the known ones.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from replicas.kv_reuse import NO_PARENT, ReuseEviction
@@ -53,7 +53,7 @@ class EvictionPolicy(Protocol):
 
     def registered(self, h: int, parent: int, depth: int) -> None: ...
 
-    def accessed(self, units: list[int]) -> None: ...
+    def accessed(self, hashes: Sequence[int]) -> None: ...
 
     def release(self, h: int) -> None: ...
 
@@ -80,7 +80,7 @@ class LruEviction:
     def registered(self, h: int, parent: int, depth: int) -> None:
         pass
 
-    def accessed(self, units: list[int]) -> None:
+    def accessed(self, hashes: Sequence[int]) -> None:
         pass
 
     def release(self, h: int) -> None:

@@ -3,11 +3,15 @@
 The expected prefill a cached unit saves is (how likely it is to be hit again) ×
 (what recomputing it would cost):
 
-* **reuse**: the unit's popularity, an online count of its hits (plus one for
-  its registration), each decayed by half every ``halflife`` requests looked up
-  on this replica (the clock is that request count, so the policy needs no
-  time source and is deterministic). Older popularity fades: a prefix hit
-  often long ago loses to one hit a few times lately.
+* **reuse**: the unit's popularity, an online count of the requests whose
+  prompt contained it (hit or not: a prefix that keeps coming back is likely to
+  come back again; on Mooncake's synthetic trace a unit seen once recurs with
+  probability 0.42, one seen twice with 0.84), each decayed by half every
+  ``halflife`` requests looked up on this replica (the clock is that request
+  count, so the policy needs no time source and is deterministic). The count
+  outlives the unit's eviction (a "ghost" entry), so a prefix recomputed after
+  an eviction comes back with its history; at most ``max_tracked`` ghosts are
+  kept (the least popular are dropped, in batches: amortized O(log n)).
 * **cost**: prefill time of the unit's tokens at its position in the prompt:
   ``1 + (depth − ½)·unit_tokens / attention_tokens`` (relative units). The
   attention part grows with the context before the unit; ``attention_tokens``
@@ -29,8 +33,7 @@ deletion (an entry is live while ``evictable[unit]`` holds its stamp); scores
 are stored time-invariantly (log2 of the count scaled to tick 0, so a unit's
 key never changes while it waits), and the heap is rebuilt when stale entries
 outnumber live ones (amortized O(1) per stale entry). ``release``/``evict``
-are O(log n), ``reclaim`` O(1), ``accessed`` O(units hit). State is kept for
-cached units only and dropped at eviction.
+are O(log n), ``reclaim`` O(1), ``accessed`` O(units of the prompt) amortized.
 
 .. code-block:: yaml
 
@@ -42,19 +45,22 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections.abc import Sequence
 
 NO_PARENT = -1  # the parent of a prompt's first unit
-DEFAULT_HALFLIFE = 256.0  # requests looked up on the replica (docs/simulator.md, "KV eviction")
+DEFAULT_HALFLIFE = 64.0  # requests looked up on the replica (docs/simulator.md, "KV eviction")
 DEFAULT_ATTENTION_TOKENS = 24576.0
+DEFAULT_MAX_TRACKED = 65536  # ghost popularity entries (units not cached)
 
 
 class ReuseEviction:
     """See the module docstring. ``halflife``: requests (> 0); ``unit_tokens``,
-    ``attention_tokens``: tokens (> 0). Raises ``ValueError`` on bad values."""
+    ``attention_tokens``: tokens (> 0); ``max_tracked``: ghost entries (>= 0).
+    Raises ``ValueError`` on bad values."""
 
     __slots__ = (
-        "_attn", "_cost", "_heap", "_inv_half", "_kids", "_log", "_parent", "_seq", "_tick",
-        "evictable",
+        "_attn", "_cost", "_heap", "_inv_half", "_kids", "_log", "_max_tracked", "_parent",
+        "_seq", "_tick", "evictable",
     )  # fmt: skip
 
     def __init__(
@@ -63,6 +69,7 @@ class ReuseEviction:
         unit_tokens: int,
         halflife: float = DEFAULT_HALFLIFE,
         attention_tokens: float = DEFAULT_ATTENTION_TOKENS,
+        max_tracked: int = DEFAULT_MAX_TRACKED,
     ) -> None:
         for name, v in (
             ("unit_tokens", unit_tokens),
@@ -71,14 +78,19 @@ class ReuseEviction:
         ):
             if not (math.isfinite(v) and v > 0):
                 raise ValueError(f"ReuseEviction: {name} must be > 0, got {v!r}")
+        if max_tracked < 0:
+            raise ValueError(f"ReuseEviction: max_tracked must be >= 0, got {max_tracked!r}")
+        self._max_tracked = max_tracked
         self._inv_half = 1.0 / halflife
         self._attn = unit_tokens / attention_tokens
         self._tick = 0  # requests looked up so far (the decay clock)
         self._seq = 0  # release stamps
         self.evictable: dict[int, int] = {}  # unit → its release stamp
         self._heap: list[tuple[float, int, int]] = []
-        self._log: dict[int, float] = {}  # unit → log2(Σ 2^(tick_i / halflife))
-        self._cost: dict[int, float] = {}  # unit → log2(recompute cost)
+        # unit → log2(Σ 2^(tick_i / halflife)) over the requests that contained it;
+        # cached units and up to ~2 × max_tracked ghosts
+        self._log: dict[int, float] = {}
+        self._cost: dict[int, float] = {}  # cached unit → log2(recompute cost)
         self._parent: dict[int, int] = {}
         self._kids: dict[int, int] = {}  # unit → cached children (absent: none)
 
@@ -88,21 +100,42 @@ class ReuseEviction:
         return self._log[h] + self._cost[h]
 
     def registered(self, h: int, parent: int, depth: int) -> None:
-        self._log[h] = self._tick * self._inv_half  # one access, now
+        if h not in self._log:  # normally counted by ``accessed`` (unless pruned)
+            self._log[h] = self._tick * self._inv_half
         self._cost[h] = math.log2(1.0 + (depth - 0.5) * self._attn)
         self._parent[h] = parent
         if parent != NO_PARENT:
             kids = self._kids
             kids[parent] = kids.get(parent, 0) + 1
 
-    def accessed(self, units: list[int]) -> None:
+    def accessed(self, units: Sequence[int]) -> None:
         self._tick += 1
         t = self._tick * self._inv_half
-        log = self._log
+        log, ev = self._log, self.evictable
+        n = len(log)
         for h in units:
-            x = log[h]
+            x = log.get(h)
+            if x is None:
+                log[h] = t
+                n += 1
+                continue
             # log2(2^x + 2^t) without overflow
             log[h] = (x if x > t else t) + math.log2(1.0 + 2.0 ** -abs(x - t))
+            if h in ev and h not in self._kids:
+                # cached but not taken (a prompt's last unit is always recomputed):
+                # its key rose, so re-stamp it (the old heap entry goes stale)
+                self._seq += 1
+                ev[h] = self._seq
+                self._push(h, self._seq)
+        if n > 2 * self._max_tracked + len(self._cost):
+            self._prune()
+
+    def _prune(self) -> None:
+        """Keep the cached units and the ``max_tracked`` most popular ghosts."""
+        log, cost = self._log, self._cost
+        ghosts = sorted((x, h) for h, x in log.items() if h not in cost)
+        for _, h in ghosts[: len(ghosts) - self._max_tracked]:
+            del log[h]
 
     def release(self, h: int) -> None:
         self._seq += 1
@@ -125,7 +158,7 @@ class ReuseEviction:
             if ev.get(h) == stamp:
                 break
         del ev[h]
-        del self._log[h], self._cost[h]
+        del self._cost[h]  # its popularity stays, as a ghost
         p = self._parent.pop(h)
         if p != NO_PARENT:
             kids = self._kids
@@ -138,6 +171,13 @@ class ReuseEviction:
                 if s is not None:  # the parent waited for its last child: a leaf now
                     self._push(p, s)
         return h
+
+    def victim_reference(self) -> int | None:
+        """The readable reference of ``evict``'s choice, by brute force (O(n), for
+        tests): the evictable unit without cached children that has the lowest
+        (score, release stamp); None when nothing is evictable."""
+        leaves = [(self.score(h), s, h) for h, s in self.evictable.items() if h not in self._kids]
+        return min(leaves)[2] if leaves else None
 
     def _push(self, h: int, stamp: int) -> None:
         heap = self._heap

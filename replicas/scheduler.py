@@ -241,7 +241,7 @@ class Scheduler:
                     if r.hashes:
                         self.prefix_query_tokens += r.prompt
                         self.prefix_hit_tokens += r.computed
-                        kv.record_hits(r)
+                        kv.record_lookup(r)
                     self.telemetry.pending[QUEUE_WAIT].append(now_s - r.arrival_s)
                 sched.append((r, n))
                 budget -= n
