@@ -6,7 +6,8 @@ each pool gives ``initial_replicas`` (or ``min_replicas``) replicas of
 from ``model`` and the pool's ``engine_overrides`` (``max_num_seqs``,
 ``max_num_batched_tokens``, ``gpu_memory_utilization``, ``num_blocks``,
 ``max_model_len``, ``perf_model``, ``profile``: a ``cascade profile`` CSV, required
-for accelerators without a vidur profile such as CPU). The SLOs are the file's
+for accelerators without a vidur profile such as CPU; ``kv_eviction``, default
+``model.kv_eviction``). The SLOs are the file's
 classes (``policies.slo.SloConfig``): a request's class comes from its prompt
 length as the gateway classes it, and SLO attainment uses its class's targets.
 ``max_model_len`` is applied only when a pool sets it: the traces'
@@ -25,6 +26,7 @@ from typing import Any
 
 from policies.slo import SloConfig
 from replicas.engine_model import EngineConfig
+from replicas.kv_eviction import EVICTION_POLICIES
 from replicas.perf_model import PerfModel, build_perf_model
 from replicas.profiles import gpu_spec, kv_blocks, model_shape
 
@@ -46,12 +48,19 @@ class PoolSetup:
     profile: str | None = None  # measured profile CSV (cascade profile)
     prefill_tpot_slo_s: float | None = None  # slo_slack prefill budget (None: fixed)
     prefill_min_tokens: int = 64
+    kv_eviction: str = "lru"  # replicas.kv_eviction registry name
 
     def __post_init__(self) -> None:
         if self.replicas < 1:
             raise ValueError(f"pool {self.name!r}: replicas must be >= 1, got {self.replicas}")
         if self.tp < 1:
             raise ValueError(f"pool {self.name!r}: tp must be >= 1")
+        if self.kv_eviction not in EVICTION_POLICIES:
+            known = ", ".join(sorted(EVICTION_POLICIES))
+            raise ValueError(
+                f"pool {self.name!r}: unknown KV eviction policy {self.kv_eviction!r}; "
+                f"known: {known}"
+            )
 
     @property
     def gpus(self) -> int:
@@ -83,6 +92,7 @@ class PoolSetup:
             fold_interval_s=2.0,
             prefill_tpot_slo_s=self.prefill_tpot_slo_s,
             prefill_min_tokens=self.prefill_min_tokens,
+            kv_eviction=self.kv_eviction,
         )
 
 
@@ -137,6 +147,7 @@ _OVERRIDES = {
     "max_model_len": int,
     "perf_model": str,
     "profile": str,
+    "kv_eviction": str,
 }
 
 
@@ -173,6 +184,7 @@ def setup_from_config(cfg: Any, source: str = "<config>") -> SimSetup:
                     ),
                     prefill_tpot_slo_s=cfg.prefill_tpot_s(),
                     prefill_min_tokens=cfg.model.prefill_min_tokens,
+                    kv_eviction=kw.pop("kv_eviction", cfg.model.kv_eviction),
                     **kw,
                 )
             )

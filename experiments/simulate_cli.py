@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from replicas.kv_eviction import EVICTION_POLICIES
+
 DEFAULT_POLICIES = "round-robin,least-outstanding,oracle"
 
 
@@ -41,6 +43,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-tokens", default="fixed:4096", metavar="SPEC",
         help="what clients send as max_tokens: fixed:N or multiple:M[:S] "
         "(M x true length x lognormal noise of log-sigma S, seeded; experiments.client)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--kv-eviction", default=None, choices=sorted(EVICTION_POLICIES),
+        help="override model.kv_eviction for every pool (replicas.kv_eviction)",
     )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="one JSON object per policy")
     parser.add_argument("--plot", default=None, metavar="DIR", help="write PNG plots to DIR")
@@ -68,6 +74,11 @@ def run(args: argparse.Namespace) -> int:
     if not policies:
         raise ValueError("--policies: give at least one policy")
     setup = setup_for(args.config)
+    if args.kv_eviction is not None:
+        from dataclasses import replace
+
+        pools = tuple(replace(p, kv_eviction=args.kv_eviction) for p in setup.pools)
+        setup = replace(setup, pools=pools)
     stack = stack_factory(args.config)
     trace = load_trace(args.trace, rng=np.random.default_rng(args.seed))
     capacity = measure_capacity(setup, trace, seed=args.seed)
@@ -78,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         "trace": trace.name, "load": args.load, "capacity_rps": capacity,
         "rate_rps": args.load * capacity, "replicas": setup.replicas, "gpus": setup.gpus,
         "max_tokens": str(client),
+        "kv_eviction": ",".join(sorted({p.kv_eviction for p in setup.pools})),
     }  # fmt: skip
     if args.json:
         results = run_policies(
@@ -158,6 +170,7 @@ def _table(rows: list[dict[str, Any]]) -> None:
         ("E2E p50", "e2e_p50_s", "{:.2f}"), ("E2E p99", "e2e_p99_s", "{:.2f}"),
         ("P99 win CV", "p99_window_cv", "{:.3f}"), ("SLO", "slo_attainment", "{:.3f}"),
         ("goodput/GPU·s", "goodput_per_gpu_s", "{:.3f}"), ("GPU util", "gpu_util", "{:.2f}"),
+        ("KV hit", "kv_hit_rate", "{:.3f}"),
         ("preempt", "preemptions", "{}"), ("wall s", "wall_s", "{:.1f}"),
     ]  # fmt: skip
     r0 = rows[0] if rows else {}

@@ -26,7 +26,8 @@ noise streams (common random numbers).
 
 Per-request outcomes are kept in numpy arrays (no per-token objects); the
 engines keep a per-step log. ``SimResult.metrics`` are computed by
-``experiments.metrics.summarize``.
+``experiments.metrics.summarize``, plus ``kv_hit_rate`` (prompt tokens served
+from the prefix cache / prompt tokens of requests with prefix hashes).
 """
 
 from __future__ import annotations
@@ -285,6 +286,11 @@ def simulate(
     metrics = {"policy": policy, **metrics, **gateway.predictor.calibration.report(),
                "events": events, "wall_s": wall}  # fmt: skip
     metrics["events_per_s"] = events / wall if wall > 0 else math.inf
+    # prefix-cache hit rate: prompt tokens served from cache / prompt tokens of
+    # requests that carried prefix hashes (NaN: the trace has none)
+    query = sum(e.prefix_query_tokens for e in engines)
+    hit = sum(e.prefix_hit_tokens for e in engines)
+    metrics["kv_hit_rate"] = hit / query if query else math.nan
     return SimResult(policy, metrics, log, events, wall)
 
 

@@ -112,6 +112,7 @@ def _sim_options(cfg: CascadeConfig, pool: PoolConfig, time_scale: float) -> dic
         ),
         "num_blocks": over.get("num_blocks"),
         "max_model_len": over.get("max_model_len", cfg.model.max_model_len),
+        "kv_eviction": over.get("kv_eviction", cfg.model.kv_eviction),
         "time_scale": time_scale,
     }
 

@@ -27,6 +27,7 @@ from policies.config import (
 )
 from policies.slo import SloClass as SloClass  # re-exported: the one SLO type
 from policies.slo import SloConfig
+from replicas.kv_eviction import EVICTION_POLICIES
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 DEFAULT_CONFIG = EXAMPLES_DIR / "default.yaml"
@@ -61,6 +62,29 @@ class ModelConfig(_Strict):
         "against the tightest class tpot_s; simulator)",
     )
     prefill_min_tokens: int = Field(default=64, ge=1, description="slo_slack's floor")
+    kv_eviction: str = Field(
+        default="lru",
+        description="which cached prefix unit the KV cache evicts first: lru (vLLM's), or "
+        "reuse (replicas.kv_reuse: lowest popularity x recompute cost; simulator and "
+        "SimEngine only, vLLM's block pool has no eviction hook: docs/architecture.md)",
+    )
+
+    @field_validator("kv_eviction")
+    @classmethod
+    def _known_eviction(cls, value: str) -> str:
+        if value not in EVICTION_POLICIES:
+            known = ", ".join(sorted(EVICTION_POLICIES))
+            raise ValueError(f"unknown KV eviction policy {value!r}; known: {known}")
+        return value
+
+    @model_validator(mode="after")
+    def _eviction_engine(self) -> ModelConfig:
+        if self.engine == "vllm" and self.kv_eviction != "lru":
+            raise ValueError(
+                f"kv_eviction {self.kv_eviction!r} needs engine: sim (vLLM's block pool "
+                "evicts LRU and has no hook for another policy; docs/architecture.md)"
+            )
+        return self
 
 
 class PoolConfig(_Strict):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from replicas.kv_eviction import EVICTION_POLICIES
+
 
 @dataclass(frozen=True, slots=True)
 class EngineConfig:
@@ -17,7 +19,9 @@ class EngineConfig:
     per-request metrics by up to 5× that when fewer than 16 samples are pending).
     ``prefill_tpot_slo_s``: set, each step's prefill tokens come from the running
     decodes' TPOT slack against it (``replicas.prefill_budget``, floor
-    ``prefill_min_tokens``); None, vLLM's fixed budget."""
+    ``prefill_min_tokens``); None, vLLM's fixed budget. ``kv_eviction``: which
+    cached prefix unit goes first when blocks run out, a ``replicas.kv_eviction``
+    registry name (``lru`` as vLLM, or ``reuse``)."""
 
     num_blocks: int
     block_size: int = 16
@@ -33,6 +37,7 @@ class EngineConfig:
     # None: vLLM's fixed budget (max_num_batched_tokens for prefill and decode alike)
     prefill_tpot_slo_s: float | None = None
     prefill_min_tokens: int = 64
+    kv_eviction: str = "lru"
 
     def __post_init__(self) -> None:
         for name in ("num_blocks", "block_size", "max_num_seqs", "max_num_batched_tokens"):
@@ -40,3 +45,8 @@ class EngineConfig:
                 raise ValueError(f"engine config: {name} must be >= 1")
         if self.prefix_unit_tokens % self.block_size:
             raise ValueError("engine config: prefix_unit_tokens must be a multiple of block_size")
+        if self.kv_eviction not in EVICTION_POLICIES:
+            known = ", ".join(sorted(EVICTION_POLICIES))
+            raise ValueError(
+                f"engine config: kv_eviction {self.kv_eviction!r} is not a known policy ({known})"
+            )

@@ -79,7 +79,9 @@ class Scheduler:
         self.perf = perf
         self.config = config
         self.steptime = StepTimeSampler(perf, rng)
-        self.kv = KVCacheManager(config.num_blocks, config.block_size, config.prefix_unit_tokens)
+        self.kv = KVCacheManager(
+            config.num_blocks, config.block_size, config.prefix_unit_tokens, config.kv_eviction
+        )
         self.telemetry = EngineTelemetry(config.recent_halflife, config.fold_interval_s)
         self.collect_tokens = collect_tokens
         self.fast_forward = fast_forward
@@ -253,6 +255,7 @@ class Scheduler:
                     if r.hashes:
                         self.prefix_query_tokens += r.prompt
                         self.prefix_hit_tokens += r.computed
+                        kv.record_lookup(r)
                     self.telemetry.pending[QUEUE_WAIT].append(now_s - r.arrival_s)
                 sched.append((r, n))
                 budget -= n

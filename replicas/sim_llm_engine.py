@@ -10,7 +10,8 @@ dozens of such replicas on two cores.
 Settings come from ``llm_config.engine_kwargs["cascade_sim"]`` (a plain dict):
 ``perf_model`` (e.g. ``llama-2-7b``), ``accelerator`` (H100/A100), ``tp``,
 ``max_num_seqs``, ``max_num_batched_tokens``, ``gpu_memory_utilization``,
-``num_blocks`` (optional), ``max_model_len`` (optional), ``time_scale`` (sleep
+``num_blocks`` (optional), ``max_model_len`` (optional), ``kv_eviction``
+(``replicas.kv_eviction`` name, default ``lru``), ``time_scale`` (sleep
 multiplier, < 1 runs faster than real time), ``seed``, ``pool``.
 
 Requests that can never fit (longer than ``max_model_len``) get an OpenAI error
@@ -74,6 +75,7 @@ class SimLLMEngine(LLMEngine):
             max_num_seqs=int(opts.get("max_num_seqs", 256)),
             max_num_batched_tokens=int(opts.get("max_num_batched_tokens", 8192)),
             max_model_len=opts.get("max_model_len"),
+            kv_eviction=str(opts.get("kv_eviction", "lru")),
         )
         self.max_model_len = cfg.max_model_len
         self.replica_id = str(

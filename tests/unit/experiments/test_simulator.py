@@ -71,11 +71,15 @@ def test_deterministic_per_seed(trace: Trace) -> None:
     assert not np.array_equal(a.log.finish_s, c.log.finish_s)
 
 
-def test_prefix_trace_runs_and_hits_the_cache() -> None:
+@pytest.mark.parametrize("eviction", ["lru", "reuse"])
+def test_prefix_trace_runs_and_hits_the_cache(eviction: str) -> None:
+    # one replica with a small KV (2,000 blocks: ~62 Mooncake units), so units are
+    # evicted and some prefixes come back; both policies must still hit the cache
     tr = load_trace("mooncake").head(300)
-    setup = SimSetup(pools=(PoolSetup("h100", "H100", 2),))
-    res = simulate(setup, tr.scaled_to_rate(2.0), "least-outstanding")
-    assert res.metrics["completed"] + res.metrics["rejected"] == 300
+    setup = SimSetup(pools=(PoolSetup("h100", "H100", 1, num_blocks=2000, kv_eviction=eviction),))
+    m = simulate(setup, tr.scaled_to_rate(1.0), "least-outstanding").metrics
+    assert m["completed"] + m["rejected"] == 300
+    assert 0.0 < m["kv_hit_rate"] < 0.5
 
 
 def test_pool_without_replicas_is_refused() -> None:

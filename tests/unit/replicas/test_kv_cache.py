@@ -1,5 +1,6 @@
 """KVCacheManager: blocks are counted exactly, shared prefix units are ref-counted,
-and cached units are evicted least recently used, only when empty blocks run out."""
+and cached units are evicted least recently used (children before parents), only
+when empty blocks run out."""
 
 from __future__ import annotations
 
@@ -37,7 +38,8 @@ def test_prefix_units_are_shared_then_evicted_lru_only_when_needed() -> None:
     assert kv.active_units == {1: 2, 2: 2, 3: 1}
     kv.free(first)
     kv.free(second)
-    assert list(kv.evictable) == [3, 1, 2] and kv.used == 0
+    # released tail first (vLLM frees a request's blocks in reverse): 3, then 2, 1
+    assert list(kv.evictable) == [3, 2, 1] and kv.used == 0
     assert kv.cached_hashes(2) == frozenset({1, 2})
-    assert kv.alloc(3) and list(kv.evictable) == [3, 1, 2]  # empty blocks suffice
-    assert kv.alloc(4) and list(kv.evictable) == [1, 2]  # evicts the oldest unit
+    assert kv.alloc(3) and list(kv.evictable) == [3, 2, 1]  # empty blocks suffice
+    assert kv.alloc(4) and list(kv.evictable) == [2, 1]  # evicts the oldest unit
