@@ -11,11 +11,16 @@ For each request, in this order (docs/policies.md, "The gateway"):
    before the first Plan or when no weighted pool is live);
 3. **backpressure**: a pool whose Plan saturation is >= 1 holds new prefills, so
    the request spills to the live, not-held pool with the highest weight for its
-   class; only when every live pool is held is it *deferred* (``Retry-After``
-   ``HOLD_RETRY_S``, about the controller's pace);
-4. **admission**: the configured policy on the chosen pool's replicas, with the
-   pool's backpressure read-out and the configured SLOs. A policy that raises
-   admits (serving beats refusing on a bug) and is counted;
+   class. Backpressure moves prefills between pools and never sheds by itself:
+   when every live pool is held the request stays on its pool (``held_all``
+   counts it) and admission decides, with the pool's read-out (issue 14 §3: a
+   request is shed only when the admission policy says so; ``expected_slo``
+   sheds only when admitting lowers the expected number of requests meeting
+   their SLO; docs/backpressure.md);
+4. **admission**: the configured policy on the chosen pool's replicas (with this
+   gateway's in-flight counts when it also routes), the pool's backpressure
+   read-out and the configured SLOs. A policy that raises admits (serving beats
+   refusing on a bug) and is counted;
 5. **replica ranking**: the configured router on the pool's replicas; a router
    that raises or filters every replica out falls back to least-outstanding
    (counted) — a request is never dropped for want of a ranking.
@@ -64,7 +69,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("cascade.gateway")
 
-HOLD_RETRY_S = 1.0  # backpressure holds re-check at about the controller's pace
 ALL_POOLS = ""  # the pool key of a gateway without pools (one deployment of every replica)
 ADMITTED = AdmissionDecision(True, "admitted")
 
@@ -115,6 +119,7 @@ class Gateway:
         self.rejected = 0
         self.deferred = 0
         self.spilled = 0
+        self.held_all = 0  # decisions taken while every live pool was held
         self.admission_errors = 0
         self.rank_fallbacks = 0
         self.arrivals = ArrivalTally()
@@ -169,6 +174,24 @@ class Gateway:
         # no telemetry yet: every pool counts
         self._live = live if any(live.values()) else dict.fromkeys(self.pools, 1.0)
         self._views = {}
+        self._push_running_length()
+
+    def _push_running_length(self) -> None:
+        """Give the policies that weigh the requests already running (the
+        ``expected_slo`` objective and admission, ``policies.outcome``) the mean
+        output length learned so far; once per snapshot refresh, off the request
+        path. A failure keeps their previous value."""
+        try:
+            mean = self.predictor.lengths.mean_tokens()
+        except Exception:
+            self._log_once("running_length", "output-length mean failed")
+            return
+        if mean is None:
+            return
+        for policy in (self.router, self.admission):
+            setter = getattr(policy, "set_running_output_tokens", None)
+            if setter is not None:
+                setter(mean)
 
     def set_cascade_model(self, model: CascadeModel) -> None:
         """Predict with ``model`` (the controller's fit) from now on: the router's
@@ -207,9 +230,16 @@ class Gateway:
         """The request's SLO class (see ``SloConfig.classify``)."""
         return self.slos.classify(prompt_tokens, requested)
 
-    def decide(self, request: RequestInfo, requested_class: str | None = None) -> GatewayDecision:
+    def decide(
+        self,
+        request: RequestInfo,
+        requested_class: str | None = None,
+        inflight: Mapping[str, int] | None = None,
+    ) -> GatewayDecision:
         """Class → pool → hold / spill → admission (module docstring, steps 1–4).
-        ``requested_class``: the client's explicit class, if any. Never raises on
+        ``requested_class``: the client's explicit class, if any; ``inflight``:
+        this gateway's in-flight counts per replica when it also routes (the
+        simulator), so admission sees the state the ranking will. Never raises on
         telemetry or a policy error."""
         self.decisions += 1
         cls = self.classify(request.prompt_tokens, requested_class)
@@ -223,24 +253,12 @@ class Gateway:
         spilled_from = None
         if self._held(pool):
             other = self._spill(cls, pool)
-            if other == pool:  # every live pool is held: try again shortly
-                self.deferred += 1
-                pp = self._pool_plan(pool)
-                sat = pp.saturation if pp is not None else float("nan")
-                return GatewayDecision(
-                    request,
-                    pool,
-                    AdmissionDecision(
-                        False,
-                        f"backpressure: every pool holds new prefills ({pool} saturation "
-                        f"{sat:.2f} >= 1)",
-                        HOLD_RETRY_S,
-                        True,
-                    ),
-                )
-            self.spilled += 1
-            spilled_from, pool = pool, other
-        decision = self._admit(request, pool, now)
+            if other == pool:  # every live pool is held: admission alone may shed
+                self.held_all += 1
+            else:
+                self.spilled += 1
+                spilled_from, pool = pool, other
+        decision = self._admit(request, pool, now, inflight)
         if not decision.admit:
             if decision.defer:
                 self.deferred += 1
@@ -270,7 +288,7 @@ class Gateway:
         """``decide`` then ``rank`` in the chosen pool (the simulator's call):
         (decision, the pool's view with ``inflight``, ranking). The ranking is
         empty when the request is not admitted or the pool has no replicas."""
-        decision = self.decide(request)
+        decision = self.decide(request, inflight=inflight)
         if not decision.admit:
             return decision, None, []
         view = self.pool_view(decision.pool, inflight)
@@ -372,10 +390,12 @@ class Gateway:
                     best, best_w = p, w
         return best
 
-    def _admit(self, request: RequestInfo, pool: str, now: float) -> AdmissionDecision:
+    def _admit(
+        self, request: RequestInfo, pool: str, now: float, inflight: Mapping[str, int] | None
+    ) -> AdmissionDecision:
         if self.admission is None:
             return ADMITTED
-        view = self.pool_view(pool)
+        view = self.pool_view(pool, inflight)
         if view is None:
             return AdmissionDecision(True, "no telemetry yet")
         pp = self._pool_plan(pool)
@@ -397,4 +417,4 @@ class Gateway:
             logger.exception("%s (%s)", message, key)
 
 
-__all__ = ["ALL_POOLS", "HOLD_RETRY_S", "Gateway", "GatewayDecision", "RouterLike", "plan_pressure"]
+__all__ = ["ALL_POOLS", "Gateway", "GatewayDecision", "RouterLike", "plan_pressure"]

@@ -75,7 +75,8 @@ def test_prefix_trace_runs_and_hits_the_cache() -> None:
     tr = load_trace("mooncake").head(300)
     setup = SimSetup(pools=(PoolSetup("h100", "H100", 2),))
     res = simulate(setup, tr.scaled_to_rate(2.0), "least-outstanding")
-    assert res.metrics["completed"] + res.metrics["rejected"] == 300
+    assert res.metrics["completed"] + res.metrics["shed"] == 300
+    assert res.metrics["shed"] == res.metrics["rejected"] + res.metrics["deferred"]
 
 
 def test_pool_without_replicas_is_refused() -> None:

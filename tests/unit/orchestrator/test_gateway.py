@@ -92,18 +92,27 @@ def test_a_held_pool_spills_to_the_other_and_is_not_deferred() -> None:
     assert gw.deferred == gw.rejected == 0
 
 
-def test_defer_with_retry_after_only_when_every_pool_is_held() -> None:
+def test_backpressure_never_sheds_by_itself_when_every_pool_is_held() -> None:
+    """Every pool held: the request stays on its pool and admission alone decides
+    (issue 14 §3: shed only when the admission policy says so)."""
     gw = _gateway(_plan(h_sat=1.5, a_sat=1.1))
-    d = gw.decide(request())
-    assert not d.admit and d.outcome == "deferred" and d.admission.defer
-    assert d.admission.retry_after_s is not None and d.admission.retry_after_s > 0
-    assert "backpressure" in d.admission.reason and gw.deferred == 1
-    # the other pool held, but without live replicas: still nowhere to go
+    decisions = [gw.decide(request()) for _ in range(50)]
+    assert all(d.admit and d.spilled_from is None for d in decisions)
+    assert gw.held_all == 50 and gw.deferred == gw.rejected == gw.spilled == 0
+    # the other pool held, but without live replicas: still nowhere to spill to
     gw = _gateway(_plan(h_sat=1.5), snaps=SNAPS[:2])
-    assert gw.decide(request()).outcome == "deferred"
+    d = gw.decide(request())
+    assert d.admit and d.pool == "h" and gw.held_all == 1
+    # an admission that refuses still sheds, with its own reason
+    refuse = build_policies({"admission": {"type": "queue_cap", "params": {
+        "max_waiting_per_replica": 0, "action": "defer"}}}).admission  # fmt: skip
+    gw = _gateway(_plan(h_sat=1.5, a_sat=1.1), admission=refuse)
+    d = gw.decide(request())
+    assert d.outcome == "deferred" and "queued" in d.admission.reason and gw.deferred == 1
     # saturation just below 1 holds nothing
     gw = _gateway(_plan(h_sat=0.99, a_sat=0.99))
     assert all(gw.decide(request()).admit for _ in range(20))
+    assert gw.held_all == 0
 
 
 def test_class_by_prompt_length_explicit_class_and_default_fallback() -> None:
