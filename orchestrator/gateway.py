@@ -11,16 +11,11 @@ For each request, in this order (docs/policies.md, "The gateway"):
    before the first Plan or when no weighted pool is live);
 3. **backpressure**: a pool whose Plan saturation is >= 1 holds new prefills, so
    the request spills to the live, not-held pool with the highest weight for its
-   class. Backpressure moves prefills between pools and never sheds by itself:
-   when every live pool is held the request stays on its pool (``held_all``
-   counts it) and admission decides, with the pool's read-out (issue 14 §3: a
-   request is shed only when the admission policy says so; ``expected_slo``
-   sheds only when admitting lowers the expected number of requests meeting
-   their SLO; docs/backpressure.md);
-4. **admission**: the configured policy on the chosen pool's replicas (with this
-   gateway's in-flight counts when it also routes), the pool's backpressure
-   read-out and the configured SLOs. A policy that raises admits (serving beats
-   refusing on a bug) and is counted;
+   class. It never sheds by itself (issue 14 §3): with every live pool held the
+   request stays on its pool (``held_all``) and admission alone decides;
+4. **admission**: the configured policy on the pool's replicas (with in-flight
+   counts when this gateway also routes), its backpressure read-out and the
+   SLOs. A policy that raises admits (serving beats refusing on a bug), counted;
 5. **replica ranking**: the configured router on the pool's replicas; a router
    that raises or filters every replica out falls back to least-outstanding
    (counted) — a request is never dropped for want of a ranking.
@@ -35,11 +30,10 @@ snapshot refresh (an O(replicas) loop) and refreshed per request with in-flight
 counts only, so a request costs O(1) Python calls whatever the replica count.
 Arrivals are tallied per class (``take_arrivals``) for ``Controller.report_arrivals``.
 
-Predictions (``orchestrator.predictions``, issue 14): ``decide`` sets a request's
-predicted output length from the output-length model; ``route`` (and the
-ingress's ``predict_for``) predicts TTFT / TPOT / E2E quantiles for the replica
-chosen, conformally corrected, and ``on_completed`` with the request's
-``Outcome`` trains the length model and scores that prediction.
+Predictions (``orchestrator.predictions``, issue 14): ``route`` (and the ingress's
+``predict_for``) predicts TTFT / TPOT / E2E quantiles for the replica chosen,
+conformally corrected; ``on_completed`` with the ``Outcome`` trains the
+output-length model and scores that prediction.
 """
 
 from __future__ import annotations
@@ -110,9 +104,8 @@ class Gateway:
         self.synced_s = -float("inf")  # controller time of the last sync
         self.snapshots: dict[str, list[ReplicaSnapshot]] = {p: [] for p in self.pools}
         self._live: dict[str, float] = dict.fromkeys(self.pools, 1.0)
-        # one view per pool of the current snapshots, built at the first request
-        # after a refresh (an O(replicas) loop), then refreshed per request with
-        # in-flight counts only (ReplicaView.with_outstanding)
+        # one view per pool, built at the first request after a snapshot refresh,
+        # then refreshed per request with in-flight counts (with_outstanding)
         self._views: dict[str, ReplicaView] = {}
         # counters (cumulative)
         self.decisions = 0
@@ -123,16 +116,11 @@ class Gateway:
         self.admission_errors = 0
         self.rank_fallbacks = 0
         self.arrivals = ArrivalTally()
-        # output lengths learned from completions, and every prediction for the
-        # chosen replica logged with its outcome (orchestrator.predictions)
+        # learned output lengths; predictions logged until their outcome
         self.predictor = GatewayPredictor()
-        # Routing and admission see the learned output length only when this is
-        # set. Off: on the issue 14 grid (4 traces x 3 loads, seed 0, 60 s) feeding
-        # the predicted mean length into the cascade stack's scorer and admission
-        # lowered its SLO attainment vs the best baseline from 11 to 9 cells of 12
-        # and goodput from 8 to 7 (docs/benchmarks.md); predictions and their
-        # calibration use the length model either way. Issue 14 §3's routing
-        # objective is where lengths should enter decisions.
+        # Requests carry their predicted length into routing only when set. Off:
+        # it lost issue 14 grid cells (docs/benchmarks.md); the expected_slo
+        # policies get the learned mean length instead (_push_running_length).
         self.route_on_predicted_lengths = False
         self._logged: set[str] = set()
 
@@ -177,18 +165,10 @@ class Gateway:
         self._push_running_length()
 
     def _push_running_length(self) -> None:
-        """Give the policies that weigh the requests already running (the
-        ``expected_slo`` objective and admission, ``policies.outcome``) the mean
-        output length learned so far; once per snapshot refresh, off the request
-        path. A failure keeps their previous value."""
-        try:
-            mean = self.predictor.lengths.mean_tokens()
-        except Exception:
-            self._log_once("running_length", "output-length mean failed")
-            return
-        if mean is None:
-            return
-        for policy in (self.router, self.admission):
+        """The mean output length learned so far, to the policies that weigh the
+        requests already running (``policies.outcome``); per snapshot refresh."""
+        mean = self.predictor.lengths.mean_tokens()
+        for policy in (self.router, self.admission) if mean is not None else ():
             setter = getattr(policy, "set_running_output_tokens", None)
             if setter is not None:
                 setter(mean)

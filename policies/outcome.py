@@ -84,9 +84,7 @@ def _lognormal_cdf(mean: FloatArray, var: FloatArray, log_x: float) -> FloatArra
     return out
 
 
-def _terms(
-    model: CascadeModel, view: ReplicaView, n: float, tpot_s: float, kappa: float
-) -> _Terms:
+def _terms(model: CascadeModel, view: ReplicaView, n: float, tpot_s: float, kappa: float) -> _Terms:
     """The cached terms of ``view`` for this cascade fit, n, τ and κ."""
     base = view.base_load
     key = (model.theta.tobytes(), n, tpot_s, kappa)

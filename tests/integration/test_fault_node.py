@@ -116,9 +116,7 @@ def test_a_removed_node_fails_its_streams_cleanly_and_its_replica_comes_back(
     # clean: an error event (the ingress' answer to a lost replica), or the
     # connection closed with an error; the client knows either way, never hangs
     clean = ("error event", "connection error")
-    assert errored and all(r.detail.startswith(clean) for r in errored), [
-        r.detail for r in errored
-    ]
+    assert errored and all(r.detail.startswith(clean) for r in errored), [r.detail for r in errored]
     assert all(r.outcome == "completed" for r in streams if r not in errored)
     assert all(r.outcome == "completed" for r in load.done), [r.detail for r in load.done]
     assert ended_s < faults.CLIENT_TIMEOUT_S

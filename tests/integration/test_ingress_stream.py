@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 pytest.importorskip("ray")
-from orchestrator.ingress import CascadeIngress  # noqa: E402
+from orchestrator.ingress import CascadeIngress
 
 CHUNK = 'data: {"choices": [{"text": "a"}]}\n\n'
 
