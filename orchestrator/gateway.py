@@ -15,25 +15,21 @@ For each request, in this order (docs/policies.md, "The gateway"):
    request stays on its pool (``held_all``) and admission alone decides;
 4. **admission**: the configured policy on the pool's replicas (with in-flight
    counts when this gateway also routes), its backpressure read-out and the
-   SLOs. A policy that raises admits (serving beats refusing on a bug), counted;
+   SLOs; refused there, the other live pools are tried (not held first, then by
+   weight) and the request is shed only if none admits it. A policy that
+   raises admits (serving beats refusing on a bug), counted;
 5. **replica ranking**: the configured router on the pool's replicas; a router
    that raises or filters every replica out falls back to least-outstanding
    (counted) — a request is never dropped for want of a ranking.
 
-The Ray ingress runs 1–4 (``decide``) and the pool deployment's Serve router
-runs 5 (``rank``, via ``RoutingCore``); the simulator runs both (``route``) on a
-virtual clock. Each is the same class built from the same config
-(``Gateway.from_config``) and fed the same way: ``sync`` / ``set_plan`` /
-``set_snapshots`` / ``set_cascade_model`` with the controller's Plan, snapshots
-and fitted cascade model, off the request path. Views are built once per
-snapshot refresh (an O(replicas) loop) and refreshed per request with in-flight
-counts only, so a request costs O(1) Python calls whatever the replica count.
-Arrivals are tallied per class (``take_arrivals``) for ``Controller.report_arrivals``.
-
-Predictions (``orchestrator.predictions``, issue 14): ``route`` (and the ingress's
-``predict_for``) predicts TTFT / TPOT / E2E quantiles for the replica chosen,
-conformally corrected; ``on_completed`` with the ``Outcome`` trains the
-output-length model and scores that prediction.
+The Ray ingress runs 1–4 (``decide``), the pool's Serve router 5 (``rank``, via
+``RoutingCore``), the simulator both (``route``, virtual clock): one class, one
+config (``from_config``), fed alike off the request path (``sync`` / ``set_plan``
+/ ``set_snapshots`` / ``set_cascade_model``). Views are built once per snapshot
+refresh and refreshed per request with in-flight counts only: O(1) Python calls
+per request. Per-class arrivals: ``take_arrivals``. Predictions
+(``orchestrator.predictions``): ``route`` and ``predict_for`` predict TTFT / TPOT /
+E2E quantiles for the replica chosen; ``on_completed`` scores them.
 """
 
 from __future__ import annotations
@@ -49,7 +45,12 @@ import numpy as np
 from orchestrator.calibration import Outcome, PredictionRecord
 from orchestrator.contracts import Plan, PoolPlan, RouterSync
 from orchestrator.estimates import ArrivalTally
-from orchestrator.gateway_types import GatewayDecision, RouterLike, plan_pressure
+from orchestrator.gateway_types import (
+    GatewayDecision,
+    RouterLike,
+    least_outstanding_order,
+    plan_pressure,
+)
 from orchestrator.predictions import GatewayPredictor
 from policies import AdmissionDecision, PoolSplitter, ReplicaView, build_policies, build_view
 from policies.admission import Admission
@@ -107,14 +108,9 @@ class Gateway:
         # one view per pool, built at the first request after a snapshot refresh,
         # then refreshed per request with in-flight counts (with_outstanding)
         self._views: dict[str, ReplicaView] = {}
-        # counters (cumulative)
-        self.decisions = 0
-        self.rejected = 0
-        self.deferred = 0
-        self.spilled = 0
-        self.held_all = 0  # decisions taken while every live pool was held
-        self.admission_errors = 0
-        self.rank_fallbacks = 0
+        # cumulative counters; held_all: decisions taken with every live pool held
+        self.decisions = self.rejected = self.deferred = self.spilled = self.held_all = 0
+        self.admission_errors = self.rank_fallbacks = 0
         self.arrivals = ArrivalTally()
         # learned output lengths; predictions logged until their outcome
         self.predictor = GatewayPredictor()
@@ -165,22 +161,24 @@ class Gateway:
         self._push_running_length()
 
     def _push_running_length(self) -> None:
-        """The mean output length learned so far, to the policies that weigh the
-        requests already running (``policies.outcome``); per snapshot refresh."""
+        """The learned mean output length, to the policies that weigh running
+        requests (``policies.outcome``); per snapshot refresh."""
         mean = self.predictor.lengths.mean_tokens()
-        for policy in (self.router, self.admission) if mean is not None else ():
-            setter = getattr(policy, "set_running_output_tokens", None)
+        if mean is not None:
+            self._tell_policies("set_running_output_tokens", mean)
+
+    def _tell_policies(self, setter_name: str, value: object) -> None:
+        """Call ``setter_name(value)`` on the router and admission that have it."""
+        for policy in (self.router, self.admission):
+            setter = getattr(policy, setter_name, None)
             if setter is not None:
-                setter(mean)
+                setter(value)
 
     def set_cascade_model(self, model: CascadeModel) -> None:
-        """Predict with ``model`` (the controller's fit) from now on: the router's
-        scorers, the admission policy and the latency predictions."""
+        """Predict with ``model`` (the controller's fit) from now on (router,
+        admission and latency predictions)."""
         self.cascade = model
-        for policy in (self.router, self.admission):
-            setter = getattr(policy, "set_cascade_model", None)
-            if setter is not None:
-                setter(model)
+        self._tell_policies("set_cascade_model", model)
 
     def sync(self, state: RouterSync) -> None:
         """Take the controller's latest snapshots, Plan and cascade fit (a Ray
@@ -239,7 +237,12 @@ class Gateway:
                 self.spilled += 1
                 spilled_from, pool = pool, other
         decision = self._admit(request, pool, now, inflight)
-        if not decision.admit:
+        if not decision.admit:  # another pool that admits it beats a miss
+            for other in self._other_pools(cls, pool):
+                alt = self._admit(request, other, now, inflight)
+                if alt.admit:
+                    self.spilled += 1
+                    return GatewayDecision(request, other, alt, spilled_from or pool)
             if decision.defer:
                 self.deferred += 1
             else:
@@ -260,7 +263,7 @@ class Gateway:
             except Exception as exc:  # the policy must never leave a request waiting
                 self._log_once(type(exc).__name__, "routing policy failed; least-outstanding")
             self.rank_fallbacks += 1
-        return self._least_outstanding(view)
+        return least_outstanding_order(view, self.rng)
 
     def route(
         self, request: RequestInfo, inflight: Mapping[str, int] | None = None
@@ -320,11 +323,10 @@ class Gateway:
         return self.arrivals.take(self.clock())
 
     def predict_for(self, request: RequestInfo, pool: str) -> PredictionRecord | None:
-        """The issued prediction (TTFT, TPOT, E2E at P50/P90/P99, conformally
-        corrected) of ``request`` on the replica this gateway ranks first in
-        ``pool``, logged until ``on_completed`` brings its outcome: the Ray
-        ingress's call (the pool's router ranks the same way, with its own
-        in-flight counts). None without telemetry; never raises."""
+        """The issued prediction (TTFT, TPOT, E2E quantiles, conformally corrected)
+        of ``request`` on the replica ranked first in ``pool``, logged until
+        ``on_completed`` (the Ray ingress's call). None without telemetry; never
+        raises."""
         try:
             view = self.pool_view(pool)
             order = self.rank(request, view) if view is not None else []
@@ -358,17 +360,18 @@ class Gateway:
         pp = self._pool_plan(pool)
         return pp is not None and pp.saturation >= 1.0
 
-    def _spill(self, cls: str, held: str) -> str:
-        """The live, not-held pool with the highest weight for ``cls``; ``held``
-        itself when there is none."""
+    def _other_pools(self, cls: str, pool: str) -> list[str]:
+        """The live pools but ``pool``: not held first, then by weight for ``cls``
+        (ties in config order): where a held pool spills to, and where a refused
+        request is tried before it is shed."""
         weights = self._class_weights(cls) or {}
-        best, best_w = held, -1.0
-        for p in self.pools:
-            if p != held and self.snapshots.get(p) and not self._held(p):
-                w = weights.get(p, 0.0)
-                if w > best_w:
-                    best, best_w = p, w
-        return best
+        others = [p for p in self.pools if p != pool and self.snapshots.get(p)]
+        return sorted(others, key=lambda p: (self._held(p), -weights.get(p, 0.0)))
+
+    def _spill(self, cls: str, held: str) -> str:
+        """The live, not-held pool with the highest weight; ``held`` if none."""
+        order = self._other_pools(cls, held)
+        return order[0] if order and not self._held(order[0]) else held
 
     def _admit(
         self, request: RequestInfo, pool: str, now: float, inflight: Mapping[str, int] | None
@@ -386,10 +389,6 @@ class Gateway:
             self.admission_errors += 1
             self._log_once("admission", "admission policy failed; admitting")
             return AdmissionDecision(True, "admission policy error: admitted")
-
-    def _least_outstanding(self, view: ReplicaView) -> list[int]:
-        loads = np.asarray(view.outstanding, dtype=float) + self.rng.random(view.size) * 1e-3
-        return [int(i) for i in np.argsort(loads)]
 
     def _log_once(self, key: str, message: str) -> None:
         if key not in self._logged:

@@ -280,6 +280,7 @@ def test_the_simulator_stack_and_the_ray_ingress_and_router_decide_alike() -> No
     stack_rank_rng = np.random.default_rng(11)
     rng = np.random.default_rng(3)
     held_seen = 0  # ticks where a pool was held
+    moved = 0  # requests refused on a pool that is not held, admitted on another
     for tick in range(1, 9):
         now[0] = float(tick)
         snaps = _pool_snaps(now[0], rng)
@@ -298,6 +299,8 @@ def test_the_simulator_stack_and_the_ray_ingress_and_router_decide_alike() -> No
             assert (d_sim.slo_class, d_sim.pool, d_sim.spilled_from, d_sim.admission) == (
                 d_ray.slo_class, d_ray.pool, d_ray.spilled_from, d_ray.admission
             )  # fmt: skip
+            src = d_sim.spilled_from
+            moved += src is not None and plan.pools[src].saturation < 1.0
             if not d_sim.admit:
                 continue
             ids = [s.replica_id for s in snaps if s.pool == d_sim.pool]
@@ -311,4 +314,22 @@ def test_the_simulator_stack_and_the_ray_ingress_and_router_decide_alike() -> No
     assert set(stack.controller.traffic.rates()) == {"interactive", "batch"}
     # the inputs exercised holds, spills and admission refusals, not only admits
     gw = stack.gateway
-    assert held_seen and gw.spilled and gw.rejected and gw.rejected < gw.decisions
+    assert held_seen and gw.spilled and gw.rejected + moved > 0 and gw.rejected < gw.decisions
+
+
+def test_a_request_refused_on_its_pool_is_admitted_on_another_that_takes_it() -> None:
+    """Shed only when no live pool admits: the Plan's split and the per-replica
+    admission decide together (issue 14 §3)."""
+    full = [snap("h0", pool="h", waiting=5), snap("h1", pool="h", waiting=5)]
+    cap = build_policies(
+        {"admission": {"type": "queue_cap", "params": {"max_waiting_per_replica": 1}}}
+    ).admission
+    only_h = _plan(routing={"default": {"h": 1.0, "a": 0.0}})
+    gw = _gateway(only_h, admission=cap, snaps=[*full, snap("a0", pool="a")])
+    d = gw.decide(request())
+    assert d.admit and d.pool == "a" and d.spilled_from == "h" and gw.spilled == 1
+    assert gw.rejected == gw.deferred == 0
+    # every pool full: shed, and counted once
+    gw = _gateway(only_h, admission=cap, snaps=[*full, snap("a0", pool="a", waiting=5)])
+    d = gw.decide(request())
+    assert not d.admit and d.pool == "h" and d.outcome == "rejected" and gw.rejected == 1
