@@ -100,3 +100,21 @@ def test_admission_refuses_only_when_the_expected_count_drops() -> None:
             model, view, req.prompt_tokens, 256, slo.tpot_s
         )
         assert adm.decide(req, view, 0.1).admit == bool(gain.max() >= 0.0), k
+
+
+def test_the_gateway_feeds_the_learned_mean_length_to_the_outcome_policies() -> None:
+    from orchestrator.gateway import Gateway
+
+    router = build_router(
+        {"scorers": [{"type": "uncertainty", "params": {"objective": "expected_slo"}}]}
+    )
+    adm = ExpectedSloAdmission()
+    gw = Gateway(router=router, admission=adm)
+    scorer = router.scorers[0][0]
+    gw.set_snapshots([snap("r0")])
+    assert scorer.running_output_tokens == adm.running_output_tokens == 256.0  # no data yet
+    for k in range(64):
+        gw.predictor.lengths.observe("default", 100, 4096, 80.0 + (k % 2) * 40.0)
+    gw.set_snapshots([snap("r0")])
+    assert scorer.running_output_tokens == pytest.approx(100.0)
+    assert adm.running_output_tokens == pytest.approx(100.0)
