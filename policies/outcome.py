@@ -27,8 +27,9 @@ The ongoing requests' model (per replica, from the view; no per-request telemetr
   replica but not their lifetimes (and the load still to come), which the
   snapshot does not measure;
 - n + 1 = ``running_output_tokens``, their output length (the gateway feeds the
-  learned mean length); admitting adds P·c_i/n to each TPOT and scales σ_i by
-  exp(cascade log-ratio);
+  learned mean length); admitting adds P·c_i/n to each TPOT (the stall spread
+  over n gaps) and scales σ_i by the cascade model's ratio over the k ≈
+  P·c_i / m_i steps the prefill spans (not over all n: a TPOT averages them);
 - their SLO is this request's class's TPOT target (the best proxy the view
   offers: a pool's requests share its class mix); without a TPOT target Δ = 0.
 
@@ -149,8 +150,9 @@ def ongoing_harm(
     t = _terms(model, view, n, tpot_s, tpot_cv)
     theta = model.theta
     p = float(prompt_tokens)
-    # the prefill's stall spread over each ongoing request's n gaps
-    m_after = t.cost * (p / n)
+    # the prefill's stall (P·c seconds) spread over each ongoing request's n gaps
+    stall = t.cost * p
+    m_after = stall / n
     m_after += t.itl_mean
     # cascade: σ_p² grows by the prefill's variance, KV by its tokens
     sp2_to = t.prefill_var_per_tok2 * (p * p)
@@ -164,8 +166,17 @@ def ongoing_harm(
     kv_term = np.log1p(kv_to)
     kv_term -= t.log1p_kv
     log_ratio += float(theta[2]) * kv_term
-    # var after = σ²·AR/n · exp(2·log_ratio) + (κ·m_after)²
+    # σ² grows by the cascade ratio² only over the k ≈ stall / ITL steps the
+    # prefill spans, of the n a TPOT averages: var after = σ²·AR/n · (1 +
+    # (ratio² − 1)·min(k/n, 1)) + (κ·m_after)²
     var_after = np.exp(2.0 * log_ratio)
+    var_after -= 1.0
+    np.maximum(var_after, 0.0, out=var_after)
+    k_over_n = stall / np.maximum(t.itl_mean, _EPS)
+    np.clip(k_over_n, 1.0, n, out=k_over_n)
+    var_after *= k_over_n
+    var_after *= 1.0 / n
+    var_after += 1.0
     var_after *= t.itl_var_ar_n
     var_after += t.kappa_m2 * np.square(m_after / np.maximum(t.itl_mean, _EPS))
     p_after = _lognormal_cdf(m_after, var_after, math.log(tpot_s))
