@@ -38,7 +38,8 @@ cascade exponent below 0 must not make a prefill look helpful).
 
 Cost: the request-independent terms are computed once per view and cascade fit
 (``_terms``, cached on the view's snapshot load, which every in-flight refresh of
-the view shares), so a request costs about 20 array operations over the replicas.
+the view shares), so a request costs about 30 array operations over the replicas
+(measured: docs/benchmarks.md, "Issue 14 §3").
 """
 
 from __future__ import annotations
