@@ -59,7 +59,7 @@ HEADLINE = (
     ("GPU util", _col("gpu_util_arrivals", ".1%")),
     ("tok/s /GPU", _col("tokens_common_per_gpu_s", ".0f")),
     ("σ² E2E/tok ms²", _col("e2e_per_token_var_s2", ".3g", 1e6)),
-    ("rejected (deferred)", lambda r: f"{r.get('rejected', 0)} ({r.get('deferred', 0)})"),
+    ("rejected / deferred", lambda r: f"{r.get('rejected', 0)} / {r.get('deferred', 0)}"),
 )  # fmt: skip
 
 QUANTILES = (

@@ -9,7 +9,8 @@ Definitions (all latencies in seconds, measured from arrival at the cluster):
   ~d; the first token after a preemption is not separated out).
 * P50/P90/P99 over completed requests. Rejected requests (admission or engine)
   and deferred ones (the gateway's 429 + Retry-After; the simulated client does
-  not retry) count as SLO misses; ``rejected`` includes ``deferred``.
+  not retry) count as SLO misses. ``rejected`` and ``deferred`` are disjoint;
+  ``shed`` is their sum.
 * ``p99_window_cv``: the E2E P99 of each ``window_s`` window of arrivals (windows
   with at least 20 completed requests), then σ(P99) / mean(P99) across windows:
   how predictable the tail is over time.
@@ -126,6 +127,8 @@ def summarize(
     prefix_query_tokens: int = 0,
 ) -> dict[str, Any]:
     """The metrics dict of one run (see module docstring for definitions).
+    ``rejected``: refused outright (admission or engine); ``deferred``: refused
+    with a Retry-After (not included in ``rejected``).
     ``slo_index[i]``: request i's class in ``slos`` (None: all ``slos[0]``).
     The token counters are the engines' sums (``replicas.scheduler``)."""
     n = log.arrival_s.size
@@ -162,6 +165,7 @@ def summarize(
         "completed": int(done.sum()),
         "rejected": int(rejected),
         "deferred": int(deferred),
+        "shed": int(rejected) + int(deferred),
         "ttft_p50_s": _q(ttft, 0.5),
         "ttft_p90_s": _q(ttft, 0.9),
         "ttft_p99_s": _q(ttft, 0.99),

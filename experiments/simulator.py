@@ -234,8 +234,12 @@ def simulate(
         if len(slo_names) > 1:
             slo_index[i] = slo_names.index(info.slo_class)
         if not order or view is None:
-            rejected_admission += 1  # a deferral too: the simulated client does not retry
-            deferred += decision.admission.defer
+            # a deferral is a miss too (the simulated client does not retry),
+            # counted apart from outright rejections
+            if decision.admission.defer:
+                deferred += 1
+            else:
+                rejected_admission += 1
             i += 1
             continue
         k = index_of[view.replica_ids[order[0]]]

@@ -11,30 +11,25 @@ For each request, in this order (docs/policies.md, "The gateway"):
    before the first Plan or when no weighted pool is live);
 3. **backpressure**: a pool whose Plan saturation is >= 1 holds new prefills, so
    the request spills to the live, not-held pool with the highest weight for its
-   class; only when every live pool is held is it *deferred* (``Retry-After``
-   ``HOLD_RETRY_S``, about the controller's pace);
-4. **admission**: the configured policy on the chosen pool's replicas, with the
-   pool's backpressure read-out and the configured SLOs. A policy that raises
-   admits (serving beats refusing on a bug) and is counted;
+   class. It never sheds by itself (issue 14 §3): with every live pool held the
+   request stays on its pool (``held_all``) and admission alone decides;
+4. **admission**: the configured policy on the pool's replicas (with in-flight
+   counts when this gateway also routes), its backpressure read-out and the
+   SLOs; refused there, the other live pools are tried (not held first, then by
+   weight) and the request is shed only if none admits it. A policy that
+   raises admits (serving beats refusing on a bug), counted;
 5. **replica ranking**: the configured router on the pool's replicas; a router
    that raises or filters every replica out falls back to least-outstanding
    (counted) — a request is never dropped for want of a ranking.
 
-The Ray ingress runs 1–4 (``decide``) and the pool deployment's Serve router
-runs 5 (``rank``, via ``RoutingCore``); the simulator runs both (``route``) on a
-virtual clock. Each is the same class built from the same config
-(``Gateway.from_config``) and fed the same way: ``sync`` / ``set_plan`` /
-``set_snapshots`` / ``set_cascade_model`` with the controller's Plan, snapshots
-and fitted cascade model, off the request path. Views are built once per
-snapshot refresh (an O(replicas) loop) and refreshed per request with in-flight
-counts only, so a request costs O(1) Python calls whatever the replica count.
-Arrivals are tallied per class (``take_arrivals``) for ``Controller.report_arrivals``.
-
-Predictions (``orchestrator.predictions``, issue 14): ``decide`` sets a request's
-predicted output length from the output-length model; ``route`` (and the
-ingress's ``predict_for``) predicts TTFT / TPOT / E2E quantiles for the replica
-chosen, conformally corrected, and ``on_completed`` with the request's
-``Outcome`` trains the length model and scores that prediction.
+The Ray ingress runs 1–4 (``decide``), the pool's Serve router 5 (``rank``, via
+``RoutingCore``), the simulator both (``route``, virtual clock): one class, one
+config (``from_config``), fed alike off the request path (``sync`` / ``set_plan``
+/ ``set_snapshots`` / ``set_cascade_model``). Views are built once per snapshot
+refresh and refreshed per request with in-flight counts only: O(1) Python calls
+per request. Per-class arrivals: ``take_arrivals``. Predictions
+(``orchestrator.predictions``): ``route`` and ``predict_for`` predict TTFT / TPOT /
+E2E quantiles for the replica chosen; ``on_completed`` scores them.
 """
 
 from __future__ import annotations
@@ -50,7 +45,12 @@ import numpy as np
 from orchestrator.calibration import Outcome, PredictionRecord
 from orchestrator.contracts import Plan, PoolPlan, RouterSync
 from orchestrator.estimates import ArrivalTally
-from orchestrator.gateway_types import GatewayDecision, RouterLike, plan_pressure
+from orchestrator.gateway_types import (
+    GatewayDecision,
+    RouterLike,
+    least_outstanding_order,
+    plan_pressure,
+)
 from orchestrator.predictions import GatewayPredictor
 from policies import AdmissionDecision, PoolSplitter, ReplicaView, build_policies, build_view
 from policies.admission import Admission
@@ -64,7 +64,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("cascade.gateway")
 
-HOLD_RETRY_S = 1.0  # backpressure holds re-check at about the controller's pace
 ALL_POOLS = ""  # the pool key of a gateway without pools (one deployment of every replica)
 ADMITTED = AdmissionDecision(True, "admitted")
 
@@ -106,28 +105,18 @@ class Gateway:
         self.synced_s = -float("inf")  # controller time of the last sync
         self.snapshots: dict[str, list[ReplicaSnapshot]] = {p: [] for p in self.pools}
         self._live: dict[str, float] = dict.fromkeys(self.pools, 1.0)
-        # one view per pool of the current snapshots, built at the first request
-        # after a refresh (an O(replicas) loop), then refreshed per request with
-        # in-flight counts only (ReplicaView.with_outstanding)
+        # one view per pool, built at the first request after a snapshot refresh,
+        # then refreshed per request with in-flight counts (with_outstanding)
         self._views: dict[str, ReplicaView] = {}
-        # counters (cumulative)
-        self.decisions = 0
-        self.rejected = 0
-        self.deferred = 0
-        self.spilled = 0
-        self.admission_errors = 0
-        self.rank_fallbacks = 0
+        # cumulative counters; held_all: decisions taken with every live pool held
+        self.decisions = self.rejected = self.deferred = self.spilled = self.held_all = 0
+        self.admission_errors = self.rank_fallbacks = 0
         self.arrivals = ArrivalTally()
-        # output lengths learned from completions, and every prediction for the
-        # chosen replica logged with its outcome (orchestrator.predictions)
+        # learned output lengths; predictions logged until their outcome
         self.predictor = GatewayPredictor()
-        # Routing and admission see the learned output length only when this is
-        # set. Off: on the issue 14 grid (4 traces x 3 loads, seed 0, 60 s) feeding
-        # the predicted mean length into the cascade stack's scorer and admission
-        # lowered its SLO attainment vs the best baseline from 11 to 9 cells of 12
-        # and goodput from 8 to 7 (docs/benchmarks.md); predictions and their
-        # calibration use the length model either way. Issue 14 §3's routing
-        # objective is where lengths should enter decisions.
+        # Requests carry their predicted length into routing only when set. Off:
+        # it lost issue 14 grid cells (docs/benchmarks.md); the expected_slo
+        # policies get the learned mean length instead (_push_running_length).
         self.route_on_predicted_lengths = False
         self._logged: set[str] = set()
 
@@ -169,15 +158,27 @@ class Gateway:
         # no telemetry yet: every pool counts
         self._live = live if any(live.values()) else dict.fromkeys(self.pools, 1.0)
         self._views = {}
+        self._push_running_length()
+
+    def _push_running_length(self) -> None:
+        """The learned mean output length, to the policies that weigh running
+        requests (``policies.outcome``); per snapshot refresh."""
+        mean = self.predictor.lengths.mean_tokens()
+        if mean is not None:
+            self._tell_policies("set_running_output_tokens", mean)
+
+    def _tell_policies(self, setter_name: str, value: object) -> None:
+        """Call ``setter_name(value)`` on the router and admission that have it."""
+        for policy in (self.router, self.admission):
+            setter = getattr(policy, setter_name, None)
+            if setter is not None:
+                setter(value)
 
     def set_cascade_model(self, model: CascadeModel) -> None:
-        """Predict with ``model`` (the controller's fit) from now on: the router's
-        scorers, the admission policy and the latency predictions."""
+        """Predict with ``model`` (the controller's fit) from now on (router,
+        admission and latency predictions)."""
         self.cascade = model
-        for policy in (self.router, self.admission):
-            setter = getattr(policy, "set_cascade_model", None)
-            if setter is not None:
-                setter(model)
+        self._tell_policies("set_cascade_model", model)
 
     def sync(self, state: RouterSync) -> None:
         """Take the controller's latest snapshots, Plan and cascade fit (a Ray
@@ -207,9 +208,16 @@ class Gateway:
         """The request's SLO class (see ``SloConfig.classify``)."""
         return self.slos.classify(prompt_tokens, requested)
 
-    def decide(self, request: RequestInfo, requested_class: str | None = None) -> GatewayDecision:
+    def decide(
+        self,
+        request: RequestInfo,
+        requested_class: str | None = None,
+        inflight: Mapping[str, int] | None = None,
+    ) -> GatewayDecision:
         """Class → pool → hold / spill → admission (module docstring, steps 1–4).
-        ``requested_class``: the client's explicit class, if any. Never raises on
+        ``requested_class``: the client's explicit class, if any; ``inflight``:
+        this gateway's in-flight counts per replica when it also routes (the
+        simulator), so admission sees the state the ranking will. Never raises on
         telemetry or a policy error."""
         self.decisions += 1
         cls = self.classify(request.prompt_tokens, requested_class)
@@ -223,25 +231,18 @@ class Gateway:
         spilled_from = None
         if self._held(pool):
             other = self._spill(cls, pool)
-            if other == pool:  # every live pool is held: try again shortly
-                self.deferred += 1
-                pp = self._pool_plan(pool)
-                sat = pp.saturation if pp is not None else float("nan")
-                return GatewayDecision(
-                    request,
-                    pool,
-                    AdmissionDecision(
-                        False,
-                        f"backpressure: every pool holds new prefills ({pool} saturation "
-                        f"{sat:.2f} >= 1)",
-                        HOLD_RETRY_S,
-                        True,
-                    ),
-                )
-            self.spilled += 1
-            spilled_from, pool = pool, other
-        decision = self._admit(request, pool, now)
-        if not decision.admit:
+            if other == pool:  # every live pool is held: admission alone may shed
+                self.held_all += 1
+            else:
+                self.spilled += 1
+                spilled_from, pool = pool, other
+        decision = self._admit(request, pool, now, inflight)
+        if not decision.admit:  # another pool that admits it beats a miss
+            for other in self._other_pools(cls, pool):
+                alt = self._admit(request, other, now, inflight)
+                if alt.admit:
+                    self.spilled += 1
+                    return GatewayDecision(request, other, alt, spilled_from or pool)
             if decision.defer:
                 self.deferred += 1
             else:
@@ -262,7 +263,7 @@ class Gateway:
             except Exception as exc:  # the policy must never leave a request waiting
                 self._log_once(type(exc).__name__, "routing policy failed; least-outstanding")
             self.rank_fallbacks += 1
-        return self._least_outstanding(view)
+        return least_outstanding_order(view, self.rng)
 
     def route(
         self, request: RequestInfo, inflight: Mapping[str, int] | None = None
@@ -270,7 +271,7 @@ class Gateway:
         """``decide`` then ``rank`` in the chosen pool (the simulator's call):
         (decision, the pool's view with ``inflight``, ranking). The ranking is
         empty when the request is not admitted or the pool has no replicas."""
-        decision = self.decide(request)
+        decision = self.decide(request, inflight=inflight)
         if not decision.admit:
             return decision, None, []
         view = self.pool_view(decision.pool, inflight)
@@ -322,11 +323,10 @@ class Gateway:
         return self.arrivals.take(self.clock())
 
     def predict_for(self, request: RequestInfo, pool: str) -> PredictionRecord | None:
-        """The issued prediction (TTFT, TPOT, E2E at P50/P90/P99, conformally
-        corrected) of ``request`` on the replica this gateway ranks first in
-        ``pool``, logged until ``on_completed`` brings its outcome: the Ray
-        ingress's call (the pool's router ranks the same way, with its own
-        in-flight counts). None without telemetry; never raises."""
+        """The issued prediction (TTFT, TPOT, E2E quantiles, conformally corrected)
+        of ``request`` on the replica ranked first in ``pool``, logged until
+        ``on_completed`` (the Ray ingress's call). None without telemetry; never
+        raises."""
         try:
             view = self.pool_view(pool)
             order = self.rank(request, view) if view is not None else []
@@ -360,22 +360,25 @@ class Gateway:
         pp = self._pool_plan(pool)
         return pp is not None and pp.saturation >= 1.0
 
-    def _spill(self, cls: str, held: str) -> str:
-        """The live, not-held pool with the highest weight for ``cls``; ``held``
-        itself when there is none."""
+    def _other_pools(self, cls: str, pool: str) -> list[str]:
+        """The live pools but ``pool``: not held first, then by weight for ``cls``
+        (ties in config order): where a held pool spills to, and where a refused
+        request is tried before it is shed."""
         weights = self._class_weights(cls) or {}
-        best, best_w = held, -1.0
-        for p in self.pools:
-            if p != held and self.snapshots.get(p) and not self._held(p):
-                w = weights.get(p, 0.0)
-                if w > best_w:
-                    best, best_w = p, w
-        return best
+        others = [p for p in self.pools if p != pool and self.snapshots.get(p)]
+        return sorted(others, key=lambda p: (self._held(p), -weights.get(p, 0.0)))
 
-    def _admit(self, request: RequestInfo, pool: str, now: float) -> AdmissionDecision:
+    def _spill(self, cls: str, held: str) -> str:
+        """The live, not-held pool with the highest weight; ``held`` if none."""
+        order = self._other_pools(cls, held)
+        return order[0] if order and not self._held(order[0]) else held
+
+    def _admit(
+        self, request: RequestInfo, pool: str, now: float, inflight: Mapping[str, int] | None
+    ) -> AdmissionDecision:
         if self.admission is None:
             return ADMITTED
-        view = self.pool_view(pool)
+        view = self.pool_view(pool, inflight)
         if view is None:
             return AdmissionDecision(True, "no telemetry yet")
         pp = self._pool_plan(pool)
@@ -387,14 +390,10 @@ class Gateway:
             self._log_once("admission", "admission policy failed; admitting")
             return AdmissionDecision(True, "admission policy error: admitted")
 
-    def _least_outstanding(self, view: ReplicaView) -> list[int]:
-        loads = np.asarray(view.outstanding, dtype=float) + self.rng.random(view.size) * 1e-3
-        return [int(i) for i in np.argsort(loads)]
-
     def _log_once(self, key: str, message: str) -> None:
         if key not in self._logged:
             self._logged.add(key)
             logger.exception("%s (%s)", message, key)
 
 
-__all__ = ["ALL_POOLS", "HOLD_RETRY_S", "Gateway", "GatewayDecision", "RouterLike", "plan_pressure"]
+__all__ = ["ALL_POOLS", "Gateway", "GatewayDecision", "RouterLike", "plan_pressure"]

@@ -32,6 +32,13 @@ def plan_pressure(pp: PoolPlan, pool: str, now_s: float) -> BackpressureState:
     )
 
 
+def least_outstanding_order(view: Any, rng: np.random.Generator) -> list[int]:
+    """Indices of ``view`` (a ``ReplicaView``) by in-flight count, ties broken at
+    random: the gateway's fallback ranking."""
+    loads = np.asarray(view.outstanding, dtype=float) + rng.random(view.size) * 1e-3
+    return [int(i) for i in np.argsort(loads)]
+
+
 @dataclass(frozen=True, slots=True)
 class GatewayDecision:
     """One request's decision. ``request`` carries its class; ``pool`` is where

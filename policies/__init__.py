@@ -28,7 +28,7 @@ Routing
 Admission and backpressure
     ``Admission.decide(request, view, now_s, pressure=None) -> AdmissionDecision``
         ``AdmissionDecision(admit, reason, retry_after_s, defer, p_meet)``;
-        types: always, queue_cap, token_budget, slo_feasible (``ADMISSIONS``).
+        types: always, queue_cap, token_budget, slo_feasible, expected_slo (``ADMISSIONS``).
     ``UncertaintyBackpressure.update(pool, now_s, itl_sigma_s, itl_sigma_growth=None,
         admitted_prefill_tokens_per_s=None) -> BackpressureState``
         ``BackpressureState(pool, time_s, saturation, prefill_token_budget,
@@ -54,6 +54,7 @@ from policies.admission import (
     SloFeasibleAdmission,
     TokenBudgetAdmission,
 )
+from policies.admission_outcome import ExpectedSloAdmission
 from policies.backpressure import (
     Backpressure,
     BackpressureState,
@@ -90,6 +91,7 @@ __all__ = [
     "AlwaysAdmit",
     "Backpressure",
     "BackpressureState",
+    "ExpectedSloAdmission",
     "Filter",
     "NoBackpressure",
     "Picker",

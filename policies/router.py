@@ -127,6 +127,14 @@ class Router:
             if setter is not None:
                 setter(model)
 
+    def set_running_output_tokens(self, tokens: float) -> None:
+        """Give scorers that weigh the requests already running (the
+        ``expected_slo`` objective) their learned mean output length."""
+        for c in self._components():
+            setter = getattr(c, "set_running_output_tokens", None)
+            if setter is not None:
+                setter(tokens)
+
     def set_slos(self, slos: dict[str, SloClass]) -> None:
         """Give SLO-aware scorers the deployment's SLO table."""
         for c in self._components():

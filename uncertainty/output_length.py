@@ -133,6 +133,13 @@ class OutputLengthModel:
         s = self.summaries.get(("", _ANY, _ANY))
         return s.n if s is not None else 0
 
+    def mean_tokens(self) -> float | None:
+        """Mean output length (tokens) over every completion learned; None before
+        ``min_samples`` of them."""
+        self.flush()
+        s = self.summaries.get(("", _ANY, _ANY))
+        return s.mean if s is not None and s.n >= self.min_samples else None
+
     # ---- learning ------------------------------------------------------------------
     def observe(
         self, slo_class: str, prompt_tokens: int, max_tokens: int, output_tokens: float

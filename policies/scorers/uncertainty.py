@@ -16,18 +16,27 @@ Objectives (``objective``):
   ≈ 1 when idle, ≈ 0 in overload) the fastest expected replica still ranks
   first. The tie-break is scaled by the request's own E2E target, so it needs no
   reduction over replicas (the router's hot path counts array operations).
+- ``expected_slo``: the system's outcome (``policies.outcome``, issue 14 §3): the
+  expected number of requests meeting their SLO, G = P(meet SLO) + Δ, Δ <= 0
+  the change this request's prefill causes to the requests already on the
+  replica (their TPOT grows by its stall, their ITL σ by the cascade model).
+  score = (1 − ε)·exp(G − 1) + ε·target/(target + E2E mean): monotone in G,
+  1 at G = 1, in (0, 1] without a reduction over replicas; near G = 1 a step
+  in G moves the score as much as a step in P does under ``slo_probability``.
 - ``mean_kappa_sigma``: cost c = mean + κ·σ of E2E (or TTFT, ``metric``);
   score = min(c) / c ∈ (0, 1] (1 for the best replica, 0.5 for one twice as slow).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import numpy as np
 from pydantic import Field
 
 from policies.base import Scorer
+from policies.outcome import DEFAULT_RUNNING_OUTPUT_TOKENS, DEFAULT_TPOT_CV, ongoing_harm
 from policies.params import PolicyParams
 from policies.registry import SCORERS
 from policies.slo import DEFAULT_SLOS, SloClass, meet_probability, predict_request, slo_for
@@ -41,10 +50,14 @@ _TIE_BREAK = 1e-3  # weight of the latency ratio in the slo_probability score
 
 
 class UncertaintyParams(PolicyParams):
-    objective: Literal["slo_probability", "mean_kappa_sigma"] = "slo_probability"
+    objective: Literal["slo_probability", "expected_slo", "mean_kappa_sigma"] = "slo_probability"
     kappa: float = Field(default=1.0, ge=0.0)
     metric: Literal["e2e", "ttft"] = "e2e"
     output_cv: float = Field(default=0.3, ge=0.0)
+    # expected_slo only (policies.outcome): TPOT spread between the requests on a
+    # replica, and their output length until the gateway feeds the learned mean
+    tpot_cv: float = Field(default=DEFAULT_TPOT_CV, ge=0.0)
+    running_output_tokens: float = Field(default=DEFAULT_RUNNING_OUTPUT_TOKENS, ge=2.0)
     slos: dict[str, SloClass] = Field(default_factory=lambda: dict(DEFAULT_SLOS))
 
 
@@ -62,10 +75,12 @@ class UncertaintyScorer(Scorer):
           - type: uncertainty
             weight: 1.0
             params:
-              objective: slo_probability   # or mean_kappa_sigma
+              objective: slo_probability   # or expected_slo, mean_kappa_sigma
               kappa: 1.0                   # mean_kappa_sigma only
               metric: e2e                  # mean_kappa_sigma only: e2e | ttft
               output_cv: 0.3
+              tpot_cv: 0.1                 # expected_slo only
+              running_output_tokens: 256   # expected_slo only, until lengths are learned
               slos:
                 default: {ttft_s: 2.0, tpot_s: 0.1}
                 interactive: {ttft_s: 0.5, tpot_s: 0.05}
@@ -80,10 +95,17 @@ class UncertaintyScorer(Scorer):
     ) -> None:
         self.params = params or UncertaintyParams()
         self.model = model or CascadeModel()
+        self.running_output_tokens = self.params.running_output_tokens
 
     @classmethod
     def from_params(cls, params: UncertaintyParams) -> UncertaintyScorer:
         return cls(params)
+
+    def set_running_output_tokens(self, tokens: float) -> None:
+        """The mean output length of the requests already running (the gateway's
+        learned mean), for ``expected_slo``; values below 2 are ignored."""
+        if tokens >= 2.0 and math.isfinite(tokens):
+            self.running_output_tokens = float(tokens)
 
     def set_cascade_model(self, model: CascadeModel) -> None:
         """Use the controller's fitted cascade model from now on."""
@@ -95,7 +117,7 @@ class UncertaintyScorer(Scorer):
 
     def score(self, request: RequestInfo, view: ReplicaView, candidates: IntArray) -> FloatArray:
         p = self.params
-        if p.objective == "slo_probability":
+        if p.objective in ("slo_probability", "expected_slo"):
             slo = slo_for(p.slos, request.slo_class)
             length = request.expected_output_tokens
             ttft_s, e2e_s = slo.ttft_s, slo.e2e_target_s(length)
@@ -106,6 +128,10 @@ class UncertaintyScorer(Scorer):
                 prob, tie = predict_slo_probability(
                     self.model, view.load, request.prompt_tokens, length, sd, ttft_s, e2e_s, e2e_s
                 )  # tie = E2E mean + target, the tie-break's denominator
+                if p.objective == "expected_slo":
+                    prob += self._harm(request, view, slo, length)
+                    np.subtract(prob, 1.0, out=prob)
+                    np.exp(prob, out=prob)  # exp(G − 1) ∈ (0, 1]
                 if candidates.size != view.size:
                     prob, tie = prob[candidates], tie[candidates]
                 return _slo_score(prob, tie, e2e_s, shifted=True)
@@ -123,9 +149,26 @@ class UncertaintyScorer(Scorer):
         slo = slo_for(p.slos, request.slo_class)
         length = request.expected_output_tokens
         prob = meet_probability(pred, slo, length)
+        if p.objective == "expected_slo":
+            harm = self._harm(request, view, slo, length)
+            prob = np.exp(prob + (harm[candidates] if candidates.size != view.size else harm) - 1.0)
         # with no E2E target (TTFT only), the TTFT target scales the tie-break
         scale = slo.e2e_target_s(length) or slo.ttft_s or 1.0
         return _slo_score(prob, pred.e2e_mean_s, scale)
+
+    def _harm(
+        self, request: RequestInfo, view: ReplicaView, slo: SloClass, length: float
+    ) -> FloatArray:
+        """Δ per replica of ``view`` (``policies.outcome.ongoing_harm``)."""
+        return ongoing_harm(
+            self.model,
+            view,
+            request.prompt_tokens,
+            length,
+            slo.tpot_s,
+            running_output_tokens=self.running_output_tokens,
+            tpot_cv=self.params.tpot_cv,
+        )
 
 
 def _slo_score(

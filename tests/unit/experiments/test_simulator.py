@@ -78,7 +78,8 @@ def test_prefix_trace_runs_and_hits_the_cache(eviction: str) -> None:
     tr = load_trace("mooncake").head(300)
     setup = SimSetup(pools=(PoolSetup("h100", "H100", 1, num_blocks=2000, kv_eviction=eviction),))
     m = simulate(setup, tr.scaled_to_rate(1.0), "least-outstanding").metrics
-    assert m["completed"] + m["rejected"] == 300
+    assert m["completed"] + m["shed"] == 300
+    assert m["shed"] == m["rejected"] + m["deferred"]
     assert 0.0 < m["kv_hit_rate"] < 0.5
 
 

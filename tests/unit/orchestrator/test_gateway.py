@@ -92,18 +92,27 @@ def test_a_held_pool_spills_to_the_other_and_is_not_deferred() -> None:
     assert gw.deferred == gw.rejected == 0
 
 
-def test_defer_with_retry_after_only_when_every_pool_is_held() -> None:
+def test_backpressure_never_sheds_by_itself_when_every_pool_is_held() -> None:
+    """Every pool held: the request stays on its pool and admission alone decides
+    (issue 14 §3: shed only when the admission policy says so)."""
     gw = _gateway(_plan(h_sat=1.5, a_sat=1.1))
-    d = gw.decide(request())
-    assert not d.admit and d.outcome == "deferred" and d.admission.defer
-    assert d.admission.retry_after_s is not None and d.admission.retry_after_s > 0
-    assert "backpressure" in d.admission.reason and gw.deferred == 1
-    # the other pool held, but without live replicas: still nowhere to go
+    decisions = [gw.decide(request()) for _ in range(50)]
+    assert all(d.admit and d.spilled_from is None for d in decisions)
+    assert gw.held_all == 50 and gw.deferred == gw.rejected == gw.spilled == 0
+    # the other pool held, but without live replicas: still nowhere to spill to
     gw = _gateway(_plan(h_sat=1.5), snaps=SNAPS[:2])
-    assert gw.decide(request()).outcome == "deferred"
+    d = gw.decide(request())
+    assert d.admit and d.pool == "h" and gw.held_all == 1
+    # an admission that refuses still sheds, with its own reason
+    refuse = build_policies({"admission": {"type": "queue_cap", "params": {
+        "max_waiting_per_replica": 0, "action": "defer"}}}).admission  # fmt: skip
+    gw = _gateway(_plan(h_sat=1.5, a_sat=1.1), admission=refuse)
+    d = gw.decide(request())
+    assert d.outcome == "deferred" and "queued" in d.admission.reason and gw.deferred == 1
     # saturation just below 1 holds nothing
     gw = _gateway(_plan(h_sat=0.99, a_sat=0.99))
     assert all(gw.decide(request()).admit for _ in range(20))
+    assert gw.held_all == 0
 
 
 def test_class_by_prompt_length_explicit_class_and_default_fallback() -> None:
@@ -271,6 +280,7 @@ def test_the_simulator_stack_and_the_ray_ingress_and_router_decide_alike() -> No
     stack_rank_rng = np.random.default_rng(11)
     rng = np.random.default_rng(3)
     held_seen = 0  # ticks where a pool was held
+    moved = 0  # requests refused on a pool that is not held, admitted on another
     for tick in range(1, 9):
         now[0] = float(tick)
         snaps = _pool_snaps(now[0], rng)
@@ -289,6 +299,8 @@ def test_the_simulator_stack_and_the_ray_ingress_and_router_decide_alike() -> No
             assert (d_sim.slo_class, d_sim.pool, d_sim.spilled_from, d_sim.admission) == (
                 d_ray.slo_class, d_ray.pool, d_ray.spilled_from, d_ray.admission
             )  # fmt: skip
+            src = d_sim.spilled_from
+            moved += src is not None and plan.pools[src].saturation < 1.0
             if not d_sim.admit:
                 continue
             ids = [s.replica_id for s in snaps if s.pool == d_sim.pool]
@@ -302,4 +314,22 @@ def test_the_simulator_stack_and_the_ray_ingress_and_router_decide_alike() -> No
     assert set(stack.controller.traffic.rates()) == {"interactive", "batch"}
     # the inputs exercised holds, spills and admission refusals, not only admits
     gw = stack.gateway
-    assert held_seen and gw.spilled and gw.rejected and gw.rejected < gw.decisions
+    assert held_seen and gw.spilled and gw.rejected + moved > 0 and gw.rejected < gw.decisions
+
+
+def test_a_request_refused_on_its_pool_is_admitted_on_another_that_takes_it() -> None:
+    """Shed only when no live pool admits: the Plan's split and the per-replica
+    admission decide together (issue 14 §3)."""
+    full = [snap("h0", pool="h", waiting=5), snap("h1", pool="h", waiting=5)]
+    cap = build_policies(
+        {"admission": {"type": "queue_cap", "params": {"max_waiting_per_replica": 1}}}
+    ).admission
+    only_h = _plan(routing={"default": {"h": 1.0, "a": 0.0}})
+    gw = _gateway(only_h, admission=cap, snaps=[*full, snap("a0", pool="a")])
+    d = gw.decide(request())
+    assert d.admit and d.pool == "a" and d.spilled_from == "h" and gw.spilled == 1
+    assert gw.rejected == gw.deferred == 0
+    # every pool full: shed, and counted once
+    gw = _gateway(only_h, admission=cap, snaps=[*full, snap("a0", pool="a", waiting=5)])
+    d = gw.decide(request())
+    assert not d.admit and d.pool == "h" and d.outcome == "rejected" and gw.rejected == 1

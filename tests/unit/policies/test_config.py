@@ -38,7 +38,13 @@ def test_registries_hold_the_issue_names() -> None:
     }
     assert set(PICKERS.names()) >= {"max_score", "random", "weighted_random", "pow2", "round_robin"}
     assert set(FILTERS.names()) >= {"kv_headroom", "queue_cap", "fresh", "pool"}
-    assert set(ADMISSIONS.names()) == {"always", "queue_cap", "token_budget", "slo_feasible"}
+    assert set(ADMISSIONS.names()) == {
+        "always",
+        "queue_cap",
+        "token_budget",
+        "slo_feasible",
+        "expected_slo",
+    }
     assert set(BACKPRESSURES.names()) == {"none", "uncertainty"}
     assert set(PROFILES) == {*BASELINES, "uncertainty", "cascade"}
 
@@ -133,7 +139,7 @@ ERRORS: list[tuple[dict[str, Any], str]] = [
     (
         {"router": {"scorers": [{"type": "uncertainty", "params": {"kapa": 1}}]}},
         "router.scorers[0].params: unknown key 'kapa'; "
-        "accepted keys: kappa, metric, objective, output_cv, slos",
+        "accepted keys: kappa, metric, objective, output_cv, running_output_tokens, slos, tpot_cv",
     ),
     (
         {"router": {"scorers": [{"type": "uncertainty", "wieght": 1}]}},
@@ -142,7 +148,7 @@ ERRORS: list[tuple[dict[str, Any], str]] = [
     (
         {"router": {"scorers": [{"type": "uncertainty", "params": {"objective": "fast"}}]}},
         "router.scorers[0].params.objective: "
-        "Input should be 'slo_probability' or 'mean_kappa_sigma'",
+        "Input should be 'slo_probability', 'expected_slo' or 'mean_kappa_sigma'",
     ),
     ({"router": "pow3"}, "router: unknown router profile 'pow3'; accepted: cascade, dynamo_cost"),
     (
@@ -155,7 +161,7 @@ ERRORS: list[tuple[dict[str, Any], str]] = [
     ),
     (
         {"admission": {"type": "queue"}},
-        "admission.type: unknown admission type 'queue'; accepted: always, queue_cap",
+        "admission.type: unknown admission type 'queue'; accepted: always, expected_slo, queue_cap",
     ),
     (
         {"backpressure": {"type": "uncertainty", "params": {"sigma_low_s": 0.05}}},

@@ -1,0 +1,124 @@
+"""The ``expected_slo`` admission: shed a request only when admitting it lowers
+the expected number of requests that meet their SLO (issue 14 §3).
+
+Admitting the request on replica i is worth G_i = P_i + Δ_i requests meeting
+their SLO (``policies.outcome``: its own P(meet SLO) plus the change its prefill
+causes to the requests already there); refusing it is worth 0 (a refused or
+deferred request is a miss, and nothing else changes). So the request is
+admitted when max_i G_i ≥ 0 and refused otherwise: no threshold to tune. The
+``expected_slo`` objective of the ``uncertainty`` scorer ranks by the same G.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from policies.admission import Admission, AdmissionDecision, _drain_time, _RefusalParams
+from policies.backpressure import BackpressureState
+from policies.outcome import DEFAULT_RUNNING_OUTPUT_TOKENS, DEFAULT_TPOT_CV, ongoing_harm
+from policies.registry import ADMISSIONS
+from policies.slo import DEFAULT_SLOS, SloClass, meet_probability, predict_request, slo_for
+from policies.view import ReplicaView
+from replicas.telemetry import RequestInfo
+from uncertainty import CascadeModel
+
+
+class ExpectedSloParams(_RefusalParams):
+    action: Literal["reject", "defer"] = "defer"
+    output_cv: float = Field(default=0.3, ge=0.0)
+    tpot_cv: float = Field(default=DEFAULT_TPOT_CV, ge=0.0)
+    running_output_tokens: float = Field(default=DEFAULT_RUNNING_OUTPUT_TOKENS, ge=2.0)
+    slos: dict[str, SloClass] = Field(default_factory=lambda: dict(DEFAULT_SLOS))
+
+
+@ADMISSIONS.register("expected_slo")
+class ExpectedSloAdmission(Admission):
+    """Admit unless every candidate replica has G = P(meet SLO) + Δ < 0 (module
+    docstring). ``p_meet`` of the decision is the request's own P on the replica
+    with the largest G.
+
+    Retry-After (a refusal with ``action: defer``): the time until some replica's
+    queue has drained enough for P to outweigh the harm Δ of the least-harmed
+    replica (``slo_feasible``'s drain estimate); when no drain is enough the
+    request is rejected with ``retry_after_s`` None.
+
+    YAML::
+
+        admission:
+          type: expected_slo
+          params:
+            action: defer              # or reject
+            tpot_cv: 0.1               # TPOT spread between a replica's requests
+            running_output_tokens: 256 # until the gateway feeds the learned mean
+    """
+
+    Params = ExpectedSloParams
+
+    def __init__(
+        self, params: ExpectedSloParams | None = None, model: CascadeModel | None = None
+    ) -> None:
+        self.params = params or ExpectedSloParams()
+        self.model = model or CascadeModel()
+        self.running_output_tokens = self.params.running_output_tokens
+
+    @classmethod
+    def from_params(cls, params: ExpectedSloParams) -> ExpectedSloAdmission:
+        return cls(params)
+
+    def set_cascade_model(self, model: CascadeModel) -> None:
+        self.model = model
+
+    def set_slos(self, slos: dict[str, SloClass]) -> None:
+        self.params = self.params.model_copy(update={"slos": dict(slos)})
+
+    def set_running_output_tokens(self, tokens: float) -> None:
+        """The learned mean output length of running requests (>= 2, else ignored)."""
+        if tokens >= 2.0 and math.isfinite(tokens):
+            self.running_output_tokens = float(tokens)
+
+    def decide(
+        self,
+        request: RequestInfo,
+        view: ReplicaView,
+        now_s: float,
+        pressure: BackpressureState | None = None,
+    ) -> AdmissionDecision:
+        p = self.params
+        if view.size == 0:
+            return AdmissionDecision(
+                False, "no replica available", p.max_retry_s, p.action == "defer"
+            )
+        slo = slo_for(p.slos, request.slo_class)
+        length = request.expected_output_tokens
+        pred = predict_request(self.model, view, request, p.output_cv)
+        prob = meet_probability(pred, slo, length)
+        harm = ongoing_harm(
+            self.model,
+            view,
+            request.prompt_tokens,
+            length,
+            slo.tpot_s,
+            running_output_tokens=self.running_output_tokens,
+            tpot_cv=p.tpot_cv,
+        )
+        gain = prob + harm
+        best = int(np.argmax(gain))
+        g, p_best = float(gain[best]), float(prob[best])
+        if g >= 0.0:
+            return AdmissionDecision(
+                True, f"expected SLO gain {g:+.3f} (P = {p_best:.3f})", p_meet=p_best
+            )
+        # the least-harmed replica: the P that would make admitting break even there
+        need = float(min(-harm.max(), 1.0))
+        retry = _drain_time(pred, view, slo, length, need) if need < 1.0 else None
+        reason = f"admitting lowers the expected SLO count ({g:+.3f}; P = {p_best:.3f})"
+        if retry is None:
+            return AdmissionDecision(False, reason, None, False, p_best)
+        return AdmissionDecision(False, reason, p.clamp(retry), p.action == "defer", p_best)
+
+
+__all__ = ["ExpectedSloAdmission", "ExpectedSloParams"]
