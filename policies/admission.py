@@ -24,6 +24,7 @@ from policies.slo import DEFAULT_SLOS, SloClass, meet_probability, predict_reque
 from policies.view import ReplicaView
 from replicas.telemetry import RequestInfo
 from uncertainty import CascadeModel, LatencyPrediction
+from uncertainty.validation import FloatArray
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,8 +239,47 @@ class SloFeasibleParams(_RefusalParams):
 _DRAIN_GRID = np.linspace(0.0, 1.0, 21)  # fraction of the current queue wait still ahead
 
 
+class PredictiveAdmission(Admission):
+    """What the admissions that predict a request's P(meet SLO) on each candidate
+    replica share (``slo_feasible``, ``expected_slo``): the cascade model and
+    SLO table they are fed, the refusal when no replica is left, and the
+    prediction itself (the ``uncertainty`` scorer's, ``policies.slo``). Each
+    subclass narrows ``params`` to its own ``Params`` (with ``slos``,
+    ``output_cv``, ``action`` and ``max_retry_s``)."""
+
+    params: Any
+
+    def __init__(self, params: Any = None, model: CascadeModel | None = None) -> None:
+        self.params = params or self.Params()
+        self.model = model or CascadeModel()
+
+    @classmethod
+    def from_params(cls, params: Any) -> Self:
+        return cls(params)
+
+    def set_cascade_model(self, model: CascadeModel) -> None:
+        self.model = model
+
+    def set_slos(self, slos: dict[str, SloClass]) -> None:
+        self.params = self.params.model_copy(update={"slos": dict(slos)})
+
+    def _no_replica(self) -> AdmissionDecision:
+        p = self.params
+        return AdmissionDecision(False, "no replica available", p.max_retry_s, p.action == "defer")
+
+    def _predict(
+        self, request: RequestInfo, view: ReplicaView
+    ) -> tuple[SloClass, float, LatencyPrediction, FloatArray]:
+        """(the request's SLO, its expected length, the per-replica prediction,
+        P(meet SLO) per replica)."""
+        slo = slo_for(self.params.slos, request.slo_class)
+        length = request.expected_output_tokens
+        pred = predict_request(self.model, view, request, self.params.output_cv)
+        return slo, length, pred, meet_probability(pred, slo, length)
+
+
 @ADMISSIONS.register("slo_feasible")
-class SloFeasibleAdmission(Admission):
+class SloFeasibleAdmission(PredictiveAdmission):
     """Refuse a request whose best predicted P(meet SLO) over the candidate
     replicas is below ``min_probability`` (prediction: the ``uncertainty``
     scorer's, see ``policies.slo``).
@@ -261,22 +301,7 @@ class SloFeasibleAdmission(Admission):
     """
 
     Params = SloFeasibleParams
-
-    def __init__(
-        self, params: SloFeasibleParams | None = None, model: CascadeModel | None = None
-    ) -> None:
-        self.params = params or SloFeasibleParams()
-        self.model = model or CascadeModel()
-
-    @classmethod
-    def from_params(cls, params: SloFeasibleParams) -> SloFeasibleAdmission:
-        return cls(params)
-
-    def set_cascade_model(self, model: CascadeModel) -> None:
-        self.model = model
-
-    def set_slos(self, slos: dict[str, SloClass]) -> None:
-        self.params = self.params.model_copy(update={"slos": dict(slos)})
+    params: SloFeasibleParams
 
     def decide(
         self,
@@ -287,13 +312,8 @@ class SloFeasibleAdmission(Admission):
     ) -> AdmissionDecision:
         p = self.params
         if view.size == 0:
-            return AdmissionDecision(
-                False, "no replica available", p.max_retry_s, p.action == "defer"
-            )
-        slo = slo_for(p.slos, request.slo_class)
-        length = request.expected_output_tokens
-        pred = predict_request(self.model, view, request, p.output_cv)
-        prob = meet_probability(pred, slo, length)
+            return self._no_replica()
+        slo, length, pred, prob = self._predict(request, view)
         best = int(np.argmax(prob))
         p_best = float(prob[best])
         if p_best >= p.min_probability:

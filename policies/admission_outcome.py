@@ -17,11 +17,16 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from policies.admission import Admission, AdmissionDecision, _drain_time, _RefusalParams
+from policies.admission import (
+    AdmissionDecision,
+    PredictiveAdmission,
+    _drain_time,
+    _RefusalParams,
+)
 from policies.backpressure import BackpressureState
 from policies.outcome import DEFAULT_RUNNING_OUTPUT_TOKENS, DEFAULT_TPOT_CV, ongoing_harm
 from policies.registry import ADMISSIONS
-from policies.slo import DEFAULT_SLOS, SloClass, meet_probability, predict_request, slo_for
+from policies.slo import DEFAULT_SLOS, SloClass
 from policies.view import ReplicaView
 from replicas.telemetry import RequestInfo
 from uncertainty import CascadeModel
@@ -36,7 +41,7 @@ class ExpectedSloParams(_RefusalParams):
 
 
 @ADMISSIONS.register("expected_slo")
-class ExpectedSloAdmission(Admission):
+class ExpectedSloAdmission(PredictiveAdmission):
     """Admit unless every candidate replica has G = P(meet SLO) + Δ < 0 (module
     docstring). ``p_meet`` of the decision is the request's own P on the replica
     with the largest G.
@@ -57,23 +62,13 @@ class ExpectedSloAdmission(Admission):
     """
 
     Params = ExpectedSloParams
+    params: ExpectedSloParams
 
     def __init__(
         self, params: ExpectedSloParams | None = None, model: CascadeModel | None = None
     ) -> None:
-        self.params = params or ExpectedSloParams()
-        self.model = model or CascadeModel()
+        super().__init__(params, model)
         self.running_output_tokens = self.params.running_output_tokens
-
-    @classmethod
-    def from_params(cls, params: ExpectedSloParams) -> ExpectedSloAdmission:
-        return cls(params)
-
-    def set_cascade_model(self, model: CascadeModel) -> None:
-        self.model = model
-
-    def set_slos(self, slos: dict[str, SloClass]) -> None:
-        self.params = self.params.model_copy(update={"slos": dict(slos)})
 
     def set_running_output_tokens(self, tokens: float) -> None:
         """The learned mean output length of running requests (>= 2, else ignored)."""
@@ -89,13 +84,8 @@ class ExpectedSloAdmission(Admission):
     ) -> AdmissionDecision:
         p = self.params
         if view.size == 0:
-            return AdmissionDecision(
-                False, "no replica available", p.max_retry_s, p.action == "defer"
-            )
-        slo = slo_for(p.slos, request.slo_class)
-        length = request.expected_output_tokens
-        pred = predict_request(self.model, view, request, p.output_cv)
-        prob = meet_probability(pred, slo, length)
+            return self._no_replica()
+        slo, length, pred, prob = self._predict(request, view)
         harm = ongoing_harm(
             self.model,
             view,
