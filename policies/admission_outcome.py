@@ -11,7 +11,6 @@ admitted when max_i G_i ≥ 0 and refused otherwise: no threshold to tune. The
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import numpy as np
@@ -24,7 +23,12 @@ from policies.admission import (
     _RefusalParams,
 )
 from policies.backpressure import BackpressureState
-from policies.outcome import DEFAULT_RUNNING_OUTPUT_TOKENS, DEFAULT_TPOT_CV, ongoing_harm
+from policies.outcome import (
+    DEFAULT_RUNNING_OUTPUT_TOKENS,
+    DEFAULT_TPOT_CV,
+    learned_running_tokens,
+    ongoing_harm,
+)
 from policies.registry import ADMISSIONS
 from policies.slo import DEFAULT_SLOS, SloClass
 from policies.view import ReplicaView
@@ -72,8 +76,7 @@ class ExpectedSloAdmission(PredictiveAdmission):
 
     def set_running_output_tokens(self, tokens: float) -> None:
         """The learned mean output length of running requests (>= 2, else ignored)."""
-        if tokens >= 2.0 and math.isfinite(tokens):
-            self.running_output_tokens = float(tokens)
+        self.running_output_tokens = learned_running_tokens(self.running_output_tokens, tokens)
 
     def decide(
         self,

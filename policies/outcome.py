@@ -78,6 +78,13 @@ class _Terms:
     inv_cap: FloatArray  # 1 / KV capacity (tokens)
 
 
+def learned_running_tokens(current: float, tokens: float) -> float:
+    """``tokens`` (the gateway's learned mean output length of running requests)
+    when usable — finite and >= 2, the length ``ongoing_harm`` needs — else
+    ``current`` unchanged."""
+    return float(tokens) if tokens >= 2.0 and math.isfinite(tokens) else current
+
+
 def _lognormal_cdf(mean: FloatArray, var: FloatArray, log_x: float) -> FloatArray:
     m = np.maximum(mean, _EPS)
     s2 = np.log1p(var / (m * m))

@@ -29,14 +29,18 @@ Objectives (``objective``):
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import numpy as np
 from pydantic import Field
 
 from policies.base import Scorer
-from policies.outcome import DEFAULT_RUNNING_OUTPUT_TOKENS, DEFAULT_TPOT_CV, ongoing_harm
+from policies.outcome import (
+    DEFAULT_RUNNING_OUTPUT_TOKENS,
+    DEFAULT_TPOT_CV,
+    learned_running_tokens,
+    ongoing_harm,
+)
 from policies.params import PolicyParams
 from policies.registry import SCORERS
 from policies.slo import DEFAULT_SLOS, SloClass, meet_probability, predict_request, slo_for
@@ -104,8 +108,7 @@ class UncertaintyScorer(Scorer):
     def set_running_output_tokens(self, tokens: float) -> None:
         """The mean output length of the requests already running (the gateway's
         learned mean), for ``expected_slo``; values below 2 are ignored."""
-        if tokens >= 2.0 and math.isfinite(tokens):
-            self.running_output_tokens = float(tokens)
+        self.running_output_tokens = learned_running_tokens(self.running_output_tokens, tokens)
 
     def set_cascade_model(self, model: CascadeModel) -> None:
         """Use the controller's fitted cascade model from now on."""
