@@ -37,7 +37,9 @@ rounds: on a shared host whose speed drifts by 10-30 % over minutes (measured:
 stock's TPOT P50 was 0.031 s in one run and 0.017 s in the next), one system
 after the other compares the host's moments as much as the systems; interleaved,
 the drift falls on both. The idle system's background work runs during the
-other's rounds (both ways).
+other's rounds (both ways). With ``--telemetry-off`` the two Cascade variants
+cannot share a Ray cluster (one controller each), so ``--interleave K`` then
+redeploys one of them per round (ABBA, no stock router): ~2 × K start-ups.
 
 Needs vLLM (``engine: vllm`` in the config); each system costs its start-up
 (~95 s for two vLLM-CPU replicas on 2 cores) plus N / R seconds of load.
@@ -111,7 +113,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=1,
         help="K >= 2: deploy every system side by side on one Ray cluster and drive them "
         "in K alternating rounds (ABBA...) of requests/K each, so the host's drift falls "
-        "on every system alike; 1 (default): one system at a time",
+        "on every system alike (with --telemetry-off: Cascade with and without telemetry, "
+        "redeployed each round, no stock router); 1 (default): one system at a time",
     )
     parser.add_argument("--out", default="out/ab", help="plots and raw results")
 
@@ -195,6 +198,8 @@ def _run(args: argparse.Namespace) -> list[dict[str, Any]]:
         configs[TELEMETRY_OFF] = str(out / "telemetry-off.yaml")
         Path(configs[TELEMETRY_OFF]).write_text(yaml.safe_dump(off))
     rates = parse_rates(args.rate)
+    if args.interleave > 1 and args.telemetry_off:
+        return _run_alternating(args, cfg, configs, rates, load_trace(args.trace), tokenizer, out)
     if args.interleave > 1:
         return _run_interleaved(args, cfg, routers, rates, load_trace(args.trace), tokenizer, out)
     rows: list[dict[str, Any]] = []
@@ -245,16 +250,7 @@ def _run_interleaved(args: argparse.Namespace, cfg: Any, routers: list[str], rat
     from orchestrator import serve_cli
 
     k_rounds = args.interleave
-    if args.telemetry_off:
-        raise ValueError("--telemetry-off needs its own Cascade deployment: run it without "
-                         "--interleave")  # fmt: skip
-    per_round = args.requests // k_rounds
-    if per_round < 1:
-        raise ValueError(f"--requests {args.requests} < --interleave {k_rounds}")
-    w = Workload(args.trace, per_round * k_rounds, args.prompt_scale, args.max_output)
-    all_rows = workload_rows(trace, w)
-    files = [write_workload(all_rows[k * per_round:(k + 1) * per_round],
-                            out / f"workload-k{k}.jsonl") for k in range(k_rounds)]  # fmt: skip
+    per_round, files = _round_workloads(args, trace, out)
     systems = [f"stock-{r}" for r in routers] + ([] if args.skip_cascade else ["cascade"])
     routes = {s: "" if s == "cascade" else f"/{s}" for s in systems}
     serve_cli.run_down(argparse.Namespace())
@@ -280,19 +276,78 @@ def _run_interleaved(args: argparse.Namespace, cfg: Any, routers: list[str], rat
                         tag=f"{system}-r{rate:g}-k{k}",
                     ))  # fmt: skip
             for system in systems:
-                merged = merge_results(results[system])
-                row = summarize(system, merged)
-                row.update(rate=rate, burstiness=args.burstiness, trace=args.trace,
-                           rounds=k_rounds)  # fmt: skip
-                cpu: dict[str, float] = {}
-                for res in results[system]:
-                    for role, sec in res["cpu_s"].items():
-                        cpu[role] = round(cpu.get(role, 0.0) + sec, 2)
-                row["cpu_s"] = cpu
-                rows.append(row)
-                samples[rate][system] = latency_samples(merged)
+                rows.append(_merged_row(system, results[system], rate, args))
+                samples[rate][system] = latency_samples(merge_results(results[system]))
     finally:
         serve_cli.run_down(argparse.Namespace())
+    return _finish(rows, samples, rates, out)
+
+
+def _round_workloads(args: argparse.Namespace, trace: Any, out: Path) -> tuple[int, list[Path]]:
+    """``--interleave K``: the workload cut into K slices of ``requests // K``
+    (one per round, the same slices for every system): (per round, files)."""
+    k_rounds = args.interleave
+    per_round = args.requests // k_rounds
+    if per_round < 1:
+        raise ValueError(f"--requests {args.requests} < --interleave {k_rounds}")
+    w = Workload(args.trace, per_round * k_rounds, args.prompt_scale, args.max_output)
+    all_rows = workload_rows(trace, w)
+    files = [write_workload(all_rows[k * per_round:(k + 1) * per_round],
+                            out / f"workload-k{k}.jsonl") for k in range(k_rounds)]  # fmt: skip
+    return per_round, files
+
+
+def _merged_row(system: str, results: list[dict[str, Any]], rate: float,
+                args: argparse.Namespace) -> dict[str, Any]:  # fmt: skip
+    """One system's rounds at one rate as one row, CPU summed by role."""
+    row = summarize(system, merge_results(results))
+    row.update(rate=rate, burstiness=args.burstiness, trace=args.trace, rounds=len(results))
+    cpu: dict[str, float] = {}
+    for res in results:
+        for role, sec in res["cpu_s"].items():
+            cpu[role] = round(cpu.get(role, 0.0) + sec, 2)
+    row["cpu_s"] = cpu
+    return row
+
+
+def _run_alternating(args: argparse.Namespace, cfg: Any, configs: dict[str, str],
+                     rates: list[float], trace: Any, tokenizer: str,
+                     out: Path) -> list[dict[str, Any]]:  # fmt: skip
+    """``--telemetry-off --interleave K``: Cascade with and without telemetry
+    cannot run side by side (one controller per Ray cluster), so each round
+    deploys one, drives slice k of the workload at every rate, and tears it
+    down; the order alternates ABBA, so the host's drift weighs on both alike.
+    Stock routers are not run (``--routers`` is ignored): this measures the
+    telemetry's own cost, on the whole Serve stack."""
+    from orchestrator import serve_cli
+
+    k_rounds = args.interleave
+    per_round, files = _round_workloads(args, trace, out)
+    systems = ["cascade", TELEMETRY_OFF]
+    results: dict[tuple[str, float], list[dict[str, Any]]] = {}
+    samples: dict[float, dict[str, Any]] = {r: {} for r in rates}
+    serve_cli.run_down(argparse.Namespace())
+    try:
+        for k in range(k_rounds):
+            for system in systems if k % 2 == 0 else systems[::-1]:
+                _log(f"round {k + 1}/{k_rounds}: {system}: deploying")
+                t0 = time.time()
+                deploy_cascade(configs[system], args.num_cpus, args.timeout)
+                _log(f"{system}: ready in {time.time() - t0:.0f} s")
+                try:
+                    for rate in rates:
+                        results.setdefault((system, rate), []).append(_drive(
+                            args, system, rate, cfg.model.name, tokenizer, files[k], out,
+                            n=per_round, seed=args.seed + k, tag=f"{system}-r{rate:g}-k{k}",
+                        ))  # fmt: skip
+                finally:
+                    serve_cli.run_down(argparse.Namespace())
+    finally:
+        serve_cli.run_down(argparse.Namespace())
+    rows = [_merged_row(s, results[(s, r)], r, args) for r in rates for s in systems]
+    for r in rates:
+        for s in systems:
+            samples[r][s] = latency_samples(merge_results(results[(s, r)]))
     return _finish(rows, samples, rates, out)
 
 
