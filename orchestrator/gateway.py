@@ -47,6 +47,7 @@ from orchestrator.contracts import Plan, PoolPlan, RouterSync
 from orchestrator.estimates import ArrivalTally
 from orchestrator.gateway_types import (
     GatewayDecision,
+    PredictionInputs,
     RouterLike,
     least_outstanding_order,
     plan_pressure,
@@ -326,15 +327,39 @@ class Gateway:
         """The issued prediction (TTFT, TPOT, E2E quantiles, conformally corrected)
         of ``request`` on the replica ranked first in ``pool``, logged until
         ``on_completed`` (the Ray ingress's call). None without telemetry; never
+        raises. ``prediction_inputs`` + ``predict_from`` in one step."""
+        inputs = self.prediction_inputs(request, pool)
+        return self.predict_from(inputs) if inputs is not None else None
+
+    def prediction_inputs(self, request: RequestInfo, pool: str) -> PredictionInputs | None:
+        """The state ``request``'s prediction is made from, taken now: the pool's
+        current view (or its snapshots, when no view was built since the last
+        sync: building one costs as much as the prediction) and the fitted
+        cascade model. O(1); None without telemetry for ``pool``."""
+        snaps = self.snapshots.get(pool)
+        if not snaps:
+            return None
+        view = self._views.get(pool)
+        return PredictionInputs(request, pool, self.cascade, view, tuple(snaps), self.clock())
+
+    def predict_from(self, inputs: PredictionInputs) -> PredictionRecord | None:
+        """The prediction of ``inputs.request`` from the state in ``inputs`` (see
+        ``predict_for``): the ranking and the quantiles are those of the moment
+        the inputs were taken; only the conformal correction is the one current
+        now (it moves by a small step per outcome; docs/uncertainty.md). Never
         raises."""
         try:
-            view = self.pool_view(pool)
-            order = self.rank(request, view) if view is not None else []
+            view = inputs.view
+            if view is None:
+                view = build_view(inputs.snapshots, None, inputs.time_s)
+            order = self.rank(inputs.request, view)
+            if not order:
+                return None
+            return self.predictor.predict_chosen(
+                inputs.cascade, inputs.request, inputs.pool, view, order[0]
+            )
         except Exception:
             return None
-        if view is None or not order:
-            return None
-        return self.predictor.predict_chosen(self.cascade, request, pool, view, order[0])
 
     # ---- steps -------------------------------------------------------------------------
     def _class_weights(self, cls: str) -> Mapping[str, float] | None:
@@ -396,4 +421,11 @@ class Gateway:
             logger.exception("%s (%s)", message, key)
 
 
-__all__ = ["ALL_POOLS", "Gateway", "GatewayDecision", "RouterLike", "plan_pressure"]
+__all__ = [
+    "ALL_POOLS",
+    "Gateway",
+    "GatewayDecision",
+    "PredictionInputs",
+    "RouterLike",
+    "plan_pressure",
+]

@@ -10,9 +10,10 @@ from typing import Any, Protocol
 import numpy as np
 
 from orchestrator.contracts import PoolPlan
-from policies import AdmissionDecision
+from policies import AdmissionDecision, ReplicaView
 from policies.backpressure import BackpressureState
-from replicas.telemetry import RequestInfo
+from replicas.telemetry import ReplicaSnapshot, RequestInfo
+from uncertainty import CascadeModel
 
 
 class RouterLike(Protocol):
@@ -37,6 +38,24 @@ def least_outstanding_order(view: Any, rng: np.random.Generator) -> list[int]:
     random: the gateway's fallback ranking."""
     loads = np.asarray(view.outstanding, dtype=float) + rng.random(view.size) * 1e-3
     return [int(i) for i in np.argsort(loads)]
+
+
+@dataclass(frozen=True, slots=True)
+class PredictionInputs:
+    """What the gateway's prediction for one request needs, taken when the
+    request is decided (``Gateway.prediction_inputs``: references, O(1)), so the
+    prediction itself (a ranking and the quantiles, ~1 ms of Python) can be
+    computed later, off the request's path, from the state the request was
+    decided on (``Gateway.predict_from``). ``view`` is the pool's view if one
+    was built since the last sync, else None and ``snapshots`` / ``time_s``
+    rebuild it."""
+
+    request: RequestInfo
+    pool: str
+    cascade: CascadeModel
+    view: ReplicaView | None
+    snapshots: tuple[ReplicaSnapshot, ...]
+    time_s: float
 
 
 @dataclass(frozen=True, slots=True)

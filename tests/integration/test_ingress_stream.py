@@ -85,3 +85,32 @@ def test_a_complete_stream_is_observed_once() -> None:
     chunks = asyncio.run(_collect(me, _upstream(5, None)))
     assert chunks[-1] == "data: [DONE]\n\n" and me.stream_errors == 0
     assert len(me.observed) == 1
+
+
+def test_outcomes_are_queued_on_the_path_and_folded_in_the_background() -> None:
+    """A finished request only queues its outcome (``_observe``); the background
+    fold makes each prediction from the inputs taken at its decision, then
+    settles it, oldest first. A full backlog drops the oldest and counts it."""
+    from collections import deque
+
+    settled: list[tuple[Any, ...]] = []
+    predicted: list[str] = []
+
+    def predict_from(inputs: str) -> str:
+        predicted.append(inputs)
+        return f"record-{inputs}"
+
+    me = SimpleNamespace(
+        _outcomes=deque(maxlen=3),
+        outcomes_dropped=0,
+        gateway=SimpleNamespace(predict_from=predict_from),
+        _settle=lambda *args: settled.append(args),
+    )
+    for i in range(4):  # the first is dropped: the backlog holds 3
+        CascadeIngress._observe(me, f"req{i}", "llm", 0.1, 1.0, f"in{i}" if i != 2 else None, 7)
+    assert me.outcomes_dropped == 1 and predicted == [] and settled == []
+    asyncio.run(CascadeIngress._fold_outcomes(me))
+    assert predicted == ["in1", "in3"]  # request 2 had no telemetry: no prediction
+    assert [s[0] for s in settled] == ["req1", "req2", "req3"]
+    assert [s[4] for s in settled] == ["record-in1", None, "record-in3"]
+    assert not me._outcomes

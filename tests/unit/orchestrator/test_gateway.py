@@ -333,3 +333,31 @@ def test_a_request_refused_on_its_pool_is_admitted_on_another_that_takes_it() ->
     gw = _gateway(only_h, admission=cap, snaps=[*full, snap("a0", pool="a", waiting=5)])
     d = gw.decide(request())
     assert not d.admit and d.pool == "h" and d.outcome == "rejected" and gw.rejected == 1
+
+
+def test_a_prediction_is_made_from_the_state_its_request_was_decided_on() -> None:
+    """``prediction_inputs`` at the decision, ``predict_from`` later (the Ray
+    ingress does it after the request ends, off its path): the same quantiles
+    as predicting at once, even after a sync brought a busier pool; and no
+    inputs without telemetry for the pool."""
+    gw = Gateway(["h"], router=build_policies({"router": "cascade"}).router, clock=lambda: 1.0)
+    gw.set_snapshots([snap("h0", pool="h"), snap("h1", pool="h")])
+    req = request(prompt=900, max_tokens=200)
+    now = gw.predict_for(req, "h")
+    inputs = gw.prediction_inputs(req, "h")
+    assert now is not None and inputs is not None
+    # a sync lands before the prediction is made: both replicas are now queued
+    busy = [
+        snap(r, pool="h", running=30, waiting=12, waiting_prefill_tokens=40_000)
+        for r in ("h0", "h1")
+    ]
+    gw.set_snapshots(busy)
+    later = gw.predict_from(inputs)
+    assert later is not None
+    np.testing.assert_allclose(later.corrected, now.corrected)
+    after_sync = gw.predict_for(req, "h")
+    assert after_sync is not None and after_sync.corrected[0, -1] > now.corrected[0, -1]
+    # a view built since the sync is captured as is (no rebuild)
+    gw.pool_view("h")
+    assert gw.prediction_inputs(req, "h").view is gw.pool_view("h")  # type: ignore[union-attr]
+    assert gw.prediction_inputs(req, "a") is None  # no such pool: no telemetry
