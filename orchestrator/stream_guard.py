@@ -24,7 +24,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,7 +63,7 @@ def being_cancelled() -> bool:
 
 
 async def guarded_stream(
-    chunks: AsyncIterator[Any],
+    chunks: AsyncIterable[Any],
     counters: StreamCounters,
     on_done: Callable[[float | None, int], None],
     *,

@@ -50,7 +50,7 @@ def test_an_upstream_failure_mid_stream_ends_with_one_error_event(fail: BaseExce
     error event after the chunks already sent: never a cut chunked body. A client
     that reads to the end saw one error event: ``errors_sent`` is 1, as is
     ``failures``; a failed request is no outcome (``on_done`` not called)."""
-    counters, done = StreamCounters(), []
+    counters, done = StreamCounters(), list[Any]()
     chunks = asyncio.run(_read_all(_guard(_upstream(3, fail), counters, done)))
     assert chunks[:3] == [CHUNK] * 3 and len(chunks) == 4
     error = json.loads(chunks[3].removeprefix("data: "))["error"]
@@ -100,7 +100,7 @@ def test_a_client_that_left_is_let_go() -> None:
 def test_a_complete_stream_is_observed_once_with_its_ttft_and_tokens() -> None:
     """TTFT is the clock at the first chunk minus t0 (the fake clock reads 0 then
     1, ...); tokens count the data events, not ``[DONE]``."""
-    counters, done = StreamCounters(), []
+    counters, done = StreamCounters(), list[Any]()
     chunks = asyncio.run(_read_all(_guard(_upstream(5, None), counters, done)))
     assert chunks[-1] == "data: [DONE]\n\n" and counters == StreamCounters()
     assert done == [(0.0, 5)]
