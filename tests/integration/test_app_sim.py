@@ -278,6 +278,10 @@ def test_serve_autoscaling_follows_the_plan_targets(app: Any) -> None:
             break
         time.sleep(2.0)
     assert all(running[p] == min(max(t, 1), 2) for p, t in targets.items()), (running, targets)
+    # the policy copy in Serve's controller asks the controller and follows its answer
+    report = ray.get(app.status.remote())["autoscaler"]
+    assert set(report) == set(targets), report
+    assert all(r["seen_s_ago"] < 5.0 and r["source"] == "plan" for r in report.values()), report
 
 
 def _live_routers(app: Any) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
@@ -462,7 +466,10 @@ def test_scale_down_drains_requests_in_flight(a100_pair: Any) -> None:
             _wait_running("llm-a100", 1)
         except AssertionError as exc:  # say where the scale-down stopped
             st = ray.get(app.status.remote())
-            seen = {k: st.get(k) for k in ("pinned", "plan_version", "steps", "step_errors")}
+            # "autoscaler": what Serve's policy last saw (running, Serve's target),
+            # the answer it had and what it returned, and how long ago it asked
+            keys = ("pinned", "plan_version", "steps", "step_errors", "autoscaler")
+            seen = {k: st.get(k) for k in keys}
             targets = ray.get(app.get_targets.remote())
             raise AssertionError(f"{exc}; controller {seen}, targets {targets}") from None
     finally:
