@@ -161,6 +161,7 @@ def _run_real(args: argparse.Namespace, out: Path, real_dir: Path) -> None:
 
     from experiments.benchmarks.ab import drive_client
     from experiments.benchmarks.ab_systems_cli import deploy_cascade
+    from experiments.evaluate_cli import commit_of
     from orchestrator import serve_cli
     from orchestrator.config import load_config
     from orchestrator.traces import load_trace
@@ -194,6 +195,7 @@ def _run_real(args: argparse.Namespace, out: Path, real_dir: Path) -> None:
         "requests": args.requests, "burstiness": args.burstiness, "seed": args.seed,
         "trace": args.trace, "prompt_scale": args.prompt_scale, "max_output": args.max_output,
         "probe": args.probe, "memory_bytes": memory, "num_blocks": blocks,
+        "commit": commit_of(),
     }  # fmt: skip
     (real_dir / "meta.json").write_text(json.dumps(meta, indent=1))
     tokenizer = str(tiny_model_dir(cfg.model, cfg.pools[0]))
@@ -268,7 +270,7 @@ def sim_report(args: argparse.Namespace, real_dir: Path, out: Path) -> list[dict
         "summary": "fidelity", **bars_summary(rows), "config": cfg_path, "profile": str(profile),
         "capacity_rps": meta["capacity_rps"], "overhead_s": overhead, "overhead_from": source,
         "sim_engine": mapping.settings, "unmodelled_engine_args": list(mapping.unmodelled),
-        "shared_prefix": shared, "sim_seed": args.sim_seed,
+        "shared_prefix": shared, "sim_seed": args.sim_seed, "commit": meta.get("commit"),
     })  # fmt: skip
     return rows
 
