@@ -58,8 +58,11 @@ class LatencySamples:
 
     def metric(self, name: str) -> NDArray[np.float64]:
         """The finite samples of ``name`` (one of ``METRICS``)."""
+        if name not in METRICS:
+            raise ValueError(f"latency samples: unknown metric {name!r}; known: {METRICS}")
         x: NDArray[np.float64] = getattr(self, name)
-        return x[np.isfinite(x)]
+        finite: NDArray[np.float64] = x[np.isfinite(x)]
+        return finite
 
 
 def quantiles(x: NDArray[np.float64]) -> dict[int, float | None]:
