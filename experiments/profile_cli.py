@@ -15,6 +15,15 @@ Engines: ``--engine vllm`` (real vLLM; CPU build with a tiny dummy-weight model
 here, any model on a GPU machine; imported lazily, only by this command) and
 ``--engine sim`` (the simulator's own engine model: a self-check of the pipeline).
 ``--small`` uses a 3×3×2 grid (a minute on vLLM-CPU) instead of the full one.
+
+``--config FILE`` (with ``--engine vllm``) profiles the engine exactly as that
+Cascade config deploys it: the model source and the engine arguments of its pool
+(``--pool``, default the first) as ``replicas.vllm_config.llm_config_kwargs``
+builds them for Ray Serve LLM (on CPU: the KV fraction, block size rounded to 32,
+float32, eager mode; ``max_num_seqs``, ``max_num_batched_tokens``,
+``max_model_len``), plus the pool's ``cpu_threads_bind``. Prefix caching is
+always off while profiling: the grid repeats one prompt, and a cache hit would
+time a step that skipped its prefill.
 """
 
 from __future__ import annotations
@@ -46,7 +55,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-model-len", type=int, default=None, help="default: the model's own limit"
     )
-    parser.add_argument("--gpu-memory-utilization", type=float, default=0.15)
+    parser.add_argument(
+        "--gpu-memory-utilization", type=float, default=None, help="default 0.15 (no --config)"
+    )
+    parser.add_argument(
+        "--config", default=None, help="--engine vllm: engine settings of this Cascade config"
+    )
+    parser.add_argument("--pool", default=None, help="--config: which pool (default: the first)")
 
 
 StepFn = Callable[[int, int, int], float]  # (prefill, decodes, kv) -> one mixed step (s)
@@ -67,18 +82,58 @@ def _sim_stepper(args: argparse.Namespace) -> StepFn:
     return step
 
 
+def vllm_engine_args(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, str]]:
+    """The ``vllm.EngineArgs`` keywords and the environment of the profiled
+    engine. With ``args.config``: the pool's deployed engine (module docstring;
+    ``--model`` / ``--max-model-len`` / ``--gpu-memory-utilization`` still win when
+    given). Without: ``--model`` with dummy weights and eager mode. Raises
+    ``ValueError`` naming the option (no model, an unknown pool, a config whose
+    engine is not vllm)."""
+    env: dict[str, str] = {}
+    if args.config:
+        from orchestrator.config import load_config
+        from replicas.vllm_config import llm_config_kwargs
+
+        cfg = load_config(args.config)
+        if cfg.model.engine != "vllm":
+            raise ValueError(f"--config {args.config}: model.engine must be vllm to profile it")
+        pools = [p for p in cfg.pools if args.pool in (None, p.name)]
+        if not pools:
+            names = ", ".join(p.name for p in cfg.pools)
+            raise ValueError(f"--pool {args.pool!r}: not in {args.config} (pools: {names})")
+        # --model given: no tiny model is generated for the config's shape
+        model_dir = Path(args.model) if args.model else None
+        built = llm_config_kwargs(cfg.model, pools[0], model_dir=model_dir)
+        kw: dict[str, Any] = {
+            "model": built["model_loading_config"]["model_source"],
+            **built["engine_kwargs"],
+        }
+        # built without prefill_tpot_s: vLLM's own scheduler (the step cost of a
+        # batch shape does not depend on who chose it)
+        env = dict(built.get("runtime_env", {}).get("env_vars", {}))
+    else:
+        if not args.model:
+            raise ValueError("--model (or --config) is required with --engine vllm")
+        kw = {"load_format": "dummy", "enforce_eager": True, "gpu_memory_utilization": 0.15}
+    if args.model:
+        kw["model"] = args.model
+    if args.max_model_len is not None:
+        kw["max_model_len"] = args.max_model_len
+    if args.gpu_memory_utilization is not None:
+        kw["gpu_memory_utilization"] = args.gpu_memory_utilization
+    kw["enable_prefix_caching"] = False
+    return kw, env
+
+
 def _vllm_stepper(args: argparse.Namespace) -> StepFn:  # pragma: no cover - needs vllm
-    if not args.model:
-        raise ValueError("--model is required with --engine vllm")
+    import os
+
+    kw, env = vllm_engine_args(args)
+    os.environ.update(env)  # read by vLLM's CPU worker when it starts
     from vllm import EngineArgs, LLMEngine, SamplingParams
 
-    engine = LLMEngine.from_engine_args(
-        EngineArgs(
-            model=args.model, load_format="dummy", enforce_eager=True,
-            max_model_len=args.max_model_len, gpu_memory_utilization=args.gpu_memory_utilization,
-            enable_prefix_caching=False,
-        )
-    )  # fmt: skip
+    print(f"profiling vLLM with {kw}", file=sys.stderr)
+    engine = LLMEngine.from_engine_args(EngineArgs(**kw))
     counter = iter(range(1 << 62))
 
     def add(n_prompt: int, max_tokens: int) -> str:

@@ -49,6 +49,8 @@ class PoolSetup:
     prefill_tpot_slo_s: float | None = None  # slo_slack prefill budget (None: fixed)
     prefill_min_tokens: int = 64
     kv_eviction: str = "lru"  # replicas.kv_eviction registry name
+    block_size: int = 16  # KV block (tokens)
+    prefix_unit_tokens: int = 512  # tokens per prefix hash (Mooncake's hash_ids: 512)
 
     def __post_init__(self) -> None:
         if self.replicas < 1:
@@ -81,6 +83,7 @@ class PoolSetup:
                     gpu_spec(self.accelerator),
                     self.tp,
                     gpu_memory_utilization=self.gpu_memory_utilization,
+                    block_size=self.block_size,
                 )
             except ValueError as exc:
                 raise ValueError(f"pool {self.name!r}: {exc}") from None
@@ -93,6 +96,8 @@ class PoolSetup:
             prefill_tpot_slo_s=self.prefill_tpot_slo_s,
             prefill_min_tokens=self.prefill_min_tokens,
             kv_eviction=self.kv_eviction,
+            block_size=self.block_size,
+            prefix_unit_tokens=self.prefix_unit_tokens,
         )
 
 

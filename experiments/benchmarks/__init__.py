@@ -14,4 +14,5 @@ BENCHMARKS: dict[str, str] = {
     "overhead": "experiments.benchmarks.overhead",
     "ab": "experiments.benchmarks.ab",
     "cascade-fit": "experiments.benchmarks.cascade_fit",
+    "fidelity": "experiments.benchmarks.fidelity",
 }

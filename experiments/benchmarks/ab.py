@@ -144,9 +144,16 @@ def parse_rates(text: str) -> list[float]:
     return rates
 
 
-def _drive(args: argparse.Namespace, system: str, rate: float, model: str, tokenizer: str,
-           data: Path, out: Path, *, route: str = "", n: int | None = None,
-           seed: int | None = None, tag: str | None = None) -> dict[str, Any]:  # fmt: skip
+def drive_client(args: argparse.Namespace, system: str, rate: float, model: str,
+                 tokenizer: str, data: Path, out: Path, *, route: str = "",
+                 n: int | None = None, seed: int | None = None, tag: str | None = None,
+                 max_concurrency: int | None = None) -> dict[str, Any]:  # fmt: skip
+    """Send ``n`` (default ``args.requests``) requests of the workload file
+    ``data`` to the app at ``route`` with ``vllm bench serve`` (``client_args``;
+    ``args.burstiness``, seed default ``args.seed``); returns its result JSON
+    (saved as ``out/<tag>.json``, per-request detail included) plus ``cpu_s``,
+    the Ray/vLLM CPU seconds per role during the load. Raises ``RuntimeError``
+    when the client fails."""
     tag = tag or f"{system}-r{rate:g}"
     n = args.requests if n is None else n
     result_file = f"{tag}.json"
@@ -154,6 +161,7 @@ def _drive(args: argparse.Namespace, system: str, rate: float, model: str, token
         base_url=f"http://127.0.0.1:{PORT}{route}", model=model, tokenizer=tokenizer,
         dataset=data, n=n, rate=rate, burstiness=args.burstiness,
         seed=args.seed if seed is None else seed, result_dir=out, result_file=result_file,
+        max_concurrency=max_concurrency,
     )]  # fmt: skip
     _log(f"{tag}: {n} requests at {rate:g} req/s (vllm bench serve)")
     before = ray_cpu_seconds()
@@ -215,7 +223,7 @@ def _run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 deploy_stock(cfg, system.removeprefix("stock-"), args.num_cpus, args.timeout)
             _log(f"{system}: ready in {time.time() - t0:.0f} s")
             for rate in rates:
-                result = _drive(args, system, rate, cfg.model.name, tokenizer, data, out)
+                result = drive_client(args, system, rate, cfg.model.name, tokenizer, data, out)
                 row = summarize(system, result)
                 row.update(rate=rate, burstiness=args.burstiness, trace=args.trace)
                 row["cpu_s"] = result["cpu_s"]
@@ -270,7 +278,7 @@ def _run_interleaved(args: argparse.Namespace, cfg: Any, routers: list[str], rat
             results: dict[str, list[dict[str, Any]]] = {s: [] for s in systems}
             for k in range(k_rounds):
                 for system in systems if k % 2 == 0 else systems[::-1]:
-                    results[system].append(_drive(
+                    results[system].append(drive_client(
                         args, system, rate, cfg.model.name, tokenizer, files[k], out,
                         route=routes[system], n=per_round, seed=args.seed + k,
                         tag=f"{system}-r{rate:g}-k{k}",

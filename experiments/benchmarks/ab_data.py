@@ -85,14 +85,21 @@ def client_args(
     seed: int,
     result_dir: Path,
     result_file: str,
+    max_concurrency: int | None = None,
 ) -> list[str]:
     """``vllm bench serve`` arguments: streaming completions, exact output
-    lengths (``--ignore-eos``), per-request detail saved for the CDFs."""
+    lengths (``--ignore-eos``), per-request detail saved for the CDFs (with each
+    request's send time, ``start_times``). ``max_concurrency``: at most that many
+    requests in flight (1: one after the other, each sent when the previous one
+    ends; the arrivals then wait for the semaphore)."""
     if not (rate > 0 and math.isfinite(rate)):
         raise ValueError(f"rate must be a positive finite req/s, got {rate}")
     if not burstiness > 0:
         raise ValueError(f"burstiness must be > 0, got {burstiness}")
-    return [
+    if max_concurrency is not None and max_concurrency < 1:
+        raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
+    limit = [] if max_concurrency is None else ["--max-concurrency", str(max_concurrency)]
+    return [*limit,
         "--backend", "openai", "--base-url", base_url, "--endpoint", "/v1/completions",
         "--model", model, "--tokenizer", tokenizer,
         "--dataset-name", "custom", "--dataset-path", str(dataset),

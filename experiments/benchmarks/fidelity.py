@@ -1,0 +1,290 @@
+"""Simulator fidelity: the same requests through Cascade on vLLM-CPU and the simulator.
+
+``cascade bench fidelity [--config C] [--loads 0.3,0.6,0.9] [--capacity 5.0]
+[--requests 200] [--profile FILE] [--out DIR] --json``
+
+One command, in order (progress on stderr, JSON rows on stdout):
+
+1. calibrate: ``cascade profile --engine vllm --small --config C`` (a
+   subprocess, before Ray starts) measures the pool's engine, deployed exactly
+   as Cascade deploys it, into ``DIR/profile.csv``; ``--profile FILE`` reuses a
+   CSV instead;
+2. real: ``cascade up --config C`` (fresh local Ray), then ``vllm bench serve``
+   (``experiments.benchmarks.ab``'s client) sends a probe of ``--probe``
+   requests one at a time (the serving path's overhead, and the engines' warm-up),
+   then at each load ``--requests`` requests of the azure-conv slice (prompts ×
+   ``--prompt-scale``, outputs ≤ ``--max-output``, ``--ignore-eos``) with Gamma
+   arrivals at ``load × --capacity`` req/s; ``cascade down``. Raw results in
+   ``DIR/real/`` (``meta.json``, ``probe.json``, ``load-<f>.json``);
+3. sim: each load's requests replayed through the DES with the same send
+   times, prompt and output lengths, replica count, engine settings, profile and
+   gateway (``experiments.benchmarks.fidelity_replay``);
+4. report: one row per load and metric (TTFT, TPOT, E2E): real and simulated
+   P50/P90/P99 (s), ``err_pXX`` = (sim − real) / real, ``p50_ok`` (|err| ≤ 5 %),
+   ``p99_ok`` (≤ 10 %); then one ``summary`` row (bars met, the engine mapping,
+   the overhead). CDF plots ``DIR/fidelity_cdf_l<f>.png``.
+
+``--sim-only`` (or ``--real-results DIR``) skips steps 1–2 and recomputes 3–4
+from saved real results (``DIR``, default ``--out``/real): no Ray, no vLLM.
+
+Cost: profiling ~3 min (engine start ~35 s, then 18 grid points × 3 repeats at
+~1 s each: 18 points × 1 repeat took 80 s here), the deployment ~95 s, the probe
+~10 s, then Σ requests / rate (200 requests at 1.5, 3.0, 4.5 req/s: ~4.5 min
+with the drains); the simulator a few seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from experiments.benchmarks.ab_data import Workload, workload_rows, write_workload
+from experiments.benchmarks.fidelity_replay import (
+    cpu_kv_blocks,
+    replay_from_result,
+    serving_overhead,
+    sim_setup,
+    simulate_replay,
+)
+from experiments.benchmarks.fidelity_report import bars_summary, compare, write_cdf_plot
+from experiments.sim_config import SimSetup
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "ab-cpu.yaml"
+# stock Ray's measured capacity for this setup (docs/benchmarks.md: "4.0 req/s
+# is 0.8 of the ~5 req/s capacity measured here")
+DEFAULT_CAPACITY = 5.0
+PROBE_RATE = 100.0  # req/s offered to the probe; --max-concurrency 1 serialises it
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", default=None, help=f"Cascade YAML (default {DEFAULT_CONFIG.name})"
+    )
+    parser.add_argument("--trace", default="azure-conv", help="trace short name or path")
+    parser.add_argument("--loads", default="0.3,0.6,0.9", help="fractions of --capacity")
+    parser.add_argument("--capacity", type=float, default=DEFAULT_CAPACITY, help="req/s")
+    parser.add_argument("--requests", type=int, default=200, help="requests per load")
+    parser.add_argument("--burstiness", type=float, default=1.0, help="Gamma shape (1: Poisson)")
+    parser.add_argument("--prompt-scale", type=float, default=1 / 8)
+    parser.add_argument("--max-output", type=int, default=128, help="output tokens cap")
+    parser.add_argument("--seed", type=int, default=0, help="the client's arrival seed")
+    parser.add_argument("--sim-seed", type=int, default=0, help="the simulator's step-time noise")
+    parser.add_argument("--profile", default=None, help="reuse this step profile CSV")
+    parser.add_argument("--profile-repeats", type=int, default=3)
+    parser.add_argument(
+        "--probe", type=int, default=20,
+        help="requests sent one at a time before the loads (serving overhead); 0: none",
+    )  # fmt: skip
+    parser.add_argument(
+        "--overhead-s", type=float, default=None,
+        help="serving-path latency added to simulated TTFT/E2E (default: from the probe)",
+    )  # fmt: skip
+    parser.add_argument("--num-blocks", type=int, default=None, help="KV blocks per replica")
+    parser.add_argument(
+        "--no-shared-prefix", action="store_true",
+        help="replay without prefix hashes (no simulated prefix-cache hits)",
+    )  # fmt: skip
+    parser.add_argument("--num-cpus", type=int, default=8, help="logical CPUs of the Ray head")
+    parser.add_argument("--timeout", type=float, default=900.0, help="deploy timeout (s)")
+    parser.add_argument("--sim-only", action="store_true", help="only the sim side and report")
+    parser.add_argument(
+        "--real-results", default=None, help="saved real results (implies --sim-only)"
+    )
+    parser.add_argument("--out", default="out/fidelity", help="profile, raw results, plots")
+
+
+def _log(msg: str) -> None:
+    print(f"[bench fidelity] {msg}", file=sys.stderr, flush=True)
+
+
+def parse_loads(text: str) -> list[float]:
+    """``--loads``: positive fractions of capacity, comma-separated."""
+    try:
+        loads = [float(x) for x in str(text).split(",") if x.strip()]
+    except ValueError as exc:
+        raise ValueError(f"--loads: expected numbers separated by commas, got {text!r}") from exc
+    if not loads or any(not (0 < x < math.inf) for x in loads):
+        raise ValueError(f"--loads: every load must be a positive fraction, got {text!r}")
+    return loads
+
+
+def load_tag(load: float) -> str:
+    return f"load-{load:g}"
+
+
+def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    out = Path(args.out)
+    real_dir = Path(args.real_results) if args.real_results else out / "real"
+    if not (args.sim_only or args.real_results):
+        # stdout carries only the JSON rows: `cascade up` prints its URL there
+        with contextlib.redirect_stdout(sys.stderr):
+            _run_real(args, out, real_dir)
+    return sim_report(args, real_dir, out)
+
+
+def _engine_kwargs(cfg: Any) -> dict[str, Any]:
+    """The vLLM engine arguments Cascade deploys the pool with (as ``cascade up``)."""
+    from replicas.vllm_config import llm_config_kwargs
+
+    built = llm_config_kwargs(
+        cfg.model, cfg.pools[0], model_dir=Path("."), prefill_tpot_s=cfg.prefill_tpot_s(),
+        prefill_min_tokens=cfg.model.prefill_min_tokens,
+    )  # fmt: skip
+    kwargs: dict[str, Any] = built["engine_kwargs"]
+    return kwargs
+
+
+def estimate_num_blocks(cfg: Any, engine_kwargs: dict[str, Any], memory_bytes: float) -> int:
+    """KV blocks per replica of a tiny model on vLLM-CPU (``cpu_kv_blocks``);
+    ``ValueError`` for other models (give ``--num-blocks``)."""
+    pool = cfg.pools[0]
+    if cfg.model.model_path != "tiny" or str(engine_kwargs.get("dtype")) != "float32":
+        raise ValueError("--num-blocks: needed unless the model is the tiny float32 one on CPU")
+    ov = pool.engine_overrides
+    heads = int(ov.get("num_heads", 4))
+    return cpu_kv_blocks(
+        memory_bytes, float(engine_kwargs["gpu_memory_utilization"]),
+        layers=int(ov.get("num_layers", 2)), kv_heads=int(ov.get("num_kv_heads", 4)),
+        head_dim=int(ov.get("hidden_size", 256)) // heads, dtype_bytes=4,
+        block_size=int(engine_kwargs["block_size"]),
+    )  # fmt: skip
+
+
+def _run_real(args: argparse.Namespace, out: Path, real_dir: Path) -> None:
+    import psutil
+
+    from experiments.benchmarks.ab import drive_client
+    from experiments.benchmarks.ab_systems_cli import deploy_cascade
+    from experiments.evaluate_cli import commit_of
+    from orchestrator import serve_cli
+    from orchestrator.config import load_config
+    from orchestrator.traces import load_trace
+    from replicas.perf_model import FittedPerfModel
+    from replicas.vllm_config import tiny_model_dir
+
+    cfg_path = str(args.config or DEFAULT_CONFIG)
+    cfg = load_config(cfg_path)
+    if cfg.model.engine != "vllm":
+        raise ValueError(f"{cfg_path}: bench fidelity measures real engines; needs engine vllm")
+    loads = parse_loads(args.loads)
+    if not (args.capacity > 0 and math.isfinite(args.capacity)):
+        raise ValueError(f"--capacity must be a positive req/s, got {args.capacity}")
+    if args.probe < 0:
+        raise ValueError(f"--probe must be >= 0, got {args.probe}")
+    memory = float(psutil.virtual_memory().total)
+    # everything that can be refused is checked before the minutes of profiling
+    blocks = args.num_blocks or estimate_num_blocks(cfg, _engine_kwargs(cfg), memory)
+    rows = workload_rows(
+        load_trace(args.trace),
+        Workload(args.trace, max(args.requests, args.probe), args.prompt_scale, args.max_output),
+    )
+    if args.profile:
+        FittedPerfModel.from_csv(args.profile)  # a bad CSV fails now, not after the loads
+    real_dir.mkdir(parents=True, exist_ok=True)
+    data = write_workload(rows[: args.requests], real_dir / "workload.jsonl")
+    profile = Path(args.profile) if args.profile else calibrate(args, cfg_path, out)
+    meta = {
+        "config": cfg_path, "profile": str(profile.resolve()), "loads": loads,
+        "capacity_rps": args.capacity, "rates_rps": [f * args.capacity for f in loads],
+        "requests": args.requests, "burstiness": args.burstiness, "seed": args.seed,
+        "trace": args.trace, "prompt_scale": args.prompt_scale, "max_output": args.max_output,
+        "probe": args.probe, "memory_bytes": memory, "num_blocks": blocks,
+        "commit": commit_of(),
+    }  # fmt: skip
+    (real_dir / "meta.json").write_text(json.dumps(meta, indent=1))
+    tokenizer = str(tiny_model_dir(cfg.model, cfg.pools[0]))
+    model = cfg.model.name
+    serve_cli.run_down(argparse.Namespace())  # from no Ray at all
+    try:
+        _log("deploying (cascade up)")
+        deploy_cascade(cfg_path, args.num_cpus, args.timeout)
+        if args.probe:
+            probe = write_workload(rows[: args.probe], real_dir / "probe.jsonl")
+            drive_client(args, "cascade", PROBE_RATE, model, tokenizer, probe, real_dir,
+                         n=args.probe, tag="probe", max_concurrency=1)  # fmt: skip
+        for load, rate in zip(loads, meta["rates_rps"], strict=True):
+            _log(f"load {load:g} of {args.capacity:g} req/s")
+            drive_client(args, "cascade", rate, model, tokenizer, data, real_dir,
+                         tag=load_tag(load))  # fmt: skip
+    finally:
+        serve_cli.run_down(argparse.Namespace())
+
+
+def calibrate(args: argparse.Namespace, cfg_path: str, out: Path) -> Path:
+    """``cascade profile --engine vllm --small --config cfg_path`` into
+    ``out/profile.csv`` (a subprocess: vLLM leaves nothing in this one). Raises
+    ``RuntimeError`` when it fails."""
+    path = out / "profile.csv"
+    out.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        sys.executable, "-m", "orchestrator.cli", "profile", "--engine", "vllm", "--small",
+        "--config", cfg_path, "--repeats", str(args.profile_repeats), "--out", str(path),
+    ]  # fmt: skip
+    _log(f"calibrating: {' '.join(cmd[2:])} (~3 min)")
+    proc = subprocess.run(cmd, stdout=sys.stderr, stderr=sys.stderr, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"cascade profile exited {proc.returncode}")
+    return path
+
+
+def sim_report(args: argparse.Namespace, real_dir: Path, out: Path) -> list[dict[str, Any]]:
+    """Steps 3–4 from the real results in ``real_dir`` (module docstring)."""
+    from orchestrator.config import load_config
+
+    meta_file = real_dir / "meta.json"
+    if not meta_file.is_file():
+        raise FileNotFoundError(f"{meta_file}: no saved real results (run without --sim-only)")
+    meta = json.loads(meta_file.read_text())
+    cfg_path = str(args.config or meta["config"])
+    cfg = load_config(cfg_path)
+    profile = args.profile or meta.get("profile")
+    if not profile:
+        raise ValueError(f"{meta_file}: no profile recorded; give --profile")
+    kwargs = _engine_kwargs(cfg)
+    blocks = args.num_blocks or meta.get("num_blocks")
+    if not blocks:
+        blocks = estimate_num_blocks(cfg, kwargs, float(meta["memory_bytes"]))
+    setup, mapping = sim_setup(cfg, kwargs, profile, num_blocks=int(blocks))
+    shared = bool(mapping.settings["enable_prefix_caching"]) and not args.no_shared_prefix
+    overhead, source = _overhead(args, real_dir, setup, cfg, shared)
+    _log(f"simulating: overhead {overhead * 1e3:.1f} ms ({source}); engine {mapping.settings}")
+    rows: list[dict[str, Any]] = []
+    for load, rate in zip(meta["loads"], meta["rates_rps"], strict=True):
+        f = real_dir / f"{load_tag(load)}.json"
+        replay = replay_from_result(json.loads(f.read_text()), str(f))
+        sim = simulate_replay(setup, replay, cfg, seed=args.sim_seed, shared_prefix=shared,
+                              overhead_s=overhead)  # fmt: skip
+        for row in compare(replay.real, sim):
+            row.update(load=load, rate_rps=rate, requests=len(replay), dropped=replay.dropped)
+            rows.append(row)
+        title = f"simulator vs vLLM-CPU at {load:g} of capacity ({rate:g} req/s)"
+        plot = write_cdf_plot(replay.real, sim, out / f"fidelity_cdf_l{load:g}.png", title)
+        _log(f"load {load:g}: {len(replay)} requests replayed; CDFs {plot}")
+    rows.append({
+        "summary": "fidelity", **bars_summary(rows), "config": cfg_path, "profile": str(profile),
+        "capacity_rps": meta["capacity_rps"], "overhead_s": overhead, "overhead_from": source,
+        "sim_engine": mapping.settings, "unmodelled_engine_args": list(mapping.unmodelled),
+        "shared_prefix": shared, "sim_seed": args.sim_seed, "commit": meta.get("commit"),
+    })  # fmt: skip
+    return rows
+
+
+def _overhead(
+    args: argparse.Namespace, real_dir: Path, setup: SimSetup, cfg: Any, shared: bool
+) -> tuple[float, str]:
+    """The serving overhead (s) and where it came from: ``--overhead-s``, the
+    saved probe, or none (0)."""
+    if args.overhead_s is not None:
+        return float(args.overhead_s), "--overhead-s"
+    probe = real_dir / "probe.json"
+    if not probe.is_file():
+        return 0.0, "none (no probe.json)"
+    replay = replay_from_result(json.loads(probe.read_text()), str(probe))
+    value = serving_overhead(setup, replay, cfg, seed=args.sim_seed, shared_prefix=shared)
+    return float(value), f"probe ({len(replay)} requests one at a time)"
