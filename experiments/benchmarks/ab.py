@@ -344,7 +344,7 @@ def _run_alternating(args: argparse.Namespace, cfg: Any, configs: dict[str, str]
                 _log(f"{system}: ready in {time.time() - t0:.0f} s")
                 try:
                     for rate in rates:
-                        results.setdefault((system, rate), []).append(_drive(
+                        results.setdefault((system, rate), []).append(drive_client(
                             args, system, rate, cfg.model.name, tokenizer, files[k], out,
                             n=per_round, seed=args.seed + k, tag=f"{system}-r{rate:g}-k{k}",
                         ))  # fmt: skip

@@ -47,7 +47,7 @@ def test_rounds_alternate_and_merge(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         scale = 0.9 if system == ab.TELEMETRY_OFF else 1.0
         return _result(kw["n"], 0.1 * scale, 1.0 * scale)
 
-    monkeypatch.setattr(ab, "_drive", drive)
+    monkeypatch.setattr(ab, "drive_client", drive)
     trace = types.SimpleNamespace()
     monkeypatch.setattr(ab, "workload_rows", lambda _t, w: [{"prompt": str(i)} for i in range(w.n)])
     monkeypatch.setattr(ab, "write_workload", lambda rows, path: Path(path))
