@@ -302,16 +302,12 @@ class ControllerActor:
         return dict(self.core.pinned)
 
     async def get_targets(self) -> dict[str, int]:
-        """Per-pool replica targets: the Plan's, with operator pins applied at once
-        (a pin does not wait for the next step, nor for a step that is slow)."""
+        """Per-pool replica targets: ``Controller.targets()``, the rule the Plan's
+        targets come from too (a pin overrides the allocator, within the pool's
+        min/max). Read between steps, so a pin, an unpin or a restored checkpoint
+        shows at once, without waiting for the next step or a slow one."""
         self._start()
-        plan = self._plan
-        if plan is None:
-            targets = {p.name: p.start_replicas for p in self.config.pools}
-        else:
-            targets = {name: pp.target_replicas for name, pp in plan.pools.items()}
-        targets.update(self.core.pinned)  # in range: ControllerCore.pin checks it
-        return targets
+        return self.core.targets()
 
     async def status(self) -> dict[str, Any]:
         self._start()
