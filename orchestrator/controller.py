@@ -24,7 +24,11 @@ step, on the injected clock:
    integer replicas per pool within min/max, variance + ``w_cost`` × $/hour, with
    cooldown ``loops.allocation_cooldown_s`` and no move for a change inside the
    arrival-rate confidence interval) sets each pool's ``target_replicas``, which
-   the Serve autoscaling policy applies.
+   the Serve autoscaling policy applies. The allocator's guards hold a pool at
+   its target in force, not at its live count: a replica lost with its node
+   stops counting for routing once its snapshots are ``loops.stale_after_s``
+   old (``Monitor``), but its pool's target is asked for again, never written
+   down to what survived.
 
 Until the first allocation, targets are the configured ``initial_replicas``.
 """
@@ -352,7 +356,12 @@ class Controller:
                         down_cooldown_s=loops.allocation_cooldown_s,
                     ),
                 )
-            result = self._allocator.decide(inputs, now_s)
+            # the guards hold a pool at its target in force, not at its live count: a
+            # replica lost with its node (or still starting) is asked for again
+            allocated = self._targets
+            result = self._allocator.decide(
+                inputs, now_s, current=[allocated[p.name] for p in self.config.pools]
+            )
         except (ValueError, ArithmeticError) as exc:
             self._routing_reason += f"; allocation skipped: {exc}"
             return
