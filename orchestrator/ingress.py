@@ -178,15 +178,22 @@ class CascadeIngress(OpenAiIngress):
             except RayActorError:
                 self.retried += 1
                 response = await call(body, request)
+        except BaseException:  # no answer: no outcome will ever score the prediction
+            self.gateway.predictor.discard(info.request_id)
+            raise
         finally:
             _POOL.reset(token)
         if isinstance(response, StreamingResponse):
             response.body_iterator = self._timed_stream(
                 response.body_iterator, t0, info, decision.pool, record
             )
-        elif response.status_code < 400:
+            return response
+        if response.status_code < 400:
             tokens = _usage_tokens(getattr(response, "body", b""))
             self._observe(info, decision.pool, None, time.perf_counter() - t0, record, tokens)
+        # a unary answer has no TTFT, so no outcome: its prediction is dropped here,
+        # not left in the predictor's pending log (it grew by one per request)
+        self.gateway.predictor.discard(info.request_id)
         return response
 
     async def _timed_stream(
@@ -217,7 +224,12 @@ class CascadeIngress(OpenAiIngress):
             error = {"message": message, "type": "InternalServerError", "code": 500}
             yield f"data: {json.dumps({'error': error})}\n\n"
             return
-        self._observe(info, pool, ttft, time.perf_counter() - t0, record, tokens)
+        else:
+            self._observe(info, pool, ttft, time.perf_counter() - t0, record, tokens)
+        finally:
+            # every way out (observed above, or a failure, a client that left, an
+            # empty stream): the logged prediction goes; after _observe, a no-op
+            self.gateway.predictor.discard(info.request_id)
 
     def _observe(
         self,
