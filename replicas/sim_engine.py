@@ -54,6 +54,7 @@ class SimEngine:
             raise ValueError(f"time_scale must be > 0, got {time_scale!r}")
         engine.collect_tokens = True
         engine.fast_forward = False  # tokens stream step by step
+        engine.step_log = False  # the simulator's per-step log: unbounded in a server
         self.engine = engine
         self._clock = clock
         self._sleep = sleep
