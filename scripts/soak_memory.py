@@ -17,7 +17,7 @@ non-streaming (the ingress sees no TTFT: no outcome) and a share are cancelled
 mid-stream (the client left: no outcome either). Every ``--churn-s`` one replica
 of each pool is replaced by a new one (a new replica id: a restart, a lost node).
 
-tracemalloc is snapshot after ``--warmup-s`` and at the end; the top growth by
+tracemalloc (started first) is snapshot after ``--warmup-s`` and at the end; the top growth by
 source line is printed, with the sizes of the structures keyed by request or
 replica id. Usage::
 
@@ -283,10 +283,12 @@ def main() -> None:
     ap.add_argument("--churn-s", type=float, default=300.0, help="replica replaced every")
     ap.add_argument("--top", type=int, default=12)
     args = ap.parse_args()
-    soak = Soak(rate=args.rate, churn_s=args.churn_s)
+    # traced from the start: an object made before start() is invisible, and a
+    # replica made later would look like growth when it only replaced one
+    tracemalloc.start(1)
     t0 = time.perf_counter()
+    soak = Soak(rate=args.rate, churn_s=args.churn_s)
     soak.run(args.warmup_s)
-    tracemalloc.start(8)
     before = tracemalloc.take_snapshot()
     sizes0 = soak.sizes()
     soak.run(args.minutes * 60)
