@@ -97,19 +97,19 @@ class Allocator:
                 f"current must hold one finite count per pool ({len(problem.pools)}), "
                 f"got {in_force.tolist()}"
             )
-        current = np.clip(in_force, problem.n_min, problem.n_max)
+        held_at = np.clip(in_force, problem.n_min, problem.n_max)
         point = problem.search(inputs)
-        proposed, status, objective = self._proposal(point, current)
+        proposed, status, objective = self._proposal(point, held_at)
         low, high = proposed.copy(), proposed.copy()
         if self.config.confidence_band and np.any(inputs.rate_ci > 0):
             for sign in (-1.0, 1.0):
                 rates = np.maximum(inputs.arrival_rate_per_s + sign * inputs.rate_ci, 0.0)
                 alt, _, _ = self._proposal(
-                    problem.search(inputs.replace(arrival_rate_per_s=rates)), current
+                    problem.search(inputs.replace(arrival_rate_per_s=rates)), held_at
                 )
                 low, high = np.minimum(low, alt), np.maximum(high, alt)
-        current_ok = self._current_meets_slo(point, current)
-        final, held = self._apply_guards(current, proposed, low, high, current_ok, now)
+        current_ok = self._current_meets_slo(point, held_at)
+        final, held = self._apply_guards(held_at, proposed, low, high, current_ok, now)
         routing = problem.routing.solve(inputs, replicas=final)
         changed = final != in_force
         self._last_change_s = np.where(changed, now, self._last_change_s)

@@ -118,10 +118,7 @@ class Scheduler:
         self.last_step_seqs = 0
         self.last_prefill_tokens = 0
         self.last_decode_seqs = 0
-        # per-step log for the simulator's metrics (duration, decode sequences): 16
-        # bytes a step, kept for the whole run. A long-lived replica (SimEngine on
-        # Ray) turns it off (``step_log``), or it grows by megabytes an hour.
-        self.step_log = True
+        # per-step log for the simulator's metrics (duration, decode sequences)
         self.log_dur = array("d")
         self.log_decodes = array("l")
 
@@ -308,9 +305,8 @@ class Scheduler:
         n = len(self.running)
         used = self.kv_blocks_used
         durs = [b - a for a, b in zip([start, *ends[:-1]], ends, strict=True)]
-        if self.step_log:
-            self.log_dur.extend(durs)
-            self.log_decodes.extend([n] * k)
+        self.log_dur.extend(durs)
+        self.log_decodes.extend([n] * k)
         self.telemetry.pending[STEP].extend(durs)
         last = ends[-1]
         span = last - start
@@ -345,9 +341,8 @@ class Scheduler:
         self.busy_s += dur
         used = self.kv_blocks_used
         self.kv_block_s += used * dur
-        if self.step_log:
-            self.log_dur.append(dur)
-            self.log_decodes.append(self.last_decode_seqs)
+        self.log_dur.append(dur)
+        self.log_decodes.append(self.last_decode_seqs)
         tel = self.telemetry
         pending = tel.pending
         pending[STEP].append(dur)
