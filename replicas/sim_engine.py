@@ -54,7 +54,6 @@ class SimEngine:
             raise ValueError(f"time_scale must be > 0, got {time_scale!r}")
         engine.collect_tokens = True
         engine.fast_forward = False  # tokens stream step by step
-        engine.step_log = False  # the simulator's per-step log: unbounded in a server
         self.engine = engine
         self._clock = clock
         self._sleep = sleep
@@ -87,6 +86,9 @@ class SimEngine:
             await self._sleep(dur * self.time_scale)
             now = self._clock()
             finished = eng.end_step(now)
+            # the simulator's per-step log (16 bytes a step, read after a run) is
+            # read by nobody here: kept, it grew for the life of the replica
+            del eng.log_dur[:], eng.log_decodes[:]
             done = {id(r) for r in finished}
             for r in eng.last_emitted:
                 q = self._queues.get(r.idx)

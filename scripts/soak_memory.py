@@ -134,7 +134,6 @@ class Soak:
             rid, pool, perf, EngineConfig(num_blocks=4000), np.random.default_rng(next(self._rids)),
             accelerator=POOLS[pool], collect_tokens=True, fast_forward=False,
         )  # fmt: skip
-        engine.step_log = False  # as SimEngine sets it (the simulator's per-step log)
         clock = _Clock()
         clock.t = self.clock.t
         self.replicas[rid] = _Replica(
@@ -206,6 +205,7 @@ class Soak:
             rep.t += dur
             rep.clock.t = rep.t
             finished = {id(r) for r in eng.end_step(rep.t)}
+            del eng.log_dur[:], eng.log_decodes[:]  # as SimEngine does
             for r in list(eng.last_emitted):
                 self._token(rep, r, finished)
 

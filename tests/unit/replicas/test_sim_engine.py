@@ -60,8 +60,8 @@ def test_rejected_and_cancelled_requests() -> None:
 
 def test_a_long_lived_sim_replica_keeps_no_per_step_log() -> None:
     """The simulator's per-step log (16 bytes a step, for whole-run metrics)
-    grew without bound in a SimEngine replica on Ray; SimEngine turns it off,
-    the engine model keeps it for the simulator."""
+    grew without bound in a SimEngine replica on Ray; SimEngine drops it each
+    step, the engine model keeps it for the simulator."""
 
     async def main() -> SimEngine:
         sim = _engine()
