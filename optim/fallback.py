@@ -29,8 +29,19 @@ def proportional_to_capacity(inputs: ProblemInputs) -> FloatArray:
     return plan
 
 
-def still_valid(plan: FloatArray, inputs: ProblemInputs) -> bool:
-    """A previous plan is reusable if it only uses pairs that are still usable."""
+def still_valid(
+    plan: FloatArray, inputs: ProblemInputs, made_for: FloatArray | None = None
+) -> bool:
+    """A previous plan is reusable if it only uses pairs that are still usable and,
+    given ``made_for`` (the replicas per pool it was solved with), no pool it sends
+    traffic to has fewer replicas now: its shares were sized for capacity that is
+    gone (a node lost with its replicas), and reusing them would pile the lost
+    replicas' traffic on the survivors."""
     if plan.shape != inputs.demand_s.shape:
         return False
-    return bool(np.all((plan <= 1e-9) | usable_pairs(inputs)))
+    if not np.all((plan <= 1e-9) | usable_pairs(inputs)):
+        return False
+    if made_for is None or made_for.shape != inputs.replicas.shape:
+        return made_for is None
+    used = (plan > 1e-9).any(axis=0)
+    return bool(np.all(~used | (inputs.replicas >= made_for)))

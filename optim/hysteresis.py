@@ -15,11 +15,19 @@ reads the wall clock):
 Pool bounds and GPU budgets are hard: they override both guards. A pool whose
 current allocation misses the SLOs at the point estimate skips the band (not
 the cooldown).
+
+"Current" is the allocation in force: the targets last set (``decide``'s
+``current``), not the replicas that happen to be alive. A guard that holds a pool
+keeps its target; it never lowers it to the live count, so a replica lost with
+its node, or one still starting, is asked for again rather than written off
+(with the live count a held pool's target fell to whatever survived, and a
+scale-up still in progress was undone).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,32 +72,46 @@ class Allocator:
         self.config = config or HysteresisConfig()
         self._last_change_s = np.full(len(problem.pools), -np.inf)
 
-    def decide(self, inputs: ProblemInputs, now: float) -> AllocationResult:
+    def decide(
+        self, inputs: ProblemInputs, now: float, current: Sequence[float] | None = None
+    ) -> AllocationResult:
         """Target replicas for ``inputs`` at time ``now`` (seconds, injected clock).
 
+        ``current``: per pool, the targets in force (what the last decision, or
+        the operator's start, asked for); the guards hold a pool there and the
+        cooldown counts from changes to it. Default: ``inputs.replicas`` (the live
+        replicas, which the routing problem uses as capacity either way).
+
         Never raises for solver trouble: an infeasible search proposes the most
-        capacity the budget allows; a failed one proposes the current replicas.
+        capacity the budget allows; a failed one proposes the current targets.
 
         Raises:
-            ValueError: if ``inputs`` do not match the problem's pools and classes.
+            ValueError: if ``inputs`` do not match the problem's pools and classes,
+                or ``current`` has another length or a non-finite entry.
         """
         start = time.perf_counter()
         problem = self.problem
-        current = np.clip(inputs.replicas, problem.n_min, problem.n_max)
+        in_force = inputs.replicas if current is None else np.asarray(current, dtype=np.float64)
+        if in_force.shape != (len(problem.pools),) or not np.all(np.isfinite(in_force)):
+            raise ValueError(
+                f"current must hold one finite count per pool ({len(problem.pools)}), "
+                f"got {in_force.tolist()}"
+            )
+        held_at = np.clip(in_force, problem.n_min, problem.n_max)
         point = problem.search(inputs)
-        proposed, status, objective = self._proposal(point, current)
+        proposed, status, objective = self._proposal(point, held_at)
         low, high = proposed.copy(), proposed.copy()
         if self.config.confidence_band and np.any(inputs.rate_ci > 0):
             for sign in (-1.0, 1.0):
                 rates = np.maximum(inputs.arrival_rate_per_s + sign * inputs.rate_ci, 0.0)
                 alt, _, _ = self._proposal(
-                    problem.search(inputs.replace(arrival_rate_per_s=rates)), current
+                    problem.search(inputs.replace(arrival_rate_per_s=rates)), held_at
                 )
                 low, high = np.minimum(low, alt), np.maximum(high, alt)
-        current_ok = self._current_meets_slo(point, current)
-        final, held = self._apply_guards(current, proposed, low, high, current_ok, now)
+        current_ok = self._current_meets_slo(point, held_at)
+        final, held = self._apply_guards(held_at, proposed, low, high, current_ok, now)
         routing = problem.routing.solve(inputs, replicas=final)
-        changed = final != inputs.replicas
+        changed = final != in_force
         self._last_change_s = np.where(changed, now, self._last_change_s)
         return AllocationResult(
             status=status,

@@ -80,6 +80,7 @@ class RoutingProblem:
         # The phase-1 variant (priced SLO slack) is built only if a solve needs it.
         self._phase1: Engine | None = None
         self._last_feasible: FloatArray | None = None
+        self._last_feasible_replicas: FloatArray | None = None  # what it was solved with
 
     @property
     def is_dpp(self) -> bool:
@@ -95,7 +96,8 @@ class RoutingProblem:
 
         Never raises for an infeasible or failed solve: the result's ``status``
         says what happened and ``x`` is then the last feasible plan (if still
-        usable) or capacity-proportional routing.
+        usable: ``fallback.still_valid``, which refuses it once a pool it uses has
+        lost replicas) or capacity-proportional routing.
 
         Raises:
             ValueError: if ``inputs`` (or ``replicas``) have the wrong shape or
@@ -164,6 +166,7 @@ class RoutingProblem:
         plan, pred, status = best
         plan.flags.writeable = False
         self._last_feasible = plan
+        self._last_feasible_replicas = np.array(inputs.replicas, dtype=np.float64)
         return RoutingResult(
             status=status,
             x=plan,
@@ -216,7 +219,9 @@ class RoutingProblem:
         rounds: int,
         message: str,
     ) -> RoutingResult:
-        if self._last_feasible is not None and still_valid(self._last_feasible, inputs):
+        if self._last_feasible is not None and still_valid(
+            self._last_feasible, inputs, self._last_feasible_replicas
+        ):
             plan, kind = self._last_feasible, Fallback.LAST_FEASIBLE
         else:
             plan, kind = proportional_to_capacity(inputs), Fallback.PROPORTIONAL

@@ -24,7 +24,11 @@ step, on the injected clock:
    integer replicas per pool within min/max, variance + ``w_cost`` × $/hour, with
    cooldown ``loops.allocation_cooldown_s`` and no move for a change inside the
    arrival-rate confidence interval) sets each pool's ``target_replicas``, which
-   the Serve autoscaling policy applies.
+   the Serve autoscaling policy applies. The allocator's guards hold a pool at
+   its target in force, not at its live count: a replica lost with its node
+   stops counting for routing once its snapshots are ``loops.stale_after_s``
+   old (``Monitor``), but its pool's target is asked for again, never written
+   down to what survived.
 
 Until the first allocation, targets are the configured ``initial_replicas``.
 """
@@ -100,8 +104,11 @@ class Controller:
         self._allocator: Allocator | None = None
         self._next_alloc_s = -math.inf
         self.allocation: AllocationResult | None = None
+        # the allocator's targets and the operator's pins (which override them): both
+        # replaced whole, never changed in place, so ``targets()`` may read them from
+        # the actor's event loop while a step runs in its worker thread
         self._targets = {p.name: p.start_replicas for p in config.pools}
-        self.pinned: dict[str, int] = {}  # operator pins override the allocator
+        self.pinned: dict[str, int] = {}
         self.solved_last_step = False  # did the last step run the routing optimizer
         self.traffic = ClassTraffic()
         # output lengths of completed requests, merged from every gateway's deltas
@@ -131,16 +138,15 @@ class Controller:
             self._next_solve_s = now_s + self.config.loops.routing_period_s
             self._solve(now_s, view, class_load)
         pool_plans: dict[str, PoolPlan] = {}
+        targets = self.targets()
         for pool in self.config.pools:
             pv = view.pools.get(pool.name)
             sigma = pv.itl_sigma_s if pv is not None and math.isfinite(pv.itl_sigma_s) else 0.0
             state = self.backpressure.update(pool.name, now_s, sigma)
-            target = self.pinned.get(pool.name, self._targets[pool.name])
-            target = min(max(target, pool.min_replicas), pool.max_replicas)
             pool_plans[pool.name] = PoolPlan(
                 admission_token_budget=int(state.prefill_token_budget),
                 saturation=float(state.saturation),
-                target_replicas=target,
+                target_replicas=targets[pool.name],
             )
         self._version += 1
         self.plan = Plan(
@@ -178,19 +184,33 @@ class Controller:
 
     def pin(self, pool: str, replicas: int | None) -> None:
         """Pin ``pool`` to ``replicas`` (an operator override of the allocator, e.g.
-        for maintenance); ``None`` hands the pool back to the allocator. Raises
-        ``ValueError`` for an unknown pool or a count outside its min/max."""
+        for maintenance); ``None`` hands the pool back to the allocator. Effective
+        in ``targets()`` at once. Raises ``ValueError`` naming the pool for an
+        unknown pool or a count outside its min/max (nothing changes then)."""
         cfg = self.config.pool(pool) if pool in {p.name for p in self.config.pools} else None
         if cfg is None:
             raise ValueError(f"unknown pool {pool!r}; pools: {[p.name for p in self.config.pools]}")
         if replicas is None:
-            self.pinned.pop(pool, None)
+            self.pinned = {k: v for k, v in self.pinned.items() if k != pool}
             return
         if not cfg.min_replicas <= replicas <= cfg.max_replicas:
             raise ValueError(
                 f"pool {pool}: replicas {replicas} outside [{cfg.min_replicas}, {cfg.max_replicas}]"
             )
-        self.pinned[pool] = replicas
+        self.pinned = {**self.pinned, pool: int(replicas)}
+
+    def targets(self) -> dict[str, int]:
+        """Per pool, the replica target in force now: the operator's pin if the
+        pool has one, else the allocator's last target (the configured
+        ``initial_replicas`` before its first decision, or what ``load_state``
+        restored), clipped to the pool's [min, max]. The one rule behind both the
+        Plan's ``target_replicas`` (``step``) and the actor's ``get_targets`` (which
+        reads it between steps, so a pin, an unpin or a restore shows at once)."""
+        pinned, allocated = self.pinned, self._targets  # one read each: both swapped whole
+        return {
+            p.name: min(max(pinned.get(p.name, allocated[p.name]), p.min_replicas), p.max_replicas)
+            for p in self.config.pools
+        }
 
     # ---- restartable state (the controller actor checkpoints it) --------------------
     @property
@@ -231,7 +251,7 @@ class Controller:
         self.raise_version(version)
         self.cascade = cascade
         self.pinned = pinned
-        self._targets.update(targets)
+        self._targets = {**self._targets, **targets}
 
     def raise_version(self, version: int) -> None:
         """Continue the Plan version counter from at least ``version`` (never back)."""
@@ -336,13 +356,20 @@ class Controller:
                         down_cooldown_s=loops.allocation_cooldown_s,
                     ),
                 )
-            result = self._allocator.decide(inputs, now_s)
+            # the guards hold a pool at its target in force, not at its live count: a
+            # replica lost with its node (or still starting) is asked for again
+            allocated = self._targets
+            result = self._allocator.decide(
+                inputs, now_s, current=[allocated[p.name] for p in self.config.pools]
+            )
         except (ValueError, ArithmeticError) as exc:
             self._routing_reason += f"; allocation skipped: {exc}"
             return
         self.allocation = result
-        for pool, n in zip(self.config.pools, np.asarray(result.replicas), strict=True):
-            self._targets[pool.name] = int(n)
+        self._targets = {
+            pool.name: int(n)
+            for pool, n in zip(self.config.pools, np.asarray(result.replicas), strict=True)
+        }
 
     def _class_output_tokens(self) -> dict[str, float]:
         """Mean answer length per class once the length model knows it."""

@@ -328,8 +328,10 @@ class ControllerActor:
         return dict(self.core.pinned)
 
     async def get_targets(self, autoscaler: Mapping[str, Any] | None = None) -> dict[str, int]:
-        """Per-pool replica targets: the Plan's, with operator pins applied at once
-        (a pin does not wait for the next step, nor for a step that is slow).
+        """Per-pool replica targets: ``Controller.targets()``, the rule the Plan's
+        targets come from too (a pin overrides the allocator, within the pool's
+        min/max). Read between steps, so a pin, an unpin or a restored checkpoint
+        shows at once, without waiting for the next step or a slow one.
         ``autoscaler``: what Serve's autoscaling policy saw per pool
         (``orchestrator.autoscale``); it only feeds ``status()["autoscaler"]``, and
         entries for unknown pools or of the wrong shape are ignored."""
@@ -338,13 +340,7 @@ class ControllerActor:
         for pool, view in (autoscaler or {}).items():
             if pool in self._pool_names and isinstance(view, Mapping):
                 self._autoscaler[pool] = (now, report_view(view))
-        plan = self._plan
-        if plan is None:
-            targets = {p.name: p.start_replicas for p in self.config.pools}
-        else:
-            targets = {name: pp.target_replicas for name, pp in plan.pools.items()}
-        targets.update(self.core.pinned)  # in range: ControllerCore.pin checks it
-        return targets
+        return self.core.targets()
 
     async def status(self) -> dict[str, Any]:
         self._start()

@@ -203,13 +203,16 @@ class CascadeIngress(OpenAiIngress):
                 self.retried += 1
                 response = await call(body, request)
         finally:
+            # no prediction is logged yet: one is made only with an outcome
+            # (_fold_outcomes), so a request that fails or leaves leaves nothing
             _POOL.reset(token)
         if isinstance(response, StreamingResponse):
             done = functools.partial(self._observe_stream, info, decision.pool, t0, inputs)
             response.body_iterator = guarded_stream(
                 response.body_iterator, self.streams, done, t0=t0
             )
-        elif response.status_code < 400:
+            return response
+        if response.status_code < 400:
             tokens = _usage_tokens(getattr(response, "body", b""))
             self._observe(info, decision.pool, None, time.perf_counter() - t0, inputs, tokens)
         return response
@@ -280,7 +283,9 @@ class CascadeIngress(OpenAiIngress):
                 predicted_e2e_p99_s=float(p99[2]) if p99 is not None else None,
                 output_tokens=tokens or None,
             )
-        if ttft is None or tokens < 1:
+        if ttft is None or tokens < 1:  # a unary answer: no TTFT to score it with
+            if record is not None:
+                self.gateway.predictor.discard(info.request_id)
             return
         with contextlib.suppress(Exception):
             outcome = Outcome(ttft, max(e2e, ttft), min(tokens, info.max_tokens))

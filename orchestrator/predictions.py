@@ -18,7 +18,10 @@ requests (pure; the simulator and the Ray ingress feed it the same way):
 
 Never raises on the request path: a prediction that fails is skipped (counted
 in ``failures``). ``observe`` takes a validated ``Outcome`` (its constructor
-refuses NaN); a length the model refuses is counted and dropped.
+refuses NaN); a length the model refuses is counted and dropped. A request that
+ends without an outcome must be ``discard``-ed: ``pending`` holds a prediction
+(~1 KiB) per request until its outcome or its discard (``MAX_PENDING`` is only
+the backstop).
 """
 
 from __future__ import annotations
@@ -102,6 +105,13 @@ class GatewayPredictor:
             self.pending.pop(next(iter(self.pending)))
         self.pending[request.request_id] = record
         return record
+
+    def discard(self, request_id: str) -> None:
+        """Forget the prediction logged for a request that ended without an outcome
+        (an error, a client that left, a unary answer without a TTFT): otherwise it
+        would wait in ``pending`` until ``MAX_PENDING`` newer ones push it out. A
+        request without a logged prediction (or already observed) is ignored."""
+        self.pending.pop(request_id, None)
 
     def observe(self, request: RequestInfo, outcome: Outcome) -> None:
         """A completed request: learn its length, match its prediction."""

@@ -26,6 +26,10 @@ from policies.router import Router
 from replicas.telemetry import ReplicaSnapshot, RequestInfo
 from uncertainty import CascadeModel
 
+# a replica absent from the snapshots and not routed to for this long (a replica
+# replaced, its node lost) is forgotten: its in-flight and routed counts go
+REPLICA_TTL_S = 600.0
+
 
 class RoutingCore:
     """Rank replicas for one request with the gateway's router (module doc).
@@ -51,8 +55,12 @@ class RoutingCore:
         self.config_fingerprint = config_fingerprint  # reported, so status can compare
         self.clock = clock
         self.snapshots: dict[str, ReplicaSnapshot] = {}
+        # per replica id: in-flight and routed counts, and when it was last seen
+        # (in the snapshots or routed to); replicas unseen for REPLICA_TTL_S are
+        # dropped from all three, so replica churn does not grow them without bound
         self.inflight: dict[str, int] = {}
         self.routed: dict[str, int] = {}
+        self._seen: dict[str, float] = {}
         self.decisions = 0
         # the view of the current snapshots for the last candidate set: built once
         # per snapshot refresh (an O(replicas) Python loop), then refreshed per
@@ -80,6 +88,14 @@ class RoutingCore:
     def update_snapshots(self, snapshots: Sequence[ReplicaSnapshot]) -> None:
         self.snapshots = {s.replica_id: s for s in snapshots}
         self._base = None  # rebuilt from these snapshots at the next decision
+        now = self.clock()
+        seen = self._seen
+        for rid in self.snapshots:
+            seen[rid] = now
+        for rid in [r for r, t in seen.items() if now - t > REPLICA_TTL_S]:
+            del seen[rid]
+            self.inflight.pop(rid, None)
+            self.routed.pop(rid, None)
 
     def sync(self, state: RouterSync) -> None:
         """Take the controller's latest snapshots, Plan and cascade fit (from the
@@ -141,11 +157,13 @@ class RoutingCore:
     def on_routed(self, replica_id: str, request: RequestInfo) -> None:
         self.inflight[replica_id] = self.inflight.get(replica_id, 0) + 1
         self.routed[replica_id] = self.routed.get(replica_id, 0) + 1
+        self._seen[replica_id] = self.clock()
         self.gateway.on_routed(replica_id, request)
 
     def on_completed(self, replica_id: str, request: RequestInfo | None) -> None:
-        n = self.inflight.get(replica_id, 0)
-        self.inflight[replica_id] = max(n - 1, 0)
+        n = self.inflight.get(replica_id)
+        if n is not None:  # a replica forgotten meanwhile is not brought back
+            self.inflight[replica_id] = max(n - 1, 0)
         if request is not None:
             self.gateway.on_completed(replica_id, request)
 

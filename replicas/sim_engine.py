@@ -86,6 +86,9 @@ class SimEngine:
             await self._sleep(dur * self.time_scale)
             now = self._clock()
             finished = eng.end_step(now)
+            # the simulator's per-step log (16 bytes a step, read after a run) is
+            # read by nobody here: kept, it grew for the life of the replica
+            del eng.log_dur[:], eng.log_decodes[:]
             done = {id(r) for r in finished}
             for r in eng.last_emitted:
                 q = self._queues.get(r.idx)

@@ -327,6 +327,8 @@ def a100_pair(app: Any) -> Iterator[Any]:
     scales it back to one; unpinned at the end."""
     try:
         ray.get(app.pin.remote("llm-a100", 2, secret=cluster_secret()))
+        # a pin shows in get_targets at once (Controller.targets), before any step
+        assert ray.get(app.get_targets.remote())["llm-a100"] == 2
         _wait_running("llm-a100", 2)
         yield app
     finally:

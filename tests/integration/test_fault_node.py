@@ -31,6 +31,9 @@ from tests.ray_state import free_port  # noqa: E402
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 WORKER = {"num_cpus": 1, "resources": {"accelerator_type:H100": 1}}
+# the controller forgets a replica whose newest snapshot is loops.stale_after_s old
+# (5 s: the config's default); plus its last push period, a step and a status call
+LOST_REPLICA_BOUND_S = 5.0 + 3.0
 TEMP = Path(tempfile.mkdtemp(prefix="cfn", dir="/tmp"))  # short: Ray's socket paths
 
 
@@ -88,7 +91,9 @@ def test_a_removed_node_fails_its_streams_cleanly_and_its_replica_comes_back(
     closed with an error is accepted too: the node's loss can reach Serve as a
     cancellation, see orchestrator.stream_guard), never a hang; the other
     streams complete, and so does every short request not streaming on the lost
-    node (a retry at most); once a node with
+    node (a retry at most); the controller drops the lost replica from its view
+    within ``LOST_REPLICA_BOUND_S`` while the pool's target (get_targets and the
+    Plan) stays two; once a node with
     room joins, the pool is back at two replicas reporting to the controller
     (min = max = 2: the target stays two, Serve places the missing replica)."""
     (ray_cluster, workers), base = cluster
@@ -104,6 +109,18 @@ def test_a_removed_node_fails_its_streams_cleanly_and_its_replica_comes_back(
         faults._until(lambda: all(r.started.is_set() for r in streams), "first tokens", 60)
         removed_at = time.monotonic()
         ray_cluster.remove_node(victim)
+        # the controller: the lost replica leaves its view (routing then sizes the
+        # pool by the survivor) within the bound, and the pool's target stays two
+        # (the lost replica is asked for again, not written off)
+        survivors = faults._until(
+            lambda: len(r := set(faults._status()["replicas"])) == 1 and r,
+            "the lost replica to leave the controller's view",
+            LOST_REPLICA_BOUND_S,
+        )
+        lost_s = time.monotonic() - removed_at
+        ctl = faults._controller()
+        targets = ray.get(ctl.get_targets.remote(), timeout=30)
+        plan = ray.get(ctl.get_plan.remote(), timeout=30)
         for f in futures:
             f.result(timeout=faults.CLIENT_TIMEOUT_S * 3)
         ended_s = time.monotonic() - removed_at
@@ -122,6 +139,9 @@ def test_a_removed_node_fails_its_streams_cleanly_and_its_replica_comes_back(
     problems = faults._load_problems(load.done, 2, clean)
     assert not problems, problems
     assert ended_s < faults.CLIENT_TIMEOUT_S
+    assert survivors < before and lost_s < LOST_REPLICA_BOUND_S, (survivors, before, lost_s)
+    assert targets == {faults.POOL: 2}, targets
+    assert plan is not None and plan.pools[faults.POOL].target_replicas == 2
     ray_cluster.add_node(**WORKER)
     faults._until(lambda: faults._running_replicas() == 2, "the pool back at two", 120)
     replicas = faults._until(

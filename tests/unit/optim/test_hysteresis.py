@@ -108,3 +108,31 @@ def test_config_is_validated() -> None:
     with pytest.raises(ValueError, match="up_cooldown_s must be finite and >= 0"):
         HysteresisConfig(up_cooldown_s=-1.0)
     assert replace(HysteresisConfig(), confidence_band=False).confidence_band is False
+
+
+def test_a_held_pool_keeps_its_target_in_force_not_its_live_count() -> None:
+    """``current`` is the targets in force. Pool 0 was sent from 2 to 3 replicas
+    and its node then took one (live 2); the same proposal, within the up
+    cooldown, keeps the target at 3, so the lost replica is asked for again.
+    Measured against the live count instead (the default, ``current=None``), the
+    cooldown holds pool 0 at 2: the target is written down to what survived."""
+    problem = _Scripted([(3, 2), (3, 2), (3, 2)])
+    allocator = Allocator(problem, HysteresisConfig(up_cooldown_s=60.0, down_cooldown_s=120.0))
+    live = instances.inputs(replicas=np.array([2.0, 2.0]))
+    first = allocator.decide(live, now=0.0)
+    np.testing.assert_array_equal(first.replicas, [3, 2])
+    kept = allocator.decide(live, now=10.0, current=first.replicas)
+    np.testing.assert_array_equal(kept.replicas, [3, 2])
+    assert kept.held == ("", "")
+    written_down = allocator.decide(live, now=10.0)
+    np.testing.assert_array_equal(written_down.replicas, [2, 2])
+    assert written_down.held == ("cooldown", "")
+
+
+def test_current_must_hold_one_finite_count_per_pool() -> None:
+    allocator = Allocator(_Scripted([(1, 1), (1, 1)]))
+    live = instances.inputs(replicas=np.array([1.0, 1.0]))
+    with pytest.raises(ValueError, match=r"one finite count per pool \(2\), got \[1\.0\]"):
+        allocator.decide(live, now=0.0, current=[1.0])
+    with pytest.raises(ValueError, match="one finite count per pool"):
+        allocator.decide(live, now=0.0, current=[1.0, float("nan")])

@@ -9,6 +9,7 @@ import pytest
 
 from optim import ClassSpec, Fallback, RoutingProblem, SolverOptions, SolveStatus
 from optim.compiled import FastSolver
+from optim.fallback import proportional_to_capacity
 from optim.synthetic import feasible_classes, perturb_rates, synthetic_inputs, synthetic_specs
 from tests.unit.optim import instances
 
@@ -125,3 +126,21 @@ def test_fast_path_matches_cvxpy_path() -> None:
         assert a.status is b.status is SolveStatus.OPTIMAL
         np.testing.assert_allclose(a.x, b.x, atol=1e-6)
         assert a.objective == pytest.approx(b.objective, rel=1e-6)
+
+
+def test_last_plan_is_not_reused_on_a_pool_that_lost_some_of_its_replicas() -> None:
+    """A node lost with 3 of a pool's 4 replicas: the last feasible plan's shares
+    were sized for 4, so an infeasible re-solve falls back to capacity-proportional
+    routing over what is left, not to the old shares (which would send the lost
+    replicas' traffic to the one survivor)."""
+    problem = RoutingProblem(instances.pools(2), instances.classes(1))
+    good = problem.solve(instances.inputs(replicas=np.array([4.0, 1.0])))
+    assert good.status is SolveStatus.OPTIMAL and good.x[0, 0] > 0.5
+    lost = instances.inputs(replicas=np.array([1.0, 1.0]), arrival_rate_per_s=[200.0])
+    result = problem.solve(lost)
+    assert result.status is SolveStatus.INFEASIBLE
+    assert result.fallback is Fallback.PROPORTIONAL
+    np.testing.assert_allclose(result.x, proportional_to_capacity(lost))
+    # more replicas than the plan was made for: still reusable
+    grown = instances.inputs(replicas=np.array([5.0, 1.0]), arrival_rate_per_s=[200.0])
+    assert problem.solve(grown).fallback is Fallback.LAST_FEASIBLE

@@ -361,3 +361,24 @@ def test_a_prediction_is_made_from_the_state_its_request_was_decided_on() -> Non
     gw.pool_view("h")
     assert gw.prediction_inputs(req, "h").view is gw.pool_view("h")  # type: ignore[union-attr]
     assert gw.prediction_inputs(req, "a") is None  # no such pool: no telemetry
+
+
+def test_a_prediction_without_an_outcome_is_discarded_not_kept() -> None:
+    """``predict_for`` logs a prediction per request until its outcome. The
+    ingress's other exits (an error, a client that left, a unary answer: no TTFT)
+    discard it; before, each stayed in ``pending`` until 100,000 newer ones
+    pushed it out (~1 KiB each)."""
+    from orchestrator.calibration import Outcome
+
+    gw = _gateway(_plan())
+    reqs = [request(prompt=300, max_tokens=64, rid=f"ingress-{i}") for i in range(50)]
+    for r in reqs:
+        assert gw.predict_for(r, "h") is not None
+    assert len(gw.predictor.pending) == 50
+    for r in reqs[:40]:  # failed, cancelled or unary
+        gw.predictor.discard(r.request_id)
+    gw.predictor.discard("never-predicted")  # unknown ids are ignored
+    for r in reqs[40:]:
+        gw.predictor.observe(r, Outcome(0.2, 1.0, 20))
+    assert gw.predictor.pending == {}
+    assert gw.predictor.calibration.report()["calibration_n"]["corrected"] == 10  # scored

@@ -157,3 +157,32 @@ def _plan(saturation: float = 0.0, weights: dict[str, float] | None = None) -> P
         pools={"h": PoolPlan(10_000, saturation, 1), "a": PoolPlan(10_000, 0.0, 1)},
         status=SolveStatus.OPTIMAL,
     )
+
+
+def test_replicas_gone_for_the_ttl_are_forgotten_so_churn_stays_bounded() -> None:
+    """Counts are kept per replica id; a replica absent from the snapshots and
+    not routed to for ``REPLICA_TTL_S`` (replaced, its node lost) is dropped, so
+    1,000 replicas replaced one by one leave only the recent ones behind."""
+    from orchestrator.routing_core import REPLICA_TTL_S
+
+    clock = [0.0]
+    core = RoutingCore(build_router("least_outstanding"), rng=np.random.default_rng(0),
+                       clock=lambda: clock[0])  # fmt: skip
+    for k in range(1000):  # one replica replaced every minute, a request on each
+        clock[0] = 60.0 * k
+        core.update_snapshots([_snap(f"r{k}"), _snap("steady")])
+        core.on_routed(f"r{k}", REQ)
+        core.on_routed("steady", REQ)
+        core.on_completed("steady", REQ)
+    kept = int(REPLICA_TTL_S // 60) + 1  # replicas seen within the TTL (and "steady")
+    assert len(core.inflight) == len(core.routed) == kept + 1
+    assert core.routed["steady"] == 1000 and core.inflight["steady"] == 0
+    assert "r0" not in core.routed and core.routed["r999"] == 1
+    core.on_completed("r0", REQ)  # a late completion of a forgotten replica
+    assert "r0" not in core.inflight
+    # a replica routed to before its first snapshot is kept while it is routed to
+    clock[0] += REPLICA_TTL_S / 2
+    core.on_routed("fresh", REQ)
+    clock[0] += REPLICA_TTL_S / 2 + 1
+    core.update_snapshots([_snap("steady")])
+    assert core.routed.get("fresh") == 1 and "r999" not in core.routed

@@ -56,3 +56,31 @@ def test_rejected_and_cancelled_requests() -> None:
         await sim.close()
 
     asyncio.run(main())
+
+
+def test_a_long_lived_sim_replica_keeps_no_per_step_log() -> None:
+    """The simulator's per-step log (16 bytes a step, for whole-run metrics)
+    grew without bound in a SimEngine replica on Ray; SimEngine drops it each
+    step, the engine model keeps it for the simulator."""
+
+    async def main() -> SimEngine:
+        sim = _engine()
+        for i in range(3):
+            async for _ in sim.generate(RequestInfo(f"q{i}", 100, 64), output_tokens=20):
+                pass
+        await sim.close()
+        return sim
+
+    sim = asyncio.run(main())
+    assert sim.engine.steps >= 20 and sim.engine.completed == 3
+    assert len(sim.engine.log_dur) == len(sim.engine.log_decodes) == 0
+    pm = ProfiledPerfModel.load("llama-2-7b", "h100", 1)
+    des = EngineModel("r1", "p", pm, EngineConfig(num_blocks=500), np.random.default_rng(0))
+    des.add_request(RequestInfo("q", 100, 64), 0.0, output_tokens=20)
+    t = 0.0
+    while des.has_work:
+        dur = des.begin_step(t)
+        assert dur is not None
+        t += dur
+        des.end_step(t)
+    assert len(des.log_dur) == des.steps >= 20  # the simulator's engine keeps its log
