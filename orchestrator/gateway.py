@@ -42,9 +42,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from orchestrator.calibration import Outcome, PredictionRecord
+from orchestrator.calibration import Outcome
 from orchestrator.contracts import Plan, PoolPlan, RouterSync
 from orchestrator.estimates import ArrivalTally
+from orchestrator.gateway_predictions import GatewayPredictions
 from orchestrator.gateway_types import (
     GatewayDecision,
     PredictionInputs,
@@ -69,7 +70,7 @@ ALL_POOLS = ""  # the pool key of a gateway without pools (one deployment of eve
 ADMITTED = AdmissionDecision(True, "admitted")
 
 
-class Gateway:
+class Gateway(GatewayPredictions):
     """See the module docstring.
 
     Args:
@@ -322,44 +323,6 @@ class Gateway:
         """Per class (requests, mean prompt tokens, mean max tokens) since the last
         call, and the seconds that covers (for ``Controller.report_arrivals``)."""
         return self.arrivals.take(self.clock())
-
-    def predict_for(self, request: RequestInfo, pool: str) -> PredictionRecord | None:
-        """The issued prediction (TTFT, TPOT, E2E quantiles, conformally corrected)
-        of ``request`` on the replica ranked first in ``pool``, logged until
-        ``on_completed`` (the Ray ingress's call). None without telemetry; never
-        raises. ``prediction_inputs`` + ``predict_from`` in one step."""
-        inputs = self.prediction_inputs(request, pool)
-        return self.predict_from(inputs) if inputs is not None else None
-
-    def prediction_inputs(self, request: RequestInfo, pool: str) -> PredictionInputs | None:
-        """The state ``request``'s prediction is made from, taken now: the pool's
-        current view (or its snapshots, when no view was built since the last
-        sync: building one costs as much as the prediction) and the fitted
-        cascade model. O(1); None without telemetry for ``pool``."""
-        snaps = self.snapshots.get(pool)
-        if not snaps:
-            return None
-        view = self._views.get(pool)
-        return PredictionInputs(request, pool, self.cascade, view, tuple(snaps), self.clock())
-
-    def predict_from(self, inputs: PredictionInputs) -> PredictionRecord | None:
-        """The prediction of ``inputs.request`` from the state in ``inputs`` (see
-        ``predict_for``): the ranking and the quantiles are those of the moment
-        the inputs were taken; only the conformal correction is the one current
-        now (it moves by a small step per outcome; docs/uncertainty.md). Never
-        raises."""
-        try:
-            view = inputs.view
-            if view is None:
-                view = build_view(inputs.snapshots, None, inputs.time_s)
-            order = self.rank(inputs.request, view)
-            if not order:
-                return None
-            return self.predictor.predict_chosen(
-                inputs.cascade, inputs.request, inputs.pool, view, order[0]
-            )
-        except Exception:
-            return None
 
     # ---- steps -------------------------------------------------------------------------
     def _class_weights(self, cls: str) -> Mapping[str, float] | None:
