@@ -107,14 +107,6 @@ def test_cli_simulate_json(capsys: pytest.CaptureFixture[str], tmp_path: Path) -
     assert (tmp_path / "p99_over_time.png").stat().st_size > 0
 
 
-@pytest.mark.parametrize(
-    ("argv", "message"),
-    [
-        (["--trace", "poisson", "--load", "0"], "--load must be > 0"),
-        (["--trace", "/nonexistent/t.csv", "--load", "0.5"], "trace not found"),
-        (["--trace", "poisson", "--load", "0.5", "--policies", "nope"], "unknown"),
-    ],
-)
 def test_prefill_budget_override_targets_the_tightest_class() -> None:
     from experiments.simulate_cli import with_overrides
 
@@ -132,6 +124,14 @@ def test_prefill_budget_override_targets_the_tightest_class() -> None:
         with_overrides(setup, None, "adaptive")
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--trace", "poisson", "--load", "0"], "--load must be > 0"),
+        (["--trace", "/nonexistent/t.csv", "--load", "0.5"], "trace not found"),
+        (["--trace", "poisson", "--load", "0.5", "--policies", "nope"], "unknown"),
+    ],
+)
 def test_cli_refuses_bad_input(
     argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
