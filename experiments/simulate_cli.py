@@ -52,7 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--prefill-budget", default=None, choices=PREFILL_BUDGETS,
         help="override model.prefill_budget for every pool: fixed (vLLM's) or slo_slack "
-        "(replicas.prefill_budget, against the tightest class tpot_s)",
+        "(replicas.prefill_budget, against the tightest class tpot_s); --load stays a "
+        "fraction of the config's capacity, so both replay the same arrivals",
     )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="one JSON object per policy")
     parser.add_argument("--plot", default=None, metavar="DIR", help="write PNG plots to DIR")
@@ -80,10 +81,13 @@ def run(args: argparse.Namespace) -> int:
     if not policies:
         raise ValueError("--policies: give at least one policy")
     setup = setup_for(args.config)
-    setup = with_overrides(setup, args.kv_eviction, args.prefill_budget)
+    setup = with_overrides(setup, args.kv_eviction, None)
     stack = stack_factory(args.config)
     trace = load_trace(args.trace, rng=np.random.default_rng(args.seed))
     capacity = measure_capacity(setup, trace, seed=args.seed)
+    # the load stays a fraction of the config's capacity: --prefill-budget A/Bs
+    # replay the same arrivals (the budget moves measured capacity, 2x on mooncake)
+    setup = with_overrides(setup, None, args.prefill_budget)
     scaled = trace.scaled_to_rate(args.load * capacity)
     if args.duration is not None:
         scaled = scaled.head(duration_s=args.duration)
