@@ -124,6 +124,23 @@ def test_prefill_budget_override_targets_the_tightest_class() -> None:
         with_overrides(setup, None, "adaptive")
 
 
+def test_cli_prefill_budget_ab_replays_the_same_arrivals(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    rows = {}
+    for budget in ("fixed", "slo_slack"):
+        argv = ["simulate", "--trace", "heavy-tail", "--load", "0.8", "--duration", "10",
+                "--policies", "least-outstanding", "--prefill-budget", budget,
+                "--json"]  # fmt: skip
+        assert main(argv) == 0
+        rows[budget] = json.loads(capsys.readouterr().out.splitlines()[0])
+    fixed, slack = rows["fixed"], rows["slo_slack"]
+    assert (fixed["prefill_budget"], slack["prefill_budget"]) == ("fixed", "slo_slack")
+    # the load is a fraction of the config's (fixed) capacity for both
+    assert fixed["capacity_rps"] == slack["capacity_rps"]
+    assert fixed["requests"] == slack["requests"]
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
