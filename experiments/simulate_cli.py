@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from replicas.kv_eviction import EVICTION_POLICIES
+from replicas.prefill_budget import PREFILL_BUDGETS
 
 DEFAULT_POLICIES = "round-robin,least-outstanding,oracle"
 
@@ -47,6 +48,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--kv-eviction", default=None, choices=sorted(EVICTION_POLICIES),
         help="override model.kv_eviction for every pool (replicas.kv_eviction)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--prefill-budget", default=None, choices=PREFILL_BUDGETS,
+        help="override model.prefill_budget for every pool: fixed (vLLM's) or slo_slack "
+        "(replicas.prefill_budget, against the tightest class tpot_s); --load stays a "
+        "fraction of the config's capacity, so both replay the same arrivals",
     )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="one JSON object per policy")
     parser.add_argument("--plot", default=None, metavar="DIR", help="write PNG plots to DIR")
@@ -74,14 +81,13 @@ def run(args: argparse.Namespace) -> int:
     if not policies:
         raise ValueError("--policies: give at least one policy")
     setup = setup_for(args.config)
-    if args.kv_eviction is not None:
-        from dataclasses import replace
-
-        pools = tuple(replace(p, kv_eviction=args.kv_eviction) for p in setup.pools)
-        setup = replace(setup, pools=pools)
+    setup = with_overrides(setup, args.kv_eviction, None)
     stack = stack_factory(args.config)
     trace = load_trace(args.trace, rng=np.random.default_rng(args.seed))
     capacity = measure_capacity(setup, trace, seed=args.seed)
+    # the load stays a fraction of the config's capacity: --prefill-budget A/Bs
+    # replay the same arrivals (the budget moves measured capacity, 2x on mooncake)
+    setup = with_overrides(setup, None, args.prefill_budget)
     scaled = trace.scaled_to_rate(args.load * capacity)
     if args.duration is not None:
         scaled = scaled.head(duration_s=args.duration)
@@ -90,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
         "rate_rps": args.load * capacity, "replicas": setup.replicas, "gpus": setup.gpus,
         "max_tokens": str(client),
         "kv_eviction": ",".join(sorted({p.kv_eviction for p in setup.pools})),
+        "prefill_budget": ",".join(sorted({_budget_name(p) for p in setup.pools})),
     }  # fmt: skip
     if args.json:
         results = run_policies(
@@ -109,6 +116,29 @@ def run(args: argparse.Namespace) -> int:
         for path in write_plots(results, Path(args.plot), window_s=setup.window_s):
             print(f"wrote {path}", file=sys.stderr)
     return 0
+
+
+def with_overrides(setup: Any, kv_eviction: str | None, prefill_budget: str | None) -> Any:
+    """``setup`` (a ``SimSetup``) with every pool's KV eviction policy and prefill
+    budget replaced where given; ``slo_slack`` targets the tightest class
+    ``tpot_s``, as ``CascadeConfig.prefill_tpot_s`` does for the config key."""
+    from dataclasses import replace
+
+    pools = setup.pools
+    if kv_eviction is not None:
+        pools = tuple(replace(p, kv_eviction=kv_eviction) for p in pools)
+    if prefill_budget is not None:
+        if prefill_budget not in PREFILL_BUDGETS:
+            raise ValueError(
+                f"--prefill-budget: {prefill_budget!r} is not one of {PREFILL_BUDGETS}"
+            )
+        slo = setup.slos.tightest_tpot_s() if prefill_budget == "slo_slack" else None
+        pools = tuple(replace(p, prefill_tpot_slo_s=slo) for p in pools)
+    return replace(setup, pools=pools)
+
+
+def _budget_name(pool: Any) -> str:
+    return "fixed" if pool.prefill_tpot_slo_s is None else "slo_slack"
 
 
 def setup_for(config_path: str | None) -> Any:

@@ -38,6 +38,7 @@ from orchestrator.config import CascadeConfig, PoolConfig, load_config, parse_co
 from orchestrator.controller_start import ensure_controller
 from orchestrator.ingress import CascadeIngress
 from orchestrator.router_adapter import CascadeRequestRouter
+from orchestrator.sim_engine_options import sim_engine_options
 from replicas.deployment import CascadeLLMServer
 from replicas.sim_llm_engine import SimLLMEngine
 
@@ -96,32 +97,11 @@ def pool_llm_config(cfg: CascadeConfig, pool: PoolConfig, *, time_scale: float =
     )
 
 
-def _sim_options(cfg: CascadeConfig, pool: PoolConfig, time_scale: float) -> dict[str, Any]:
-    over = dict(pool.engine_overrides)
-    return {
-        "pool": pool.name,
-        "accelerator": pool.accelerator,
-        "tp": pool.tp_size,
-        "perf_model": over.get("perf_model", cfg.model.perf_model),
-        "max_num_seqs": over.get("max_num_seqs", cfg.model.max_num_seqs),
-        "max_num_batched_tokens": over.get(
-            "max_num_batched_tokens", cfg.model.max_num_batched_tokens
-        ),
-        "gpu_memory_utilization": over.get(
-            "gpu_memory_utilization", cfg.model.gpu_memory_utilization
-        ),
-        "num_blocks": over.get("num_blocks"),
-        "max_model_len": over.get("max_model_len", cfg.model.max_model_len),
-        "kv_eviction": over.get("kv_eviction", cfg.model.kv_eviction),
-        "time_scale": time_scale,
-    }
-
-
 def sim_engine_cls(cfg: CascadeConfig, pool: PoolConfig, time_scale: float = 1.0) -> Any:
     """The ``engine_cls`` an ``LLMServer`` of ``pool`` takes for a simulated
     engine (``SimLLMEngine`` with the pool's options bound): also what a stock
     Ray Serve LLM app is given to serve the same simulated replicas."""
-    return functools.partial(_SimEngineFactory, options=_sim_options(cfg, pool, time_scale))
+    return functools.partial(_SimEngineFactory, options=sim_engine_options(cfg, pool, time_scale))
 
 
 def build_app(args: Mapping[str, Any] | None = None) -> Application:

@@ -59,7 +59,7 @@ class ModelConfig(_Strict):
         default="fixed",
         description="per-step prefill tokens: vLLM's fixed max_num_batched_tokens, or "
         "slo_slack (replicas.prefill_budget: from the running decodes' TPOT slack "
-        "against the tightest class tpot_s; simulator)",
+        "against the tightest class tpot_s; simulator, SimEngine and vLLM)",
     )
     prefill_min_tokens: int = Field(default=64, ge=1, description="slo_slack's floor")
     kv_eviction: str = Field(
@@ -230,8 +230,6 @@ class CascadeConfig(_Strict):
         names = [p.name for p in self.pools]
         if len(set(names)) != len(names):
             raise ValueError(f"pool names must be unique, got {names}")
-        if self.model.prefill_budget == "slo_slack" and self.prefill_tpot_s() is None:
-            raise ValueError("model.prefill_budget slo_slack needs a class with tpot_s")
         return self
 
     def prefill_tpot_s(self) -> float | None:
@@ -239,8 +237,7 @@ class CascadeConfig(_Strict):
         class's ``tpot_s`` (a replica serves every class); None for ``fixed``."""
         if self.model.prefill_budget != "slo_slack":
             return None
-        targets = [c.tpot_s for c in self.slos.classes if c.tpot_s is not None]
-        return float(min(targets)) if targets else None
+        return self.slos.tightest_tpot_s()
 
     def policy_config(self) -> PolicyConfig:
         """The policy sections with this file's SLO classes, as ``policies`` wants them."""

@@ -116,6 +116,11 @@ class SloConfig(PolicyParams):
                 return c
         return self.by_name(self.default_class)
 
+    def tightest_tpot_s(self) -> float:
+        """The smallest class ``tpot_s`` (s): the TPOT target of a replica that
+        serves every class (the ``slo_slack`` prefill budget's, ``replicas.prefill_budget``)."""
+        return min(float(c.tpot_s) for c in self.classes if c.tpot_s is not None)
+
     def table(self) -> dict[str, SloClass]:
         """name → class, as the SLO-aware policies take it."""
         return {c.name: c for c in self.classes}

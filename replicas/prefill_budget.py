@@ -25,14 +25,19 @@ from how much time the running decodes can still afford:
   ⌈P / min_tokens⌉ steps). With no decode running, or before the model has
   seen a prefill, the budget is ``max_tokens`` (vLLM's behaviour).
 
-Used by the simulator's scheduler (``replicas.scheduler``) through
-``EngineConfig.prefill_tpot_slo_s``. Units: seconds and tokens.
+Used by the engine model's scheduler (``replicas.scheduler``) through
+``EngineConfig.prefill_tpot_slo_s``, so by the DES simulator and by the Ray tier's
+simulated replicas (``SimLLMEngine``) alike, and by vLLM's scheduler subclass
+(``replicas.vllm_scheduler``). ``model.prefill_budget`` picks one of
+``PREFILL_BUDGETS``. Units: seconds and tokens.
 """
 
 from __future__ import annotations
 
 import math
 
+# model.prefill_budget's values: vLLM's fixed budget, or this policy
+PREFILL_BUDGETS: tuple[str, ...] = ("fixed", "slo_slack")
 MIN_FIT_STEPS = 8  # steps before the fitted model is used
 MIN_FIT_VAR = 1.0  # tokens²: prefill sizes must vary for c to be identified
 

@@ -7,12 +7,15 @@ and profiled step-time variance, sleeping for each step in real time, and the
 response carries one placeholder word per generated token. Large Ray tests run
 dozens of such replicas on two cores.
 
-Settings come from ``llm_config.engine_kwargs["cascade_sim"]`` (a plain dict):
-``perf_model`` (e.g. ``llama-2-7b``), ``accelerator`` (H100/A100), ``tp``,
-``max_num_seqs``, ``max_num_batched_tokens``, ``gpu_memory_utilization``,
-``num_blocks`` (optional), ``max_model_len`` (optional), ``kv_eviction``
-(``replicas.kv_eviction`` name, default ``lru``), ``time_scale`` (sleep
-multiplier, < 1 runs faster than real time), ``seed``, ``pool``.
+Settings come from ``llm_config.engine_kwargs["cascade_sim"]`` (a plain dict,
+written by ``orchestrator.sim_engine_options``): the engine's, read by
+``replicas.sim_options.sim_engine_config`` (``perf_model``, ``accelerator``,
+``tp``, ``max_num_seqs``, ``max_num_batched_tokens``, ``gpu_memory_utilization``,
+``num_blocks``, ``max_model_len``, ``kv_eviction``, and ``prefill_tpot_slo_s`` /
+``prefill_min_tokens`` for ``model.prefill_budget: slo_slack``), so it schedules
+as the DES simulator's engine does; and ``profile`` (a ``cascade profile`` CSV),
+``time_scale`` (sleep multiplier, < 1 runs faster than real time), ``seed``,
+``pool``, ``replica_id``.
 
 Requests that can never fit (longer than ``max_model_len``) get an OpenAI error
 (HTTP 400) instead of hanging.
@@ -32,11 +35,11 @@ import numpy as np
 # Ray's engine protocol, unconditionally.
 from ray.llm._internal.serve.core.engine.protocol import LLMEngine
 
-from replicas.engine_model import EngineConfig, EngineModel
+from replicas.engine_model import EngineModel
 from replicas.perf_model import build_perf_model
-from replicas.profiles import gpu_spec, kv_blocks, model_shape
 from replicas.prompts import chat_text, count_prompt_tokens, prefix_block_hashes
 from replicas.sim_engine import RequestRejected, SimEngine
+from replicas.sim_options import sim_engine_config
 from replicas.telemetry import ReplicaSnapshot, RequestInfo
 
 
@@ -62,21 +65,8 @@ class SimLLMEngine(LLMEngine):
         self.pool = str(opts.get("pool", "sim"))
         accel = str(opts.get("accelerator", "H100"))
         model = str(opts.get("perf_model", "llama-2-7b"))
-        tp = int(opts.get("tp", 1))
-        perf = build_perf_model(model, accel, tp, opts.get("profile"))
-        blocks = opts.get("num_blocks") or kv_blocks(
-            model_shape(model),
-            gpu_spec(accel),
-            tp,
-            gpu_memory_utilization=float(opts.get("gpu_memory_utilization", 0.9)),
-        )
-        cfg = EngineConfig(
-            num_blocks=int(blocks),
-            max_num_seqs=int(opts.get("max_num_seqs", 256)),
-            max_num_batched_tokens=int(opts.get("max_num_batched_tokens", 8192)),
-            max_model_len=opts.get("max_model_len"),
-            kv_eviction=str(opts.get("kv_eviction", "lru")),
-        )
+        perf = build_perf_model(model, accel, int(opts.get("tp", 1)), opts.get("profile"))
+        cfg = sim_engine_config(opts)
         self.max_model_len = cfg.max_model_len
         self.replica_id = str(
             opts.get("replica_id") or _serve_replica_id() or f"{self.pool}-{uuid.uuid4().hex[:8]}"

@@ -102,8 +102,43 @@ def test_cli_simulate_json(capsys: pytest.CaptureFixture[str], tmp_path: Path) -
                 "e2e_p99_s", "p99_window_cv", "slo_attainment", "goodput_per_gpu_s", "gpu_util",
                 "preemptions", "wall_s"):  # fmt: skip
         assert key in rows[0]
+    assert rows[0]["prefill_budget"] == "fixed"  # the default example's
     assert (tmp_path / "latency_cdf.png").stat().st_size > 0
     assert (tmp_path / "p99_over_time.png").stat().st_size > 0
+
+
+def test_prefill_budget_override_targets_the_tightest_class() -> None:
+    from experiments.simulate_cli import with_overrides
+
+    classes = (
+        SloClass(name="chat", ttft_s=1.0, tpot_s=0.08),
+        SloClass(name="fast", ttft_s=1.0, tpot_s=0.03),
+    )
+    setup = SimSetup(pools=SETUP.pools, slos=SloConfig(classes=classes, default_class="chat"))
+    slack = with_overrides(setup, None, "slo_slack")
+    assert [p.prefill_tpot_slo_s for p in slack.pools] == [0.03, 0.03]
+    back = with_overrides(slack, "reuse", "fixed")
+    assert [(p.prefill_tpot_slo_s, p.kv_eviction) for p in back.pools] == [(None, "reuse")] * 2
+    assert with_overrides(slack, None, None) == slack  # nothing given: nothing changes
+    with pytest.raises(ValueError, match="--prefill-budget"):
+        with_overrides(setup, None, "adaptive")
+
+
+def test_cli_prefill_budget_ab_replays_the_same_arrivals(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    rows = {}
+    for budget in ("fixed", "slo_slack"):
+        argv = ["simulate", "--trace", "heavy-tail", "--load", "0.8", "--duration", "10",
+                "--policies", "least-outstanding", "--prefill-budget", budget,
+                "--json"]  # fmt: skip
+        assert main(argv) == 0
+        rows[budget] = json.loads(capsys.readouterr().out.splitlines()[0])
+    fixed, slack = rows["fixed"], rows["slo_slack"]
+    assert (fixed["prefill_budget"], slack["prefill_budget"]) == ("fixed", "slo_slack")
+    # the load is a fraction of the config's (fixed) capacity for both
+    assert fixed["capacity_rps"] == slack["capacity_rps"]
+    assert fixed["requests"] == slack["requests"]
 
 
 @pytest.mark.parametrize(

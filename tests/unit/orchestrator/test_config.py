@@ -80,3 +80,25 @@ def test_the_cluster_example_classes_requests_by_prompt_length() -> None:
     assert cls([1] * 100, asked="batch") == "batch"
     assert cls([1] * 8000, asked="interactive") == "interactive"
     assert cls([1] * 100, asked="gold") == "interactive"  # unknown name: by length
+
+
+def test_slo_slack_targets_the_tightest_class_and_names_the_known_budgets() -> None:
+    from typing import get_args
+
+    from orchestrator.config import ModelConfig
+    from replicas.prefill_budget import PREFILL_BUDGETS
+
+    assert get_args(ModelConfig.model_fields["prefill_budget"].annotation) == PREFILL_BUDGETS
+    classes = [
+        {"name": "chat", "ttft_s": 2.0, "tpot_s": 0.1},
+        {"name": "agent", "ttft_s": 1.0, "tpot_s": 0.04, "max_prompt_tokens": 512},
+    ]
+    data = {
+        "pools": [{"name": "a", "accelerator": "H100"}],
+        "slos": {"default_class": "chat", "classes": classes},
+    }
+    assert parse_config(data).prefill_tpot_s() is None  # fixed: no target
+    slack = parse_config({**data, "model": {"prefill_budget": "slo_slack"}})
+    assert slack.prefill_tpot_s() == 0.04 == slack.slos.tightest_tpot_s()
+    with pytest.raises(ValueError, match="prefill_budget"):
+        parse_config({**data, "model": {"prefill_budget": "adaptive"}})
