@@ -14,6 +14,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -71,6 +72,15 @@ def cluster() -> Iterator[tuple[Any, str]]:
         shutil.rmtree(TEMP, ignore_errors=True)
 
 
+def _routed_to() -> Counter[str]:
+    """Requests routed per replica id, summed over the pool's routers (their
+    reports to the controller)."""
+    routed: Counter[str] = Counter()
+    for report in faults._status()["routers"].values():
+        routed.update(report.get("routed", {}))
+    return routed
+
+
 def _node_of(replica_id: str) -> str:
     """The node id (hex) of the live Serve replica actor ``replica_id`` (from the GCS:
     no dashboard runs)."""
@@ -102,11 +112,15 @@ def test_a_removed_node_fails_its_streams_cleanly_and_its_replica_comes_back(
     nodes = {_node_of(r) for r in before}
     by_id = {w.node_id: w for w in workers}
     assert len(nodes) == 2 and nodes <= set(by_id), "replicas not spread over the workers"
-    victim = by_id[sorted(nodes)[0]]
     streams = [faults._Req(max_tokens=1500) for _ in range(6)]
     with ThreadPoolExecutor(len(streams)) as pool, faults._Load(base, 2, retries=1) as load:
         futures = [pool.submit(faults._run, base, r) for r in streams]
         faults._until(lambda: all(r.started.is_set() for r in streams), "first tokens", 60)
+        # the node to remove: the one whose replica the router sent the most to
+        # (it carries streams even if the ranking did not split them evenly);
+        # the router's counts reach the controller with its next sync
+        time.sleep(1.0)
+        victim = by_id[_node_of(max(sorted(before), key=_routed_to().__getitem__))]
         removed_at = time.monotonic()
         ray_cluster.remove_node(victim)
         # the controller: the lost replica leaves its view (routing then sizes the
