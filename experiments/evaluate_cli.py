@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import subprocess
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from experiments.cli_values import positive_floats
 
 DEFAULT_LOADS = "0.5,0.65,0.8,0.95"
 DEFAULT_POLICIES = "cascade,pow2,least_outstanding,kv_usage,prefix_cache,dynamo_cost"
@@ -67,13 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _floats(text: str, what: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise ValueError(f"{what}: comma-separated numbers, got {text!r}") from None
-    if not values or not all(math.isfinite(v) and v > 0 for v in values):
-        raise ValueError(f"{what}: give at least one value, each > 0; got {text!r}")
-    return sorted(set(values))
+    return sorted(set(positive_floats(text, what)))
 
 
 def commit_of(root: Path = ROOT) -> str:

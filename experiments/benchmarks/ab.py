@@ -77,6 +77,7 @@ from experiments.benchmarks.ab_systems_cli import (
     deploy_stock,
     ray_cpu_seconds,
 )
+from experiments.cli_values import positive_floats
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "ab-cpu.yaml"
 STOCK_ROUTERS = ("pow2", "prefix", "capacity")
@@ -133,15 +134,7 @@ def _log(msg: str) -> None:
 
 def parse_rates(text: str) -> list[float]:
     """``--rate``: one or more positive req/s, comma-separated."""
-    try:
-        rates = [float(r) for r in str(text).split(",") if r.strip()]
-    except ValueError as exc:
-        raise ValueError(
-            f"--rate: expected req/s numbers separated by commas, got {text!r}"
-        ) from exc
-    if not rates or any(not 0 < r < float("inf") for r in rates):
-        raise ValueError(f"--rate: every rate must be a positive finite req/s, got {text!r}")
-    return rates
+    return positive_floats(text, "--rate")
 
 
 def drive_client(args: argparse.Namespace, system: str, rate: float, model: str,

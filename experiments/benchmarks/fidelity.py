@@ -53,6 +53,7 @@ from experiments.benchmarks.fidelity_replay import (
     simulate_replay,
 )
 from experiments.benchmarks.fidelity_report import bars_summary, compare, write_cdf_plot
+from experiments.cli_values import positive_floats
 from experiments.sim_config import SimSetup
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "ab-cpu.yaml"
@@ -105,13 +106,7 @@ def _log(msg: str) -> None:
 
 def parse_loads(text: str) -> list[float]:
     """``--loads``: positive fractions of capacity, comma-separated."""
-    try:
-        loads = [float(x) for x in str(text).split(",") if x.strip()]
-    except ValueError as exc:
-        raise ValueError(f"--loads: expected numbers separated by commas, got {text!r}") from exc
-    if not loads or any(not (0 < x < math.inf) for x in loads):
-        raise ValueError(f"--loads: every load must be a positive fraction, got {text!r}")
-    return loads
+    return positive_floats(text, "--loads")
 
 
 def load_tag(load: float) -> str:
