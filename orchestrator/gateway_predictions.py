@@ -27,9 +27,7 @@ class GatewayPredictions:
     cascade: CascadeModel
     clock: Callable[[], float]
     predictor: GatewayPredictor
-
-    def rank(self, request: RequestInfo, view: ReplicaView) -> list[int]:
-        raise NotImplementedError  # Gateway.rank
+    rank: Callable[[RequestInfo, ReplicaView], list[int]]  # Gateway.rank
 
     def predict_for(self, request: RequestInfo, pool: str) -> PredictionRecord | None:
         """The issued prediction (TTFT, TPOT, E2E quantiles, conformally corrected)
