@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-from pydantic import Field
 
 from policies.admission import (
     AdmissionDecision,
@@ -24,24 +23,18 @@ from policies.admission import (
 )
 from policies.backpressure import BackpressureState
 from policies.outcome import (
-    DEFAULT_RUNNING_OUTPUT_TOKENS,
-    DEFAULT_TPOT_CV,
+    OutcomeParams,
     learned_running_tokens,
     ongoing_harm,
 )
 from policies.registry import ADMISSIONS
-from policies.slo import DEFAULT_SLOS, SloClass
 from policies.view import ReplicaView
 from replicas.telemetry import RequestInfo
 from uncertainty import CascadeModel
 
 
-class ExpectedSloParams(_RefusalParams):
+class ExpectedSloParams(_RefusalParams, OutcomeParams):
     action: Literal["reject", "defer"] = "defer"
-    output_cv: float = Field(default=0.3, ge=0.0)
-    tpot_cv: float = Field(default=DEFAULT_TPOT_CV, ge=0.0)
-    running_output_tokens: float = Field(default=DEFAULT_RUNNING_OUTPUT_TOKENS, ge=2.0)
-    slos: dict[str, SloClass] = Field(default_factory=lambda: dict(DEFAULT_SLOS))
 
 
 @ADMISSIONS.register("expected_slo")

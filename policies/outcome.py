@@ -48,8 +48,11 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from pydantic import Field
 from scipy.special import ndtr
 
+from policies.params import PolicyParams
+from policies.slo import DEFAULT_SLOS, SloClass
 from policies.view import ReplicaView
 from uncertainty import CascadeModel
 from uncertainty.replica_load import AR_CLIP, SIGMA_PREFILL_FLOOR_S
@@ -57,6 +60,22 @@ from uncertainty.validation import FloatArray
 
 DEFAULT_TPOT_CV = 0.1  # κ: TPOT spread between requests sharing a replica
 DEFAULT_RUNNING_OUTPUT_TOKENS = 256.0  # until the gateway has learned lengths
+
+
+class OutcomeParams(PolicyParams):
+    """The prediction parameters the ``uncertainty`` scorer and the
+    ``expected_slo`` admission share (one definition, one set of defaults):
+    ``output_cv`` the relative σ of a predicted output length, ``tpot_cv`` the
+    TPOT spread between requests on a replica, ``running_output_tokens`` their
+    output length until the gateway feeds the learned mean, ``slos`` the SLO
+    table (``default`` covers other classes)."""
+
+    output_cv: float = Field(default=0.3, ge=0.0)
+    tpot_cv: float = Field(default=DEFAULT_TPOT_CV, ge=0.0)
+    running_output_tokens: float = Field(default=DEFAULT_RUNNING_OUTPUT_TOKENS, ge=2.0)
+    slos: dict[str, SloClass] = Field(default_factory=lambda: dict(DEFAULT_SLOS))
+
+
 _CACHE_KEY = "_outcome_terms"
 _EPS = 1e-12
 

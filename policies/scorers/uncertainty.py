@@ -36,14 +36,12 @@ from pydantic import Field
 
 from policies.base import Scorer
 from policies.outcome import (
-    DEFAULT_RUNNING_OUTPUT_TOKENS,
-    DEFAULT_TPOT_CV,
+    OutcomeParams,
     learned_running_tokens,
     ongoing_harm,
 )
-from policies.params import PolicyParams
 from policies.registry import SCORERS
-from policies.slo import DEFAULT_SLOS, SloClass, meet_probability, predict_request, slo_for
+from policies.slo import SloClass, meet_probability, predict_request, slo_for
 from policies.view import IntArray, ReplicaView
 from replicas.telemetry import RequestInfo
 from uncertainty import CascadeModel, LatencyPrediction
@@ -53,16 +51,11 @@ from uncertainty.validation import FloatArray
 _TIE_BREAK = 1e-3  # weight of the latency ratio in the slo_probability score
 
 
-class UncertaintyParams(PolicyParams):
+class UncertaintyParams(OutcomeParams):
+    # tpot_cv and running_output_tokens (OutcomeParams) are used by expected_slo only
     objective: Literal["slo_probability", "expected_slo", "mean_kappa_sigma"] = "slo_probability"
     kappa: float = Field(default=1.0, ge=0.0)
     metric: Literal["e2e", "ttft"] = "e2e"
-    output_cv: float = Field(default=0.3, ge=0.0)
-    # expected_slo only (policies.outcome): TPOT spread between the requests on a
-    # replica, and their output length until the gateway feeds the learned mean
-    tpot_cv: float = Field(default=DEFAULT_TPOT_CV, ge=0.0)
-    running_output_tokens: float = Field(default=DEFAULT_RUNNING_OUTPUT_TOKENS, ge=2.0)
-    slos: dict[str, SloClass] = Field(default_factory=lambda: dict(DEFAULT_SLOS))
 
 
 @SCORERS.register("uncertainty")
