@@ -194,11 +194,27 @@ def plan_policy(ctx: Any, cache: TargetCache | None = None) -> tuple[int, dict[s
         cache.policy_errors += 1
         if cache.policy_errors == 1:
             logger.exception("autoscaling policy failed; holding the current target (logged once)")
+        held = 1
         for name in ("target_num_replicas", "current_num_replicas"):
-            held = getattr(ctx, name, None)
-            if isinstance(held, int) and held >= 0:
-                return held, {"source": "hold: policy error"}
-        return 1, {"source": "hold: policy error"}
+            value = getattr(ctx, name, None)
+            if isinstance(value, int) and value >= 0:
+                held = value
+                break
+        _report_error(ctx, cache, held)
+        return held, {"source": "hold: policy error"}
+
+
+def _report_error(ctx: Any, cache: TargetCache, held: int) -> None:
+    """Let the controller see the failure (``status()["autoscaler"]``): note it
+    and ride on the cache's next fetch. Never raises: the hold must stand even
+    when the context or the cache is what failed."""
+    try:
+        pool = str(ctx.deployment_name)
+        cache.note(pool, {"returned": held, "source": "hold: policy error",
+                          "policy_errors": cache.policy_errors})  # fmt: skip
+        cache.get(pool)  # starts a fetch when one is due; its answer is not used
+    except Exception:
+        pass
 
 
 def _plan_policy(ctx: Any, cache: TargetCache) -> tuple[int, dict[str, Any]]:

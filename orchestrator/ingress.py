@@ -112,11 +112,14 @@ class CascadeIngress(OpenAiIngress):
         self.outcomes_dropped = 0  # the backlog was full (the fold fell behind)
 
     async def fault_counters(self) -> dict[str, int]:
-        """``retried``, ``stream_failures`` and ``stream_errors`` (module docstring)."""
+        """``retried``, ``stream_failures`` and ``stream_errors`` (module docstring);
+        ``admission_errors``: requests admitted because the admission policy raised
+        (``Gateway.admission_errors``)."""
         return {
             "retried": self.retried,
             "stream_failures": self.streams.failures,
             "stream_errors": self.streams.errors_sent,
+            "admission_errors": self.gateway.admission_errors,
         }
 
     # ---- background: Plan + snapshots in, arrivals out ----------------------------------

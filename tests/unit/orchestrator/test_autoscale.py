@@ -122,6 +122,29 @@ def test_a_policy_that_raises_holds_the_count_counts_and_logs_once(
     assert cache.policy_errors == 1
 
 
+def test_a_policy_error_reaches_the_controller_with_the_next_fetch() -> None:
+    """Injected: the policy's context breaks after the first answer. Seen by the
+    controller (the views a fetch carries, shown in ``status()["autoscaler"]``):
+    the hold, its source and the error count, so an operator sees it on Ray."""
+    clock = _Clock()
+    sent: list[dict[str, object]] = []
+
+    def fetch(views: Mapping[str, object]) -> Future[Mapping[str, int]]:
+        sent.append(dict(views))
+        done: Future[Mapping[str, int]] = Future()
+        done.set_result({"llm": 2})
+        return done
+
+    cache = TargetCache(fetch, clock=clock)
+    assert plan_policy(_ctx(current=2), cache)[0] == 2
+    bad_ctx = _ctx(current=2)
+    bad_ctx.capacity_adjusted_max_replicas = None  # int(None) inside the policy
+    for _ in range(2):  # the first error is noted after this call's fetch left
+        clock.t += 5.0  # a fetch is due
+        assert plan_policy(bad_ctx, cache) == (2, {"source": "hold: policy error"})
+    assert sent[-1]["llm"] == {"returned": 2, "source": "hold: policy error", "policy_errors": 1}
+
+
 def test_a_garbage_answer_from_the_controller_is_a_failed_fetch_not_a_target() -> None:
     """Injected: the controller answers NaN / text targets. Serve sees the last good
     target while it is fresh, then a hold; the bad answers count as failures."""
