@@ -311,3 +311,29 @@ def test_weighted_random_follows_scores() -> None:
     # scores 1.0, 0.25, 0.0 → first-pick shares 0.8, 0.2, 0
     assert firsts[2] == 0
     assert abs(firsts[0] / 4000 - 0.8) < 0.03
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        # (snapshot ITL mean, σ) s: history vs none, noisy vs steady, slow vs fast
+        (snap("a", itl=(0.012, 0.008), itl_autocorr=0.6), snap("b", itl=None, prefill_step=None)),
+        (snap("a", itl=(0.012, 0.02), itl_autocorr=0.9), snap("b", itl=(0.012, 0.002))),
+        (snap("a", itl=(0.025, 0.01)), snap("b", itl=(0.012, 0.004))),
+    ],
+    ids=["history-vs-none", "noisy-vs-steady", "slow-vs-fast"],
+)
+def test_cascade_profile_splits_a_burst_when_both_replicas_meet_the_slo(
+    a: ReplicaSnapshot, b: ReplicaSnapshot
+) -> None:
+    """A burst of 8 long streams between two snapshots (no new snapshot in
+    between): with P(meet SLO) ~1 on both, the in-flight count decides, so the
+    burst splits 4/4 instead of herding onto the replica whose snapshot looks
+    better (seen once on Ray: six streams on one replica)."""
+    router = build_router("cascade")
+    sent = {"a": 0, "b": 0}
+    for k in range(8):
+        view = build_view([a, b], sent, 0.0)
+        best = view.replica_ids[router.rank(request(200, 512), view, np.random.default_rng(k))[0]]
+        sent[best] += 1
+    assert sent == {"a": 4, "b": 4}
