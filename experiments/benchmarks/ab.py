@@ -1,7 +1,8 @@
 """A/B on real replicas: stock Ray Serve LLM vs Cascade, same replicas, same client.
 
 ``cascade bench ab --config C --trace T --rate R [--burstiness B] [--requests N]
-[--routers pow2,prefix,capacity] --json``
+[--routers pow2,prefix,capacity] [--against-config B | --telemetry-off]
+[--interleave K] --json``
 
 For each stock router named in ``--routers`` (Ray's default power-of-two,
 ``PrefixCacheAffinityRouter``, the experimental ``CapacityQueueRouter``), and then

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from experiments.benchmarks import ab
+from experiments.benchmarks.ab_data import merge_results
 from experiments.benchmarks.ab_pair import (
     TELEMETRY_OFF,
     load_cascade_config,
@@ -29,8 +30,9 @@ SLACK = EXAMPLES_DIR / "ab-cpu-slo-slack.yaml"
 
 
 def _result(n: int, ttft_s: float, e2e_s: float) -> dict[str, Any]:
-    # what `vllm bench serve` saves (ms quantiles are recomputed by merge_results)
-    return {
+    """What `vllm bench serve` saves: per-request lists and its ms quantiles
+    (``merge_results`` computes those as the client does)."""
+    raw = {
         "completed": n,
         "failed": 0,
         "duration": n / 2.0,
@@ -42,8 +44,8 @@ def _result(n: int, ttft_s: float, e2e_s: float) -> dict[str, Any]:
         "errors": [""] * n,
         "total_input_tokens": 64 * n,
         "total_output_tokens": 11 * n,
-        "cpu_s": {"ray::ServeReplica:llm": 1.0},
     }
+    return {**merge_results([raw]), "cpu_s": {"ray::ServeReplica:llm": 1.0}}
 
 
 class Recorder:
