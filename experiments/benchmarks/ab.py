@@ -1,7 +1,8 @@
 """A/B on real replicas: stock Ray Serve LLM vs Cascade, same replicas, same client.
 
 ``cascade bench ab --config C --trace T --rate R [--burstiness B] [--requests N]
-[--routers pow2,prefix,capacity] --json``
+[--routers pow2,prefix,capacity] [--against-config B | --telemetry-off]
+[--interleave K] --json``
 
 For each stock router named in ``--routers`` (Ray's default power-of-two,
 ``PrefixCacheAffinityRouter``, the experimental ``CapacityQueueRouter``), and then
@@ -23,12 +24,18 @@ stock router, and / the best stock router by served req/s), and writes the
 latency CDF plot and the raw client results under ``--out``. Progress (the
 client's progress bar and the phase) goes to stderr.
 
-``--telemetry-off`` adds a third system, Cascade with ``loops.telemetry: false``
-(replicas neither time tokens nor push snapshots), and a ``telemetry on/off``
-ratios row: the full-stack cost of Cascade's telemetry (run it above capacity,
-where served req/s is the capacity). ``cpu_s`` in each row is the CPU seconds
-each Ray/vLLM process role spent during the load (all of this host's processes:
-run it on an otherwise idle machine).
+``--against-config B`` adds Cascade under a second config (``--config`` is the
+baseline A, B the variant; ``experiments.benchmarks.ab_pair``): both must run the
+same pool (replicas, model, engine settings; only routing, admission, SLOs,
+loops and the model's scheduling keys such as ``prefill_budget`` may differ),
+else it refuses, naming each differing key. Rows are labelled by the file stems
+and a ``B/A`` ratios row follows. ``--telemetry-off`` is the same comparison with
+B = ``--config`` and A = the same with ``loops.telemetry: false`` (replicas
+neither time tokens nor push snapshots): its ``telemetry on/off`` row is the
+full-stack cost of Cascade's telemetry (run it above capacity, where served
+req/s is the capacity). ``cpu_s`` in each row is the CPU seconds each Ray/vLLM
+process role spent during the load (all of this host's processes: run it on an
+otherwise idle machine).
 
 ``--interleave K`` (K >= 2) deploys every system side by side on one Ray cluster
 (Cascade at ``/``, stock router R at ``/stock-R``) and drives them one at a time
@@ -37,9 +44,10 @@ rounds: on a shared host whose speed drifts by 10-30 % over minutes (measured:
 stock's TPOT P50 was 0.031 s in one run and 0.017 s in the next), one system
 after the other compares the host's moments as much as the systems; interleaved,
 the drift falls on both. The idle system's background work runs during the
-other's rounds (both ways). With ``--telemetry-off`` the two Cascade variants
-cannot share a Ray cluster (one controller each), so ``--interleave K`` then
-redeploys one of them per round (ABBA, no stock router): ~2 × K start-ups.
+other's rounds (both ways). Two Cascade configs (``--against-config`` or
+``--telemetry-off``) cannot share a Ray cluster (one controller each), so
+``--interleave K`` then redeploys one of them per round (ABBA, A first, no stock
+router): ~2 × K start-ups.
 
 Needs vLLM (``engine: vllm`` in the config); each system costs its start-up
 (~95 s for two vLLM-CPU replicas on 2 cores) plus N / R seconds of load.
@@ -56,8 +64,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from experiments.benchmarks.ab_data import (
     BENCH_SERVE,
     Workload,
@@ -70,6 +76,12 @@ from experiments.benchmarks.ab_data import (
     write_cdf_plot,
     write_workload,
 )
+from experiments.benchmarks.ab_pair import (
+    CASCADE,
+    ConfigPair,
+    config_pair,
+    load_cascade_config,
+)
 from experiments.benchmarks.ab_systems_cli import (
     PORT,
     cpu_delta,
@@ -81,7 +93,6 @@ from experiments.cli_values import positive_floats
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "ab-cpu.yaml"
 STOCK_ROUTERS = ("pow2", "prefix", "capacity")
-TELEMETRY_OFF = "cascade-telemetry-off"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -106,7 +117,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--telemetry-off",
         action="store_true",
-        help="also run Cascade with loops.telemetry false (full-stack telemetry overhead)",
+        help="also run Cascade with loops.telemetry false (full-stack telemetry overhead); "
+        "the same comparison as --against-config, with the second config derived",
+    )
+    parser.add_argument(
+        "--against-config",
+        default=None,
+        metavar="B.yaml",
+        help="also run Cascade under this second config on the same pool (same pools, model "
+        "and engine settings; routing, admission, SLOs, loops, model.prefill_budget may "
+        "differ) and add a B/A ratios row; rows are labelled by the file names",
     )
     parser.add_argument(
         "--interleave",
@@ -114,8 +134,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=1,
         help="K >= 2: deploy every system side by side on one Ray cluster and drive them "
         "in K alternating rounds (ABBA...) of requests/K each, so the host's drift falls "
-        "on every system alike (with --telemetry-off: Cascade with and without telemetry, "
-        "redeployed each round, no stock router); 1 (default): one system at a time",
+        "on every system alike (with --against-config or --telemetry-off: the two Cascade "
+        "configs, one redeployed per round, no stock router); 1 (default): one system at "
+        "a time",
     )
     parser.add_argument("--out", default="out/ab", help="plots and raw results")
 
@@ -177,30 +198,26 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def _run(args: argparse.Namespace) -> list[dict[str, Any]]:
     from orchestrator import serve_cli
-    from orchestrator.app import resolve_config
     from orchestrator.traces import load_trace
     from replicas.vllm_config import tiny_model_dir
 
     routers = parse_routers(args.routers)
-    cfg = resolve_config(args.config)
+    rates = parse_rates(args.rate)
+    cfg = load_cascade_config("--config", str(args.config))
     if cfg.model.engine != "vllm":
         raise ValueError(f"{args.config}: bench ab compares real engines; needs model.engine vllm")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    # before the workload and any deploy: a bad second config stops the run here
+    pair = config_pair(str(args.config), cfg, against=args.against_config,
+                       telemetry_off=args.telemetry_off, out=out)  # fmt: skip
     w = Workload(args.trace, args.requests, args.prompt_scale, args.max_output)
     data = write_workload(workload_rows(load_trace(args.trace), w), out / "workload.jsonl")
     tokenizer = str(tiny_model_dir(cfg.model, cfg.pools[0]))
-    systems = [f"stock-{r}" for r in routers] + ([] if args.skip_cascade else ["cascade"])
-    configs = {"cascade": str(args.config)}
-    if args.telemetry_off:
-        systems.append(TELEMETRY_OFF)
-        off = cfg.model_dump(mode="json")
-        off["loops"]["telemetry"] = False
-        configs[TELEMETRY_OFF] = str(out / "telemetry-off.yaml")
-        Path(configs[TELEMETRY_OFF]).write_text(yaml.safe_dump(off))
-    rates = parse_rates(args.rate)
-    if args.interleave > 1 and args.telemetry_off:
-        return _run_alternating(args, cfg, configs, rates, load_trace(args.trace), tokenizer, out)
+    configs = pair.configs if pair is not None else {CASCADE: str(args.config)}
+    systems = [f"stock-{r}" for r in routers] + ([] if args.skip_cascade else list(configs))
+    if args.interleave > 1 and pair is not None:
+        return _run_alternating(args, cfg, pair, rates, load_trace(args.trace), tokenizer, out)
     if args.interleave > 1:
         return _run_interleaved(args, cfg, routers, rates, load_trace(args.trace), tokenizer, out)
     rows: list[dict[str, Any]] = []
@@ -227,13 +244,13 @@ def _run(args: argparse.Namespace) -> list[dict[str, Any]]:
             rows.append({"system": system, "error": f"{type(exc).__name__}: {exc}"})
         finally:
             serve_cli.run_down(argparse.Namespace())
-    return _finish(rows, samples, rates, out)
+    return _finish(rows, samples, rates, out, pair)
 
 
-def _finish(rows: list[dict[str, Any]], samples: dict[float, dict[str, Any]],
-            rates: list[float], out: Path) -> list[dict[str, Any]]:  # fmt: skip
+def _finish(rows: list[dict[str, Any]], samples: dict[float, dict[str, Any]], rates: list[float],
+            out: Path, pair: ConfigPair | None) -> list[dict[str, Any]]:  # fmt: skip
     for rate in rates:
-        rows.extend(_ratio_rows([r for r in rows if r.get("rate") == rate], rate))
+        rows.extend(_ratio_rows([r for r in rows if r.get("rate") == rate], rate, pair))
         if samples[rate]:
             plot = write_cdf_plot(samples[rate], out / f"ab_latency_cdf_r{rate:g}.png")
             _log(f"CDF plot: {plot}")
@@ -252,8 +269,8 @@ def _run_interleaved(args: argparse.Namespace, cfg: Any, routers: list[str], rat
 
     k_rounds = args.interleave
     per_round, files = _round_workloads(args, trace, out)
-    systems = [f"stock-{r}" for r in routers] + ([] if args.skip_cascade else ["cascade"])
-    routes = {s: "" if s == "cascade" else f"/{s}" for s in systems}
+    systems = [f"stock-{r}" for r in routers] + ([] if args.skip_cascade else [CASCADE])
+    routes = {s: "" if s == CASCADE else f"/{s}" for s in systems}
     serve_cli.run_down(argparse.Namespace())
     rows: list[dict[str, Any]] = []
     samples: dict[float, dict[str, Any]] = {r: {} for r in rates}
@@ -261,7 +278,7 @@ def _run_interleaved(args: argparse.Namespace, cfg: Any, routers: list[str], rat
         for system in systems:  # Cascade first: `cascade up` starts the Ray head
             _log(f"{system}: deploying (side by side)")
             t0 = time.time()
-            if system == "cascade":
+            if system == CASCADE:
                 deploy_cascade(str(args.config), args.num_cpus, args.timeout)
             else:
                 deploy_stock(cfg, system.removeprefix("stock-"), args.num_cpus, args.timeout,
@@ -281,7 +298,7 @@ def _run_interleaved(args: argparse.Namespace, cfg: Any, routers: list[str], rat
                 samples[rate][system] = latency_samples(merge_results(results[system]))
     finally:
         serve_cli.run_down(argparse.Namespace())
-    return _finish(rows, samples, rates, out)
+    return _finish(rows, samples, rates, out, None)
 
 
 def _round_workloads(args: argparse.Namespace, trace: Any, out: Path) -> tuple[int, list[Path]]:
@@ -311,20 +328,22 @@ def _merged_row(system: str, results: list[dict[str, Any]], rate: float,
     return row
 
 
-def _run_alternating(args: argparse.Namespace, cfg: Any, configs: dict[str, str],
+def _run_alternating(args: argparse.Namespace, cfg: Any, pair: ConfigPair,
                      rates: list[float], trace: Any, tokenizer: str,
                      out: Path) -> list[dict[str, Any]]:  # fmt: skip
-    """``--telemetry-off --interleave K``: Cascade with and without telemetry
-    cannot run side by side (one controller per Ray cluster), so each round
-    deploys one, drives slice k of the workload at every rate, and tears it
-    down; the order alternates ABBA, so the host's drift weighs on both alike.
-    Stock routers are not run (``--routers`` is ignored): this measures the
-    telemetry's own cost, on the whole Serve stack."""
+    """``--against-config`` / ``--telemetry-off`` with ``--interleave K``: two
+    Cascade configs cannot run side by side (one controller per Ray cluster), so
+    each round deploys one, drives slice k of the workload at every rate (the
+    same slice and arrival seed for both), and tears it down; the order
+    alternates ABBA (A first), so the host's drift weighs on both alike. Stock
+    routers are not run (``--routers`` is ignored): this measures the configs'
+    difference, on the whole Serve stack. Rows are labelled ``pair.labels``."""
     from orchestrator import serve_cli
 
     k_rounds = args.interleave
     per_round, files = _round_workloads(args, trace, out)
-    systems = ["cascade", TELEMETRY_OFF]
+    systems = list(pair.labels)
+    configs = pair.configs
     results: dict[tuple[str, float], list[dict[str, Any]]] = {}
     samples: dict[float, dict[str, Any]] = {r: {} for r in rates}
     serve_cli.run_down(argparse.Namespace())
@@ -349,20 +368,24 @@ def _run_alternating(args: argparse.Namespace, cfg: Any, configs: dict[str, str]
     for r in rates:
         for s in systems:
             samples[r][s] = latency_samples(merge_results(results[(s, r)]))
-    return _finish(rows, samples, rates, out)
+    return _finish(rows, samples, rates, out, pair)
 
 
-def _ratio_rows(rows: list[dict[str, Any]], rate: float) -> list[dict[str, Any]]:
-    """Cascade / stock (each router, and the best by served req/s) and telemetry
-    on / off, for the rows of one offered rate."""
+def _ratio_rows(rows: list[dict[str, Any]], rate: float,
+                pair: ConfigPair | None) -> list[dict[str, Any]]:  # fmt: skip
+    """For the rows of one offered rate: the pair's variant / baseline (named
+    ``pair.ratio_name``), and ``--config``'s Cascade / stock (each router, and
+    the best by served req/s)."""
     ok = {r["system"]: r for r in rows if "system" in r and "error" not in r}
     out: list[dict[str, Any]] = []
-    if "cascade" in ok and TELEMETRY_OFF in ok:
-        out.append({"ratios": "telemetry on/off", "rate": rate,
-                    **ratios(ok["cascade"], ok[TELEMETRY_OFF])})  # fmt: skip
+    if pair is not None and pair.label_a in ok and pair.label_b in ok:
+        out.append({"ratios": pair.ratio_name, "rate": rate,
+                    **ratios(ok[pair.label_b], ok[pair.label_a])})  # fmt: skip
+    # the system deployed from --config itself
+    main = CASCADE if pair is None or CASCADE in pair.labels else pair.label_a
     stock = [s for s in ok if s.startswith("stock-")]
-    if "cascade" in ok and stock:
-        per = {s: ratios(ok["cascade"], ok[s]) for s in stock}
+    if main in ok and stock:
+        per = {s: ratios(ok[main], ok[s]) for s in stock}
         best = max(stock, key=lambda s: ok[s]["served_req_s"])
         out.append({"ratios": "cascade/stock", "rate": rate, "best_stock": best,
                     "best": per[best], "per_router": per})  # fmt: skip

@@ -218,8 +218,9 @@ def write_cdf_plot(samples: Mapping[str, Mapping[str, np.ndarray]], path: Path) 
 def ab_table_rows(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, ...]]:
     """The A/B table a person reads (``cascade demo``): one line per system
     (served req/s, output tok/s, TTFT P50/P99, TPOT P99, E2E P50/P99 in s,
-    failed), then ``cascade/<best stock>`` ratios. Systems that failed to run
-    show their error."""
+    failed), then the ratio rows: ``cascade/<best stock>``, and a second
+    config's ``B/A`` (``--against-config``, ``--telemetry-off``). Systems that
+    failed to run show their error."""
 
     def fmt(v: Any, digits: int = 2) -> str:
         return "-" if v is None else f"{float(v):.{digits}f}"
@@ -243,6 +244,12 @@ def ab_table_rows(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, ...]]:
                 at(f"cascade/{r['best_stock']}", r), fmt(b["served_req_s"]), fmt(b["output_tok_s"]),
                 fmt(b["ttft_p50_s"]), fmt(b["ttft_p99_s"]), fmt(b["tpot_p99_s"]),
                 fmt(b["e2e_p50_s"]), fmt(b["e2e_p99_s"]), "",
+            ))  # fmt: skip
+        elif "ratios" in r:  # two Cascade configs: variant / baseline
+            out.append((
+                at(str(r["ratios"]), r), fmt(r["served_req_s"]), fmt(r["output_tok_s"]),
+                fmt(r["ttft_p50_s"]), fmt(r["ttft_p99_s"]), fmt(r["tpot_p99_s"]),
+                fmt(r["e2e_p50_s"]), fmt(r["e2e_p99_s"]), "",
             ))  # fmt: skip
     return out
 

@@ -124,9 +124,13 @@ def test_ratios_and_table() -> None:
     assert r["tpot_p99_s"] is None
     rows = [stock, cascade, {"system": "stock-prefix", "error": "RuntimeError: x"}]
     rows.append({"ratios": "cascade/stock", "best_stock": "stock-pow2", "best": r})
+    rows.append({"ratios": "b/a", "rate": 2.0, **ratios(cascade, stock)})  # --against-config
     table = ab_table_rows(rows)
-    assert [t[0] for t in table] == ["stock-pow2", "cascade", "stock-prefix", "cascade/stock-pow2"]
+    assert [t[0] for t in table] == [
+        "stock-pow2", "cascade", "stock-prefix", "cascade/stock-pow2", "b/a @ 2/s",
+    ]  # fmt: skip
     assert table[1][7] == "1.50" and table[3][7] == "0.50" and "error" in table[2][1]
+    assert table[4][1] == "1.10" and table[4][7] == "0.50" and table[4][5] == "-"
 
 
 def test_rates_parse_and_refuse_bad_input() -> None:
