@@ -325,8 +325,7 @@ def _calibrate(
     one, two = probe("probe"), probe("probe-c2")
     kw: dict[str, Any] = {"seed": args.sim_seed, "shared_prefix": shared}
     for flag, value in (("--step-overhead-s", args.step_overhead_s),
-                        ("--contention-alpha", args.contention_alpha),
-                        ("--overhead-s", args.overhead_s)):  # fmt: skip
+                        ("--contention-alpha", args.contention_alpha)):  # fmt: skip
         if value is not None and not (value >= 0 and math.isfinite(value)):
             raise ValueError(f"{flag} must be a finite number >= 0, got {value}")
     if args.step_overhead_s is not None:
