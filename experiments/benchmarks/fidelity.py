@@ -34,8 +34,8 @@ One command, in order (progress on stderr, JSON rows on stdout):
 from saved real results (``DIR``, default ``--out``/real): no Ray, no vLLM.
 
 Cost: profiling ~3 min (engine start ~35 s, then 18 grid points × 3 repeats at
-~1 s each: 18 points × 1 repeat took 80 s here), the deployment ~95 s, the probe
-~10 s, then Σ requests / rate (200 requests at 1.5, 3.0, 4.5 req/s: ~4.5 min
+~1 s each: 18 points × 1 repeat took 80 s here), the deployment ~95 s, the probes
+~10 s each, then Σ requests / rate (200 requests at 1.5, 3.0, 4.5 req/s: ~4.5 min
 with the drains); the simulator a few seconds.
 """
 
@@ -72,7 +72,7 @@ DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "ab-cpu.yaml
 # stock Ray's measured capacity for this setup (docs/benchmarks.md: "4.0 req/s
 # is 0.8 of the ~5 req/s capacity measured here")
 DEFAULT_CAPACITY = 5.0
-PROBE_RATE = 100.0  # req/s offered to the probe; --max-concurrency 1 serialises it
+PROBE_RATE = 100.0  # req/s offered to the probes; --max-concurrency 1 / 2 paces them
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
