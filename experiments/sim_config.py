@@ -14,6 +14,13 @@ length as the gateway classes it, and SLO attainment uses its class's targets.
 prompts exceed Llama-2's 4k context, and the simulator is about scheduling, not
 about which model served them.
 
+Two deployment effects outside the step profile are options of the setup,
+off unless set (``cascade bench fidelity`` measures and sets them): a pool's
+``step_overhead_s`` (seconds added to every engine step: the serving path's
+per-step cost, ``replicas.step_time``) and the setup's ``core_sharing``
+(engines that share CPU cores stretch each other's steps,
+``replicas.core_sharing``).
+
 Failure modes: ``ValueError`` naming the pool key (``pools[i].replicas``, an
 unknown accelerator or model, weights that do not fit).
 """
@@ -25,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from policies.slo import SloConfig
+from replicas.core_sharing import CoreSharing
 from replicas.engine_model import EngineConfig
 from replicas.kv_eviction import EVICTION_POLICIES
 from replicas.perf_model import PerfModel, build_perf_model
@@ -51,6 +59,7 @@ class PoolSetup:
     kv_eviction: str = "lru"  # replicas.kv_eviction registry name
     block_size: int = 16  # KV block (tokens)
     prefix_unit_tokens: int = 512  # tokens per prefix hash (Mooncake's hash_ids: 512)
+    step_overhead_s: float = 0.0  # added to every step (EngineConfig.step_overhead_s)
 
     def __post_init__(self) -> None:
         if self.replicas < 1:
@@ -98,6 +107,7 @@ class PoolSetup:
             kv_eviction=self.kv_eviction,
             block_size=self.block_size,
             prefix_unit_tokens=self.prefix_unit_tokens,
+            step_overhead_s=self.step_overhead_s,
         )
 
 
@@ -111,6 +121,7 @@ class SimSetup:
     controller_period_s: float = 5.0
     window_s: float = 60.0
     source: str = "<built-in>"
+    core_sharing: CoreSharing | None = None  # engines sharing CPU cores (None: each alone)
 
     def __post_init__(self) -> None:
         if not self.pools:

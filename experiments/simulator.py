@@ -24,6 +24,11 @@ engine loop of vLLM. Everything random comes from generators derived from
 seed, and different policies see the same arrivals and the same step-time
 noise streams (common random numbers).
 
+Shared cores (``setup.core_sharing``, ``replicas.core_sharing``): each step of
+an engine is stretched by the busy engines of its core group at the step's
+start; when an engine starts or stops, its busy peers' fast-forwarded runs are
+cut at their next step boundary, so their following steps see the change.
+
 Per-request outcomes are kept in numpy arrays (no per-token objects); the
 engines keep a per-step log. ``SimResult.metrics`` are computed by
 ``experiments.metrics.summarize``, plus ``kv_hit_rate`` (prompt tokens served
@@ -49,6 +54,7 @@ from experiments.sim_config import SimSetup
 from orchestrator.calibration import Outcome
 from orchestrator.gateway import Gateway
 from orchestrator.traces import Trace
+from replicas.core_sharing import CoreGroups
 from replicas.engine_model import EngineModel
 from replicas.telemetry import RequestInfo
 
@@ -163,14 +169,35 @@ def simulate(
     i = 0
     tick = max(1, n // 100)
 
+    sharing = setup.core_sharing
+    groups = CoreGroups(sharing, len(engines)) if sharing and sharing.active else None
+
     def start(k: int, t: float, horizon: float) -> None:
+        """Begin engine k's next step (or run) at t, or mark it idle."""
         nonlocal seq
-        d = engines[k].begin_step(t, horizon)
+        e = engines[k]
+        if groups is not None:
+            e.steptime.scale = groups.stretch(k)
+        d = e.begin_step(t, horizon)
         busy[k] = d is not None
-        if d is not None:
+        if d is None:
+            due[k] = math.inf
+        else:
             seq += 1
             due[k] = t + d
             heapq.heappush(heap, (t + d, seq, _STEP, k))
+        if groups is not None:
+            for j in groups.set_busy(k, busy[k]):
+                cut(j, t)
+
+    def cut(k: int, t: float) -> None:
+        """End engine k's fast-forwarded run at its first step boundary from t."""
+        nonlocal seq
+        end = engines[k].interrupt(t)
+        if end is not None:
+            seq += 1
+            due[k] = end
+            heapq.heappush(heap, (end, seq, _STEP, k))
 
     busy = [False] * len(engines)
     busy_arrivals = [0.0] * len(engines)
@@ -191,14 +218,7 @@ def simulate(
                     outstanding[ids[k]] -= 1
                     outcome = Outcome(r.first_token_s - arr[j], r.finish_s - arr[j], r.output)
                     gateway.on_completed(ids[k], inflight.pop(j), outcome)
-                d = e.begin_step(t, arr[i] if i < n else math.inf)
-                if d is None:
-                    busy[k] = False
-                    due[k] = math.inf
-                else:
-                    seq += 1
-                    due[k] = t + d
-                    heapq.heappush(heap, (t + d, seq, _STEP, k))
+                start(k, t, arr[i] if i < n else math.inf)
             else:
                 if cascade is not None:
                     clock.now = t
@@ -252,11 +272,7 @@ def simulate(
             if not busy[k]:
                 start(k, t, arr[i + 1] if i + 1 < n else math.inf)
             else:
-                cut = e.interrupt(t)
-                if cut is not None:
-                    seq += 1
-                    due[k] = cut
-                    heapq.heappush(heap, (cut, seq, _STEP, k))
+                cut(k, t)
         i += 1
         if progress is not None and i % tick == 0:
             progress(i / n)

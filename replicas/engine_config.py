@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from replicas.kv_eviction import EVICTION_POLICIES
@@ -21,7 +22,9 @@ class EngineConfig:
     decodes' TPOT slack against it (``replicas.prefill_budget``, floor
     ``prefill_min_tokens``); None, vLLM's fixed budget. ``kv_eviction``: which
     cached prefix unit goes first when blocks run out, a ``replicas.kv_eviction``
-    registry name (``lru`` as vLLM, or ``reuse``)."""
+    registry name (``lru`` as vLLM, or ``reuse``). ``step_overhead_s``: seconds
+added to every step's drawn duration (the serving path's per-step cost that an
+engine profile does not contain; ``replicas.step_time``); 0 = the profile alone."""
 
     num_blocks: int
     block_size: int = 16
@@ -38,11 +41,17 @@ class EngineConfig:
     prefill_tpot_slo_s: float | None = None
     prefill_min_tokens: int = 64
     kv_eviction: str = "lru"
+    step_overhead_s: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("num_blocks", "block_size", "max_num_seqs", "max_num_batched_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"engine config: {name} must be >= 1")
+        if not (self.step_overhead_s >= 0 and math.isfinite(self.step_overhead_s)):
+            raise ValueError(
+                f"engine config: step_overhead_s must be a finite number of seconds >= 0, "
+                f"got {self.step_overhead_s}"
+            )
         if self.prefix_unit_tokens % self.block_size:
             raise ValueError("engine config: prefix_unit_tokens must be a multiple of block_size")
         if self.kv_eviction not in EVICTION_POLICIES:

@@ -78,7 +78,7 @@ class Scheduler:
     ) -> None:
         self.perf = perf
         self.config = config
-        self.steptime = StepTimeSampler(perf, rng)
+        self.steptime = StepTimeSampler(perf, rng, overhead_s=config.step_overhead_s)
         self.kv = KVCacheManager(
             config.num_blocks, config.block_size, config.prefix_unit_tokens, config.kv_eviction
         )

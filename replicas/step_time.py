@@ -7,6 +7,20 @@ draw per step). ``step`` draws one step; ``decode_run`` draws a run of k alike
 decode steps at once (the engine model's fast-forward), and ``give_back`` returns
 the draws of steps a run did not take, so a run cut short consumes exactly what
 step-by-step stepping would have.
+
+Two terms outside the profile shape every drawn step, ``(draw + overhead_s) × scale``:
+
+* ``overhead_s`` (``EngineConfig.step_overhead_s``, s per step): a fixed cost the
+  deployment adds to every engine step that a profile of the engine alone does
+  not contain (the serving front-end's per-step output processing, IPC, the
+  stream back; measured by ``cascade bench fidelity``'s probe). It draws no
+  randomness: with it the noise streams stay those of the engine alone.
+* ``scale`` (≥ 1, set by the cluster simulator before each step,
+  ``replicas.core_sharing``): the stretch of a step while other engines that
+  share this engine's CPU cores are busy. A step keeps the scale it began with.
+
+At ``overhead_s = 0`` and ``scale = 1`` every duration is bit-for-bit the
+engine-alone draw ((x + 0.0) × 1.0 == x in IEEE arithmetic).
 """
 
 from __future__ import annotations
@@ -23,13 +37,17 @@ _Z_BLOCK = 4096  # standard normals drawn per refill
 class StepTimeSampler:
     """Step durations (seconds) for one replica (see the module docstring)."""
 
-    __slots__ = ("_rng", "_z", "_zi", "perf")
+    __slots__ = ("_rng", "_z", "_zi", "overhead_s", "perf", "scale")
 
-    def __init__(self, perf: PerfModel, rng: np.random.Generator) -> None:
+    def __init__(
+        self, perf: PerfModel, rng: np.random.Generator, *, overhead_s: float = 0.0
+    ) -> None:
         self.perf = perf
         self._rng = rng
         self._z: list[float] = []
         self._zi = 0
+        self.overhead_s = overhead_s  # s added to every step (module docstring)
+        self.scale = 1.0  # contention stretch of the next steps (module docstring)
 
     def step(
         self,
@@ -49,7 +67,7 @@ class StepTimeSampler:
             self._z = self._rng.standard_normal(_Z_BLOCK).tolist()
             zi = 0
         self._zi = zi + 1
-        return lognormal_draw(mean, var, self._z[zi])
+        return (lognormal_draw(mean, var, self._z[zi]) + self.overhead_s) * self.scale
 
     def decode_run(
         self, n: int, kv: int, k: int, now_s: float, horizon_s: float, ends: list[float]
@@ -80,14 +98,15 @@ class StepTimeSampler:
         # models), so only var > 0 needs a test. Equal to step-by-step draws to
         # 1e-12 (tests/unit/replicas/test_step_time.py).
         log1p, sqrt, exp = math.log1p, math.sqrt, math.exp
+        extra, scale = self.overhead_s, self.scale
         for j in range(k):
             mean = m0 + j * dm
             var = v0 + j * (dv - ddv) + j * j * ddv
             if var > 0.0:
                 s2 = log1p(var / (mean * mean))
-                t += mean * exp(sqrt(s2) * z[zi + j] - 0.5 * s2)
+                t += (mean * exp(sqrt(s2) * z[zi + j] - 0.5 * s2) + extra) * scale
             else:
-                t += mean
+                t += (mean + extra) * scale
             ends.append(t)
             if t >= horizon_s:
                 break

@@ -11,25 +11,31 @@ One command, in order (progress on stderr, JSON rows on stdout):
    CSV instead;
 2. real: ``cascade up --config C`` (fresh local Ray), then ``vllm bench serve``
    (``experiments.benchmarks.ab``'s client) sends a probe of ``--probe``
-   requests one at a time (the serving path's overhead, and the engines' warm-up),
-   then at each load ``--requests`` requests of the azure-conv slice (prompts ×
-   ``--prompt-scale``, outputs ≤ ``--max-output``, ``--ignore-eos``) with Gamma
-   arrivals at ``load × --capacity`` req/s; ``cascade down``. Raw results in
-   ``DIR/real/`` (``meta.json``, ``probe.json``, ``load-<f>.json``);
-3. sim: each load's requests replayed through the DES with the same send
+   requests one at a time (the serving path's costs, and the engines' warm-up)
+   and a contention probe of ``--contention-probe`` requests two at a time
+   (engines sharing cores), then at each load ``--requests`` requests of the
+   azure-conv slice (prompts × ``--prompt-scale``, outputs ≤ ``--max-output``,
+   ``--ignore-eos``) with Gamma arrivals at ``load × --capacity`` req/s;
+   ``cascade down``. Raw results in ``DIR/real/`` (``meta.json``, ``probe.json``,
+   ``probe-c2.json``, ``load-<f>.json``, and ``cpu.json``: the Ray/vLLM CPU
+   seconds per role of each);
+3. sim: the per-step overhead, the core-sharing factor and the serving overhead
+   measured from the probes (``experiments.benchmarks.fidelity_calibrate``;
+   ``--step-overhead-s``, ``--contention-alpha``, ``--overhead-s`` override
+   them), then each load's requests replayed through the DES with the same send
    times, prompt and output lengths, replica count, engine settings, profile and
    gateway (``experiments.benchmarks.fidelity_replay``);
 4. report: one row per load and metric (TTFT, TPOT, E2E): real and simulated
    P50/P90/P99 (s), ``err_pXX`` = (sim − real) / real, ``p50_ok`` (|err| ≤ 5 %),
    ``p99_ok`` (≤ 10 %); then one ``summary`` row (bars met, the engine mapping,
-   the overhead). CDF plots ``DIR/fidelity_cdf_l<f>.png``.
+   the measured terms and where each came from). CDF plots ``DIR/fidelity_cdf_l<f>.png``.
 
 ``--sim-only`` (or ``--real-results DIR``) skips steps 1–2 and recomputes 3–4
 from saved real results (``DIR``, default ``--out``/real): no Ray, no vLLM.
 
 Cost: profiling ~3 min (engine start ~35 s, then 18 grid points × 3 repeats at
-~1 s each: 18 points × 1 repeat took 80 s here), the deployment ~95 s, the probe
-~10 s, then Σ requests / rate (200 requests at 1.5, 3.0, 4.5 req/s: ~4.5 min
+~1 s each: 18 points × 1 repeat took 80 s here), the deployment ~95 s, the probes
+~10 s each, then Σ requests / rate (200 requests at 1.5, 3.0, 4.5 req/s: ~4.5 min
 with the drains); the simulator a few seconds.
 """
 
@@ -45,22 +51,28 @@ from pathlib import Path
 from typing import Any
 
 from experiments.benchmarks.ab_data import Workload, workload_rows, write_workload
+from experiments.benchmarks.fidelity_calibrate import (
+    fit_contention,
+    serving_overhead,
+    step_overhead,
+    with_serving_costs,
+)
 from experiments.benchmarks.fidelity_replay import (
     cpu_kv_blocks,
     replay_from_result,
-    serving_overhead,
     sim_setup,
     simulate_replay,
 )
 from experiments.benchmarks.fidelity_report import bars_summary, compare, write_cdf_plot
 from experiments.cli_values import positive_floats
 from experiments.sim_config import SimSetup
+from replicas.core_sharing import CoreSharing
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "ab-cpu.yaml"
 # stock Ray's measured capacity for this setup (docs/benchmarks.md: "4.0 req/s
 # is 0.8 of the ~5 req/s capacity measured here")
 DEFAULT_CAPACITY = 5.0
-PROBE_RATE = 100.0  # req/s offered to the probe; --max-concurrency 1 serialises it
+PROBE_RATE = 100.0  # req/s offered to the probes; --max-concurrency 1 / 2 paces them
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -83,8 +95,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="requests sent one at a time before the loads (serving overhead); 0: none",
     )  # fmt: skip
     parser.add_argument(
+        "--contention-probe", type=int, default=20,
+        help="requests sent two at a time after the probe (engines sharing cores); 0: none",
+    )  # fmt: skip
+    parser.add_argument(
         "--overhead-s", type=float, default=None,
         help="serving-path latency added to simulated TTFT/E2E (default: from the probe)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--step-overhead-s", type=float, default=None,
+        help="s added to every simulated engine step (default: from the probe)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--contention-alpha", type=float, default=None,
+        help="step slowdown per busy engine of the same core group (default: contention probe)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--engines-per-group", type=int, default=None,
+        help="engines sharing cores (default: the pool's replicas on CPU, 1 on GPU)",
     )  # fmt: skip
     parser.add_argument("--num-blocks", type=int, default=None, help="KV blocks per replica")
     parser.add_argument(
@@ -170,14 +198,16 @@ def _run_real(args: argparse.Namespace, out: Path, real_dir: Path) -> None:
     loads = parse_loads(args.loads)
     if not (args.capacity > 0 and math.isfinite(args.capacity)):
         raise ValueError(f"--capacity must be a positive req/s, got {args.capacity}")
-    if args.probe < 0:
-        raise ValueError(f"--probe must be >= 0, got {args.probe}")
+    for flag, n in (("--probe", args.probe), ("--contention-probe", args.contention_probe)):
+        if n < 0:
+            raise ValueError(f"{flag} must be >= 0, got {n}")
+    probes = args.probe + args.contention_probe
     memory = float(psutil.virtual_memory().total)
     # everything that can be refused is checked before the minutes of profiling
     blocks = args.num_blocks or estimate_num_blocks(cfg, _engine_kwargs(cfg), memory)
     rows = workload_rows(
         load_trace(args.trace),
-        Workload(args.trace, max(args.requests, args.probe), args.prompt_scale, args.max_output),
+        Workload(args.trace, max(args.requests, probes), args.prompt_scale, args.max_output),
     )
     if args.profile:
         FittedPerfModel.from_csv(args.profile)  # a bad CSV fails now, not after the loads
@@ -189,7 +219,8 @@ def _run_real(args: argparse.Namespace, out: Path, real_dir: Path) -> None:
         "capacity_rps": args.capacity, "rates_rps": [f * args.capacity for f in loads],
         "requests": args.requests, "burstiness": args.burstiness, "seed": args.seed,
         "trace": args.trace, "prompt_scale": args.prompt_scale, "max_output": args.max_output,
-        "probe": args.probe, "memory_bytes": memory, "num_blocks": blocks,
+        "probe": args.probe, "contention_probe": args.contention_probe,
+        "memory_bytes": memory, "num_blocks": blocks,
         "commit": commit_of(),
     }  # fmt: skip
     (real_dir / "meta.json").write_text(json.dumps(meta, indent=1))
@@ -199,14 +230,20 @@ def _run_real(args: argparse.Namespace, out: Path, real_dir: Path) -> None:
     try:
         _log("deploying (cascade up)")
         deploy_cascade(cfg_path, args.num_cpus, args.timeout)
-        if args.probe:
-            probe = write_workload(rows[: args.probe], real_dir / "probe.jsonl")
-            drive_client(args, "cascade", PROBE_RATE, model, tokenizer, probe, real_dir,
-                         n=args.probe, tag="probe", max_concurrency=1)  # fmt: skip
+        cpu: dict[str, Any] = {}  # CPU seconds per role of each run, for the record
+        # the probes: one at a time (serving costs), then two at a time (shared
+        # cores; the next requests of the slice, so no prompt repeats the first's)
+        for tag, first, n, conc in (("probe", 0, args.probe, 1),
+                                    ("probe-c2", args.probe, args.contention_probe, 2)):
+            if n:
+                probe = write_workload(rows[first : first + n], real_dir / f"{tag}.jsonl")
+                cpu[tag] = drive_client(args, "cascade", PROBE_RATE, model, tokenizer, probe,
+                                        real_dir, n=n, tag=tag, max_concurrency=conc)["cpu_s"]
         for load, rate in zip(loads, meta["rates_rps"], strict=True):
             _log(f"load {load:g} of {args.capacity:g} req/s")
-            drive_client(args, "cascade", rate, model, tokenizer, data, real_dir,
-                         tag=load_tag(load))  # fmt: skip
+            cpu[load_tag(load)] = drive_client(args, "cascade", rate, model, tokenizer, data,
+                                               real_dir, tag=load_tag(load))["cpu_s"]
+            (real_dir / "cpu.json").write_text(json.dumps(cpu, indent=1))
     finally:
         serve_cli.run_down(argparse.Namespace())
 
@@ -247,8 +284,9 @@ def sim_report(args: argparse.Namespace, real_dir: Path, out: Path) -> list[dict
         blocks = estimate_num_blocks(cfg, kwargs, float(meta["memory_bytes"]))
     setup, mapping = sim_setup(cfg, kwargs, profile, num_blocks=int(blocks))
     shared = bool(mapping.settings["enable_prefix_caching"]) and not args.no_shared_prefix
-    overhead, source = _overhead(args, real_dir, setup, cfg, shared)
-    _log(f"simulating: overhead {overhead * 1e3:.1f} ms ({source}); engine {mapping.settings}")
+    setup, terms = _calibrate(args, real_dir, setup, cfg, shared)
+    overhead = terms["overhead_s"]
+    _log(f"simulating: {terms}; engine {mapping.settings}")
     rows: list[dict[str, Any]] = []
     for load, rate in zip(meta["loads"], meta["rates_rps"], strict=True):
         f = real_dir / f"{load_tag(load)}.json"
@@ -263,23 +301,69 @@ def sim_report(args: argparse.Namespace, real_dir: Path, out: Path) -> list[dict
         _log(f"load {load:g}: {len(replay)} requests replayed; CDFs {plot}")
     rows.append({
         "summary": "fidelity", **bars_summary(rows), "config": cfg_path, "profile": str(profile),
-        "capacity_rps": meta["capacity_rps"], "overhead_s": overhead, "overhead_from": source,
+        "capacity_rps": meta["capacity_rps"], **terms,
         "sim_engine": mapping.settings, "unmodelled_engine_args": list(mapping.unmodelled),
         "shared_prefix": shared, "sim_seed": args.sim_seed, "commit": meta.get("commit"),
     })  # fmt: skip
     return rows
 
 
-def _overhead(
+def _calibrate(
     args: argparse.Namespace, real_dir: Path, setup: SimSetup, cfg: Any, shared: bool
-) -> tuple[float, str]:
-    """The serving overhead (s) and where it came from: ``--overhead-s``, the
-    saved probe, or none (0)."""
+) -> tuple[SimSetup, dict[str, Any]]:
+    """The measured serving terms (``fidelity_calibrate``), in the order each
+    needs the ones before: the per-step overhead, the core-sharing factor, the
+    serving overhead; each from its flag, else its saved probe, else none (0).
+    Returns the setup with them in place and the summary's fields (value and
+    where it came from). Raises ``ValueError`` naming a bad flag."""
+    from replicas.vllm_config import pool_device
+
+    def probe(tag: str) -> Any:
+        f = real_dir / f"{tag}.json"
+        return replay_from_result(json.loads(f.read_text()), str(f)) if f.is_file() else None
+
+    one, two = probe("probe"), probe("probe-c2")
+    kw: dict[str, Any] = {"seed": args.sim_seed, "shared_prefix": shared}
+    for flag, value in (("--step-overhead-s", args.step_overhead_s),
+                        ("--contention-alpha", args.contention_alpha)):  # fmt: skip
+        if value is not None and not (value >= 0 and math.isfinite(value)):
+            raise ValueError(f"{flag} must be a finite number >= 0, got {value}")
+    if args.step_overhead_s is not None:
+        step, step_from = float(args.step_overhead_s), "--step-overhead-s"
+    elif one is None:
+        step, step_from = 0.0, "none (no probe.json)"
+    else:
+        raw = step_overhead(setup, one, cfg, **kw)
+        step, step_from = max(raw, 0.0), f"probe ({len(one)} requests one at a time)"
+        if raw < 0:
+            step_from += f"; clamped from {raw * 1e3:.3f} ms"
+    # on CPU every engine of the pool gets the same OpenMP binding (on a 2-core
+    # host: core 0), so the pool's engines share cores; on GPU each has its own
+    group = args.engines_per_group
+    if group is None:
+        group = setup.pools[0].replicas if pool_device(cfg.pools[0]) == "cpu" else 1
+    if group < 1:
+        raise ValueError(f"--engines-per-group must be >= 1, got {group}")
+    setup = with_serving_costs(setup, step_overhead_s=step)
+    if args.contention_alpha is not None:
+        alpha, alpha_from = float(args.contention_alpha), "--contention-alpha"
+    elif group < 2:
+        alpha, alpha_from = 0.0, "none (no engines share cores)"
+    elif two is None:
+        alpha, alpha_from = 0.0, "none (no probe-c2.json)"
+    else:
+        alpha, note = fit_contention(setup, two, cfg, engines_per_group=group, **kw)
+        alpha_from = f"contention probe ({len(two)} requests two at a time): {note}"
+    setup = with_serving_costs(setup, step_overhead_s=step, sharing=CoreSharing(group, alpha))
     if args.overhead_s is not None:
-        return float(args.overhead_s), "--overhead-s"
-    probe = real_dir / "probe.json"
-    if not probe.is_file():
-        return 0.0, "none (no probe.json)"
-    replay = replay_from_result(json.loads(probe.read_text()), str(probe))
-    value = serving_overhead(setup, replay, cfg, seed=args.sim_seed, shared_prefix=shared)
-    return float(value), f"probe ({len(replay)} requests one at a time)"
+        overhead, source = float(args.overhead_s), "--overhead-s"
+    elif one is None:
+        overhead, source = 0.0, "none (no probe.json)"
+    else:
+        overhead = serving_overhead(setup, one, cfg, **kw)
+        source = f"probe ({len(one)} requests one at a time)"
+    return setup, {
+        "overhead_s": overhead, "overhead_from": source,
+        "step_overhead_s": step, "step_overhead_from": step_from,
+        "contention_alpha": alpha, "contention_from": alpha_from, "engines_per_group": group,
+    }  # fmt: skip

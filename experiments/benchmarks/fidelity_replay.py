@@ -13,9 +13,9 @@ run sent, replayed through the DES with the engine settings vLLM ran with.
   under the config's gateway (the ``cascade`` stack: router profile,
   admission, controller), every client's ``max_tokens`` = its output length
   (what ``vllm bench serve`` sends), TTFT/TPOT/E2E per request.
-* ``serving_overhead``: the serving path's latency the engine profile cannot
-  see (HTTP, proxy, ingress, replica actor, the stream back), from a probe of
-  requests sent one at a time: the median of real TTFT − simulated TTFT.
+
+What the engine profile cannot see (the serving path's costs, engines sharing
+cores) is measured from probes by ``experiments.benchmarks.fidelity_calibrate``.
 
 Prefix caching. The workload's prompts are ``orchestrator.loadgen.prompt_text``:
 one word cycle, so every prompt is a prefix of every longer one, and vLLM's
@@ -219,17 +219,3 @@ def simulate_replay(
         log.finish_s - log.arrival_s + overhead_s,
         replay.output_tokens,
     )
-
-
-def serving_overhead(
-    setup: SimSetup, probe: Replay, cfg: Any, *, seed: int = 0, shared_prefix: bool = True
-) -> float:
-    """The serving path's latency (s): median over the probe's requests (sent one
-    at a time, so no queue) of real TTFT − simulated TTFT. Raises ``ValueError``
-    when no probe request has both."""
-    sim = simulate_replay(setup, probe, cfg, seed=seed, shared_prefix=shared_prefix)
-    diff = probe.real.ttft - sim.ttft
-    diff = diff[np.isfinite(diff)]
-    if diff.size == 0:
-        raise ValueError(f"{probe.source}: no probe request to measure the serving overhead")
-    return float(np.median(diff))

@@ -17,13 +17,12 @@ import pytest
 
 from experiments.benchmarks.ab_data import client_args
 from experiments.benchmarks.fidelity import DEFAULT_CONFIG, _engine_kwargs, parse_loads
+from experiments.benchmarks.fidelity_calibrate import serving_overhead
 from experiments.benchmarks.fidelity_replay import (
     Replay,
     cpu_kv_blocks,
     replay_from_result,
-    serving_overhead,
     sim_setup,
-    simulate_replay,
 )
 from experiments.benchmarks.fidelity_report import (
     LatencySamples,
@@ -33,6 +32,9 @@ from experiments.benchmarks.fidelity_report import (
 )
 from orchestrator.cli import main
 from orchestrator.config import load_config
+from tests.unit.experiments.fidelity_fakes import requests as _requests
+from tests.unit.experiments.fidelity_fakes import result as _result
+from tests.unit.experiments.fidelity_fakes import simulated as _simulated
 
 DATA = Path(__file__).parent / "data"
 PROFILE = DATA / "sim_profile_small.csv"  # cascade profile --engine sim --small --repeats 3
@@ -182,32 +184,6 @@ def test_loads_and_the_probe_client_flags(tmp_path: Path) -> None:
 
 
 # ---- the sim side end to end -------------------------------------------------------
-def _requests(n: int, rate: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    g = np.random.default_rng(seed)
-    arrivals = np.cumsum(g.exponential(1 / rate, n))
-    arrivals -= arrivals[0]
-    return arrivals, g.integers(20, 400, n), g.integers(2, 129, n)
-
-
-def _result(arr: np.ndarray, prompts: np.ndarray, outs: np.ndarray,
-            ttft: np.ndarray, e2e: np.ndarray) -> dict[str, Any]:  # fmt: skip
-    """A ``vllm bench serve --save-detailed`` result of these requests (send times
-    on a perf_counter that did not start at 0)."""
-    n = len(arr)
-    return {
-        "start_times": (arr + 4096.0).tolist(), "input_lens": prompts.tolist(),
-        "output_lens": outs.tolist(), "ttfts": ttft.tolist(), "latencies": e2e.tolist(),
-        "itls": [[] for _ in range(n)], "errors": [""] * n, "completed": n, "failed": 0,
-    }  # fmt: skip
-
-
-def _simulated(setup: Any, cfg: Any, arr: np.ndarray, prompts: np.ndarray,
-               outs: np.ndarray, overhead: float = 0.0) -> LatencySamples:  # fmt: skip
-    nan = np.full(len(arr), np.nan)
-    rep = Replay(arr, prompts, outs, LatencySamples.from_times(nan, nan, outs), 0, "test")
-    return simulate_replay(setup, rep, cfg, seed=0, overhead_s=overhead)
-
-
 def test_sim_vs_sim_gives_zero_error_through_the_cli(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -243,6 +219,9 @@ def test_sim_vs_sim_gives_zero_error_through_the_cli(
         assert r["requests"] == 120 and r["dropped"] == 0
     assert summary["all_met"] and summary["bars_met"] == summary["bars_total"] == 12
     assert summary["overhead_s"] == pytest.approx(0.04, abs=1e-9)
+    # the "real" steps are the profile's: no step cost found; no contention probe
+    assert summary["step_overhead_s"] == 0.0 and summary["contention_alpha"] == 0.0
+    assert summary["contention_from"] == "none (no probe-c2.json)"
     assert summary["sim_engine"]["block_size"] == 32 and summary["unmodelled_engine_args"] == []
     assert (out / "fidelity_cdf_l0.5.png").stat().st_size > 0
     assert (out / "fidelity_cdf_l1.png").stat().st_size > 0

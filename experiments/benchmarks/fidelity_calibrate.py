@@ -1,0 +1,119 @@
+"""What ``cascade bench fidelity`` measures before comparing: the deployment's costs
+that the engine's step profile cannot see, each from a probe sent before the loads.
+
+The profile (``cascade profile``) times one engine with the host to itself.
+Three terms make the simulated pool a model of the deployed one; each is measured
+on requests that are not the compared loads' (the probes, sent first), never
+fitted to the loads:
+
+1. ``step_overhead`` (s per engine step, ``replicas.step_time``): the serving
+   path's per-step cost (the engine front-end's output processing, IPC, Serve's
+   streaming). From the probe (requests one at a time, so one engine busy and
+   no batch): the median over its requests of real TPOT − simulated TPOT, the
+   simulator run with no step overhead. A request's TPOT is the mean of its
+   decode steps, so a cost of X per step moves it by exactly X.
+2. ``contention_alpha`` (``replicas.core_sharing``): how much a busy engine on
+   the same cores slows a step. From the contention probe (requests two at a
+   time, so mostly both engines busy): the ``alpha`` at which the median over
+   its requests of simulated TPOT − real TPOT is 0 (bisection on
+   [0, ``ALPHA_MAX``]; 0 when the simulator is already as slow without
+   contention), with the step overhead of 1. in place.
+3. ``serving_overhead`` (s, added to TTFT and E2E; not a step cost): the
+   request's fixed path (HTTP, proxy, ingress, replica actor). From the probe:
+   the median of real TTFT − simulated TTFT, with 1. in place (the first
+   token's step carries the step overhead too).
+
+Why per step and not per token: at 0.3 and 0.6 of capacity the real TPOT was
+12.5 and 12.9 ms while the requests in flight per engine about doubled; a
+per-token cost would have grown with them (docs/simulator.md §5).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from experiments.benchmarks.fidelity_replay import Replay, simulate_replay
+from experiments.sim_config import SimSetup
+from replicas.core_sharing import CoreSharing
+
+ALPHA_MAX = 4.0  # a step 5× as long per busy peer: beyond any sharing of one core
+ALPHA_TOL = 1e-3
+
+
+def with_serving_costs(
+    setup: SimSetup, *, step_overhead_s: float = 0.0, sharing: CoreSharing | None = None
+) -> SimSetup:
+    """``setup`` with every pool's ``step_overhead_s`` and the setup's
+    ``core_sharing`` replaced (0 and None: the engine profile alone)."""
+    pools = tuple(replace(p, step_overhead_s=step_overhead_s) for p in setup.pools)
+    return replace(setup, pools=pools, core_sharing=sharing)
+
+
+def _median_diff(a: NDArray[np.float64], b: NDArray[np.float64], what: str, src: str) -> float:
+    diff = a - b
+    diff = diff[np.isfinite(diff)]
+    if diff.size == 0:
+        raise ValueError(f"{src}: no probe request to measure the {what}")
+    return float(np.median(diff))
+
+
+def step_overhead(
+    setup: SimSetup, probe: Replay, cfg: Any, *, seed: int = 0, shared_prefix: bool = True
+) -> float:
+    """Term 1 (module docstring), in s per step; may be negative (the simulated
+    engine slower than the real one: the caller decides). Raises ``ValueError``
+    when no probe request has a TPOT (all one-token outputs)."""
+    alone = with_serving_costs(setup, sharing=setup.core_sharing)
+    sim = simulate_replay(alone, probe, cfg, seed=seed, shared_prefix=shared_prefix)
+    return _median_diff(probe.real.tpot, sim.tpot, "per-step overhead (TPOT)", probe.source)
+
+
+def serving_overhead(
+    setup: SimSetup, probe: Replay, cfg: Any, *, seed: int = 0, shared_prefix: bool = True
+) -> float:
+    """Term 3 (module docstring), in s, with ``setup``'s step costs as they are.
+    Raises ``ValueError`` when no probe request has both TTFTs."""
+    sim = simulate_replay(setup, probe, cfg, seed=seed, shared_prefix=shared_prefix)
+    return _median_diff(probe.real.ttft, sim.ttft, "serving overhead (TTFT)", probe.source)
+
+
+def fit_contention(
+    setup: SimSetup, probe: Replay, cfg: Any, *, engines_per_group: int, seed: int = 0,
+    shared_prefix: bool = True, alpha_max: float = ALPHA_MAX, tol: float = ALPHA_TOL,
+) -> tuple[float, str]:  # fmt: skip
+    """Term 2 (module docstring): ``(alpha, note)``, ``note`` saying whether it
+    is interior or at a bound. ``setup``: with the step overhead already in place.
+    Raises ``ValueError`` when no probe request has a TPOT, or for a group of
+    one engine (nothing to share)."""
+    if engines_per_group < 2:
+        raise ValueError("contention: a core group of one engine shares nothing")
+
+    def err(alpha: float) -> float:
+        s = replace(setup, core_sharing=CoreSharing(engines_per_group, alpha))
+        sim = simulate_replay(s, probe, cfg, seed=seed, shared_prefix=shared_prefix)
+        return _median_diff(sim.tpot, probe.real.tpot, "contention (TPOT)", probe.source)
+
+    return _bisect(err, alpha_max, tol)
+
+
+def _bisect(err: Callable[[float], float], hi: float, tol: float) -> tuple[float, str]:
+    """The root of a (roughly) non-decreasing ``err`` on [0, hi], clamped to the
+    bounds, with a note."""
+    e0 = err(0.0)
+    if e0 >= 0:
+        return 0.0, f"at 0 (the simulator is {e0 * 1e3:+.2f} ms/token without contention)"
+    if err(hi) < 0:
+        return hi, f"at the bound {hi:g} (still too fast there)"
+    lo = 0.0
+    while hi - lo > tol:
+        mid = 0.5 * (lo + hi)
+        if err(mid) < 0:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi), "fitted"

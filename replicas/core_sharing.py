@@ -1,0 +1,107 @@
+"""Engines that share CPU cores: a step is stretched while its co-located engines are busy.
+
+The step profile (``cascade profile``) times one engine with the host to itself.
+Deployed, several engines can share the same cores: on a host without a GPU,
+vLLM-CPU's automatic OpenMP binding pins the worker threads of every engine of
+a pool to the same core(s) (on a 2-core host, all to core 0: ``taskset -cp`` of
+the ``VLLM::Worker`` threads), and the engines' front-ends, Ray and the client
+share the rest. ``CoreSharing`` models this as *processor sharing within a
+group*: engines are grouped (``engines_per_group`` consecutive engines, in the
+simulator's build order: pool by pool, replica by replica), and a step of an
+engine whose group has ``m`` *other* engines busy (a step in flight) lasts
+
+    duration × (1 + alpha · m)
+
+``alpha`` (≥ 0) is the fractional slowdown of a step per other busy engine of
+the group. Assumptions, stated because they bound what it can show:
+
+* Only part of a step contends. ``alpha = 1`` would be two engines wholly on one
+  core (each step twice as long while both run); a step of a tiny model is
+  mostly Python scheduling, IPC and output handling, and only its kernels run on
+  the pinned OpenMP threads, so a real ``alpha`` lies well below 1. It is
+  *measured*, not derived: ``cascade bench fidelity`` fits it to a probe of
+  requests sent two at a time (``experiments.benchmarks.fidelity_calibrate``).
+* Linear in the busy others: a step's contended share is shared evenly with
+  every other busy engine's (processor sharing), so each one adds ``alpha``.
+* Step granularity: a step keeps the stretch it began with; the simulator cuts
+  fast-forwarded decode runs when a peer starts or stops, so the next step
+  sees the change (``experiments.simulator``).
+* Groups do not span hosts, and nothing else on the host is modelled.
+
+Off by default (``None`` in ``SimSetup``): on a GPU node each engine has its own
+device, and the effect does not apply in this form. ``engines_per_group = 1``
+or ``alpha = 0`` reproduce the unshared simulator exactly.
+
+YAML-like (the simulator's setup; ``cascade bench fidelity`` builds it)::
+
+    core_sharing: {engines_per_group: 2, alpha: 0.2}
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class CoreSharing:
+    """Which engines share cores and how much a busy peer slows a step (module docstring).
+
+    Raises ``ValueError`` for ``engines_per_group`` < 1 or ``alpha`` < 0 / not finite.
+    """
+
+    engines_per_group: int
+    alpha: float
+
+    def __post_init__(self) -> None:
+        if self.engines_per_group < 1:
+            raise ValueError(
+                f"core sharing: engines_per_group must be >= 1, got {self.engines_per_group}"
+            )
+        if not (self.alpha >= 0 and math.isfinite(self.alpha)):
+            raise ValueError(f"core sharing: alpha must be a finite number >= 0, got {self.alpha}")
+
+    @property
+    def active(self) -> bool:
+        """Whether a step can ever be stretched."""
+        return self.engines_per_group > 1 and self.alpha > 0
+
+    def stretch(self, busy_others: int) -> float:
+        """The factor of a step that begins while ``busy_others`` peers are busy."""
+        return 1.0 + self.alpha * busy_others
+
+
+class CoreGroups:
+    """The groups of ``n`` engines under ``sharing`` and their busy flags.
+
+    ``set_busy(k, flag)`` returns the peers whose stretch changed (the caller cuts
+    their runs); ``stretch(k)`` is the factor for engine k's next step.
+    """
+
+    __slots__ = ("_busy", "_count", "_group", "_members", "sharing")
+
+    def __init__(self, sharing: CoreSharing, n: int) -> None:
+        self.sharing = sharing
+        size = sharing.engines_per_group
+        self._group = [k // size for k in range(n)]
+        groups = -(-n // size)
+        self._members: list[list[int]] = [
+            list(range(g * size, min((g + 1) * size, n))) for g in range(groups)
+        ]
+        self._count = [0] * groups  # busy engines per group
+        self._busy = [False] * n
+
+    def stretch(self, k: int) -> float:
+        """The factor for a step of engine ``k`` beginning now."""
+        others = self._count[self._group[k]] - self._busy[k]
+        return self.sharing.stretch(others)
+
+    def set_busy(self, k: int, busy: bool) -> list[int]:
+        """Mark engine ``k`` busy or idle; the peers of its group whose next steps
+        now see a different stretch (empty when nothing changed)."""
+        if self._busy[k] == busy:
+            return []
+        self._busy[k] = busy
+        g = self._group[k]
+        self._count[g] += 1 if busy else -1
+        return [j for j in self._members[g] if j != k and self._busy[j]]
