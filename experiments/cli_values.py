@@ -16,3 +16,19 @@ def positive_floats(text: object, flag: str) -> list[float]:
     if not values or not all(math.isfinite(v) and v > 0 for v in values):
         raise ValueError(f"{flag}: give at least one value, each > 0; got {text!r}")
     return values
+
+
+def rate_or_auto(text: str) -> float | None:
+    """An argparse type: ``auto`` (None: measure it) or a finite number > 0
+    (``--capacity auto``, ``--capacity 17``); ``ArgumentTypeError`` otherwise."""
+    import argparse
+
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"a positive req/s or auto, got {text!r}")
+    return value

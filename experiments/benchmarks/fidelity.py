@@ -1,6 +1,6 @@
 """Simulator fidelity: the same requests through Cascade on vLLM-CPU and the simulator.
 
-``cascade bench fidelity [--config C] [--loads 0.3,0.6,0.9] [--capacity 5.0]
+``cascade bench fidelity [--config C] [--loads 0.3,0.6,0.9] [--capacity auto|R]
 [--requests 200] [--profile FILE] [--out DIR] --json``
 
 One command, in order (progress on stderr, JSON rows on stdout):
@@ -64,14 +64,15 @@ from experiments.benchmarks.fidelity_replay import (
     simulate_replay,
 )
 from experiments.benchmarks.fidelity_report import bars_summary, compare, write_cdf_plot
-from experiments.cli_values import positive_floats
+from experiments.cli_values import positive_floats, rate_or_auto
 from experiments.sim_config import SimSetup
 from replicas.core_sharing import CoreSharing
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "ab-cpu.yaml"
-# stock Ray's measured capacity for this setup (docs/benchmarks.md: "4.0 req/s
-# is 0.8 of the ~5 req/s capacity measured here")
-DEFAULT_CAPACITY = 5.0
+# capacity is a property of the host, not of the config (docs/benchmarks.md: ~5
+# req/s on one 2-core machine, ~17 on another): measured on the deployment by default
+CAPACITY_REQUESTS = 120  # sent at once to measure the served req/s (``--capacity auto``)
+SATURATING_RATE = 1000.0  # req/s offered to that run: every request queued at once
 PROBE_RATE = 100.0  # req/s offered to the probes; --max-concurrency 1 / 2 paces them
 
 
@@ -81,7 +82,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--trace", default="azure-conv", help="trace short name or path")
     parser.add_argument("--loads", default="0.3,0.6,0.9", help="fractions of --capacity")
-    parser.add_argument("--capacity", type=float, default=DEFAULT_CAPACITY, help="req/s")
+    parser.add_argument("--capacity", type=rate_or_auto, default=None,
+                        help="req/s the loads are fractions of; default auto: measured on "
+                        f"the deployment ({CAPACITY_REQUESTS} requests at once)")  # fmt: skip
     parser.add_argument("--requests", type=int, default=200, help="requests per load")
     parser.add_argument("--burstiness", type=float, default=1.0, help="Gamma shape (1: Poisson)")
     parser.add_argument("--prompt-scale", type=float, default=1 / 8)
@@ -196,8 +199,8 @@ def _run_real(args: argparse.Namespace, out: Path, real_dir: Path) -> None:
     if cfg.model.engine != "vllm":
         raise ValueError(f"{cfg_path}: bench fidelity measures real engines; needs engine vllm")
     loads = parse_loads(args.loads)
-    if not (args.capacity > 0 and math.isfinite(args.capacity)):
-        raise ValueError(f"--capacity must be a positive req/s, got {args.capacity}")
+    if args.capacity is not None and not (args.capacity > 0 and math.isfinite(args.capacity)):
+        raise ValueError(f"--capacity must be a positive req/s or auto, got {args.capacity}")
     for flag, n in (("--probe", args.probe), ("--contention-probe", args.contention_probe)):
         if n < 0:
             raise ValueError(f"{flag} must be >= 0, got {n}")
@@ -207,7 +210,8 @@ def _run_real(args: argparse.Namespace, out: Path, real_dir: Path) -> None:
     blocks = args.num_blocks or estimate_num_blocks(cfg, _engine_kwargs(cfg), memory)
     rows = workload_rows(
         load_trace(args.trace),
-        Workload(args.trace, max(args.requests, probes), args.prompt_scale, args.max_output),
+        Workload(args.trace, max(args.requests, probes + CAPACITY_REQUESTS), args.prompt_scale,
+                 args.max_output),
     )
     if args.profile:
         FittedPerfModel.from_csv(args.profile)  # a bad CSV fails now, not after the loads
@@ -216,7 +220,7 @@ def _run_real(args: argparse.Namespace, out: Path, real_dir: Path) -> None:
     profile = Path(args.profile) if args.profile else calibrate(args, cfg_path, out)
     meta = {
         "config": cfg_path, "profile": str(profile.resolve()), "loads": loads,
-        "capacity_rps": args.capacity, "rates_rps": [f * args.capacity for f in loads],
+        "capacity_rps": args.capacity, "rates_rps": None, "capacity_from": "--capacity",
         "requests": args.requests, "burstiness": args.burstiness, "seed": args.seed,
         "trace": args.trace, "prompt_scale": args.prompt_scale, "max_output": args.max_output,
         "probe": args.probe, "contention_probe": args.contention_probe,
@@ -239,8 +243,16 @@ def _run_real(args: argparse.Namespace, out: Path, real_dir: Path) -> None:
                 probe = write_workload(rows[first : first + n], real_dir / f"{tag}.jsonl")
                 cpu[tag] = drive_client(args, "cascade", PROBE_RATE, model, tokenizer, probe,
                                         real_dir, n=n, tag=tag, max_concurrency=conc)["cpu_s"]
+        if args.capacity is None:
+            sat = write_workload(rows[probes : probes + CAPACITY_REQUESTS], real_dir / "cap.jsonl")
+            result = drive_client(args, "cascade", SATURATING_RATE, model, tokenizer, sat,
+                                  real_dir, n=CAPACITY_REQUESTS, tag="capacity")  # fmt: skip
+            meta["capacity_rps"] = float(result["request_throughput"])
+            meta["capacity_from"] = f"measured: {CAPACITY_REQUESTS} requests at once"
+        meta["rates_rps"] = [f * meta["capacity_rps"] for f in loads]
+        (real_dir / "meta.json").write_text(json.dumps(meta, indent=1))
         for load, rate in zip(loads, meta["rates_rps"], strict=True):
-            _log(f"load {load:g} of {args.capacity:g} req/s")
+            _log(f"load {load:g} of {meta['capacity_rps']:.2f} req/s ({meta['capacity_from']})")
             cpu[load_tag(load)] = drive_client(args, "cascade", rate, model, tokenizer, data,
                                                real_dir, tag=load_tag(load))["cpu_s"]
             (real_dir / "cpu.json").write_text(json.dumps(cpu, indent=1))
@@ -301,7 +313,8 @@ def sim_report(args: argparse.Namespace, real_dir: Path, out: Path) -> list[dict
         _log(f"load {load:g}: {len(replay)} requests replayed; CDFs {plot}")
     rows.append({
         "summary": "fidelity", **bars_summary(rows), "config": cfg_path, "profile": str(profile),
-        "capacity_rps": meta["capacity_rps"], **terms,
+        "capacity_rps": meta["capacity_rps"],
+        "capacity_from": meta.get("capacity_from", "--capacity"), **terms,
         "sim_engine": mapping.settings, "unmodelled_engine_args": list(mapping.unmodelled),
         "shared_prefix": shared, "sim_seed": args.sim_seed, "commit": meta.get("commit"),
     })  # fmt: skip
