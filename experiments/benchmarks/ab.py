@@ -64,6 +64,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from experiments.benchmarks.ab_capacity import auto_share, check_auto, measured_rate
 from experiments.benchmarks.ab_data import (
     BENCH_SERVE,
     Workload,
@@ -101,7 +102,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--rate",
         required=True,
-        help="offered load (req/s); a comma-separated list runs each rate on one deployment",
+        help="offered load (req/s); a comma-separated list runs each rate on one deployment; "
+        "auto[:F] (with --interleave): F (default 0.8) of stock Ray's capacity measured here",
     )
     parser.add_argument("--burstiness", type=float, default=1.0, help="Gamma shape (1: Poisson)")
     parser.add_argument("--requests", type=int, default=200, help="requests per system")
@@ -202,7 +204,8 @@ def _run(args: argparse.Namespace) -> list[dict[str, Any]]:
     from replicas.vllm_config import tiny_model_dir
 
     routers = parse_routers(args.routers)
-    rates = parse_rates(args.rate)
+    share = auto_share(args.rate)  # --rate auto: a share of stock's capacity, measured
+    rates = parse_rates(args.rate) if share is None else check_auto(args)
     cfg = load_cascade_config("--config", str(args.config))
     if cfg.model.engine != "vllm":
         raise ValueError(f"{args.config}: bench ab compares real engines; needs model.engine vllm")
@@ -284,6 +287,10 @@ def _run_interleaved(args: argparse.Namespace, cfg: Any, routers: list[str], rat
                 deploy_stock(cfg, system.removeprefix("stock-"), args.num_cpus, args.timeout,
                               app_name=system, route_prefix=routes[system])  # fmt: skip
             _log(f"{system}: ready in {time.time() - t0:.0f} s")
+        if not rates:  # --rate auto: a share of the first stock router's measured capacity
+            rates = [measured_rate(drive_client, args, cfg.model.name, tokenizer, out,
+                                   systems[0], routes[systems[0]], _log)]  # fmt: skip
+            samples = {r: {} for r in rates}
         for rate in rates:
             results: dict[str, list[dict[str, Any]]] = {s: [] for s in systems}
             for k in range(k_rounds):
