@@ -55,6 +55,11 @@ def token_events(chunk: object) -> int:
     return max(text.count("data: ") - text.count("data: [DONE]"), 0)
 
 
+def _is_done(chunk: object) -> bool:
+    text = chunk.decode("utf-8", "replace") if isinstance(chunk, bytes) else str(chunk)
+    return "data: [DONE]" in text
+
+
 def being_cancelled() -> bool:
     """Whether the running task itself is being cancelled (a client that left),
     as opposed to a CancelledError raised by something it awaited."""
@@ -79,13 +84,22 @@ async def guarded_stream(
     that came from upstream (a failure)."""
     ttft: float | None = None
     tokens = 0
+    finished = False  # the [DONE] event went out: the client has the whole answer
     try:
         async for chunk in chunks:
             if ttft is None:
                 ttft = clock() - t0
             tokens += token_events(chunk)
+            finished = finished or _is_done(chunk)
             yield chunk
     except (Exception, asyncio.CancelledError) as exc:
+        if finished:
+            # after [DONE] the answer is complete: a client that closed its
+            # connection on it makes Serve cancel the upstream call, whose
+            # CancelledError is no failure (measured: the soak's clients close
+            # on [DONE]; each race counted a "failed" stream before)
+            on_done(ttft, tokens)
+            return
         # A client that left cancels this task (GeneratorExit, or a CancelledError
         # with the task marked cancelling): let it go. A CancelledError with the
         # task *not* cancelling comes from upstream: Serve turns a replica task

@@ -104,3 +104,22 @@ def test_a_complete_stream_is_observed_once_with_its_ttft_and_tokens() -> None:
     chunks = asyncio.run(_read_all(_guard(_upstream(5, None), counters, done)))
     assert chunks[-1] == "data: [DONE]\n\n" and counters == StreamCounters()
     assert done == [(0.0, 5)]
+
+
+def test_a_cancellation_after_done_is_a_complete_answer_not_a_failure() -> None:
+    """The client closes its connection on ``[DONE]``; Serve then cancels the
+    upstream call, and its CancelledError reaches the guard after the whole
+    answer went out (seen in the soak). Nothing more is sent, nothing counted as
+    failed, and the outcome is observed once."""
+
+    async def upstream() -> AsyncIterator[str]:
+        yield CHUNK
+        yield CHUNK
+        yield "data: [DONE]\n\n"
+        raise asyncio.CancelledError()
+
+    counters, done = StreamCounters(), list[Any]()
+    chunks = asyncio.run(_read_all(_guard(upstream(), counters, done)))
+    assert chunks == [CHUNK, CHUNK, "data: [DONE]\n\n"]
+    assert counters == StreamCounters()
+    assert done == [(0.0, 2)]
