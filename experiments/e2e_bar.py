@@ -29,11 +29,14 @@ def policy_floor_fields(log: RequestLog, floor: E2EFloor) -> dict[str, float]:
     """One policy's run against the floor (NaN where no request completed):
 
     * ``e2e_below_floor``: share of completed requests whose E2E is below their
-      floor (only the engines' step-time noise can do that; see the floor's module);
+      floor (only the engines' step-time noise can do that; see the floor's module),
+      ``e2e_min_floor_ratio``: the smallest E2E ÷ floor;
     * ``e2e_tail_ttft_share``: over the requests with E2E ≥ the run's E2E P99,
       Σ TTFT / Σ E2E (the rest, 1 − it, is decode: (n − 1) × TPOT);
     * ``e2e_tail_output_tokens``: their median output length;
-    * ``e2e_tail_floor_ratio``: their median E2E ÷ floor.
+    * ``e2e_tail_floor_ratio``: their median E2E ÷ floor;
+    * ``e2e_tail_tpot_s`` / ``e2e_tail_floor_tpot_s``: their median TPOT, as run
+      and alone (batch 1), over those with more than one output token.
     """
     if log.arrival_s.size != floor.seconds.size:
         raise ValueError(
@@ -44,18 +47,27 @@ def policy_floor_fields(log: RequestLog, floor: E2EFloor) -> dict[str, float]:
     nan = math.nan
     if not done.any():
         return dict.fromkeys(
-            ("e2e_below_floor", "e2e_tail_ttft_share", "e2e_tail_output_tokens",
-             "e2e_tail_floor_ratio"), nan,
+            ("e2e_below_floor", "e2e_min_floor_ratio", "e2e_tail_ttft_share",
+             "e2e_tail_output_tokens", "e2e_tail_floor_ratio", "e2e_tail_tpot_s",
+             "e2e_tail_floor_tpot_s"), nan,
         )  # fmt: skip
     e2e = (log.finish_s - log.arrival_s)[done]
     ttft = (log.first_token_s - log.arrival_s)[done]
     fl = floor.seconds[done]
     tail = e2e >= np.quantile(e2e, TAIL_Q)
+    out = log.output_tokens[done]
+    multi = tail & (out > 1)  # TPOT needs a second token
+    steps = out[multi] - 1.0
+    tpot = (e2e - ttft)[multi] / steps
+    tpot_alone = (fl - floor.ttft_s[done])[multi] / steps
     return {
         "e2e_below_floor": float(np.mean(e2e < fl)),
+        "e2e_min_floor_ratio": float(np.min(e2e / fl)),
         "e2e_tail_ttft_share": float(ttft[tail].sum() / e2e[tail].sum()),
-        "e2e_tail_output_tokens": float(np.median(log.output_tokens[done][tail])),
+        "e2e_tail_output_tokens": float(np.median(out[tail])),
         "e2e_tail_floor_ratio": float(np.median(e2e[tail] / fl[tail])),
+        "e2e_tail_tpot_s": float(np.median(tpot)) if tpot.size else nan,
+        "e2e_tail_floor_tpot_s": float(np.median(tpot_alone)) if tpot.size else nan,
     }
 
 

@@ -52,12 +52,14 @@ class E2EFloor:
     seconds[i]: request i's floor (s); ``inf`` when it fits no pool's engine.
     pool[i]: index in ``pool_names`` of the pool that gives it (-1: none).
     cached_tokens[i]: prompt tokens the floor assumed cached (optimistic cache).
+    ttft_s[i]: the prefill part of ``seconds[i]`` (its isolated TTFT, s).
     """
 
     seconds: NDArray[np.float64]
     pool: NDArray[np.int64]
     pool_names: tuple[str, ...]
     cached_tokens: NDArray[np.int64]
+    ttft_s: NDArray[np.float64]
 
     def quantile(self, q: float) -> float:
         """The q-quantile of the floors of requests that fit a pool (NaN: none)."""
@@ -78,11 +80,20 @@ class E2EFloor:
 def isolated_e2e_s(
     perf: PerfModel, config: EngineConfig, prompt: int, output: int, cached: int = 0
 ) -> float:
-    """Mean E2E (s) of one request alone on an empty engine (module docstring).
+    """Mean E2E (s) of one request alone on an empty engine (module docstring);
+    ``isolated_times``' second value."""
+    return isolated_times(perf, config, prompt, output, cached)[1]
+
+
+def isolated_times(
+    perf: PerfModel, config: EngineConfig, prompt: int, output: int, cached: int = 0
+) -> tuple[float, float]:
+    """Mean (TTFT, E2E) in s of one request alone on an empty engine (module
+    docstring); TTFT is its prefill, E2E adds ``output − 1`` decode steps.
 
     ``cached``: prompt tokens already in the prefix cache (< ``prompt``).
-    Returns ``inf`` when the engine would refuse the request (an empty prompt, or
-    its KV exceeds the cache or ``max_model_len``: ``EngineModel.add_request``).
+    Returns ``(inf, inf)`` when the engine would refuse the request (an empty
+    prompt, or its KV exceeds the cache or ``max_model_len``: ``EngineModel.add_request``).
     Raises ``ValueError`` for ``cached`` outside [0, prompt).
     """
     if prompt >= 1 and not 0 <= cached < prompt:
@@ -96,24 +107,25 @@ def isolated_e2e_s(
         or -(-total // config.block_size) > config.num_blocks
         or (config.max_model_len is not None and total > config.max_model_len)
     ):
-        return math.inf
+        return math.inf, math.inf
     mean_var = perf.mean_var
-    t = 0.0
+    ttft = 0.0
     done = cached
     chunk_max = config.max_num_batched_tokens  # an empty engine's prefill budget
     while done < prompt:
         c = min(chunk_max, prompt - done)
-        t += mean_var(c, 1, c, c * (done + 0.5 * c), 0, 0)[0]
+        ttft += mean_var(c, 1, c, c * (done + 0.5 * c), 0, 0)[0]
         done += c
     steps = out - 1
+    decode = 0.0
     if steps:
         # decode j (0-based) reads prompt + 1 + j KV tokens; both perf models are
         # linear in the KV read (replicas.step_time.decode_run relies on it too),
         # so the sum over the steps is exact from two evaluations
         m0 = mean_var(1, 0, 0, 0.0, 1, prompt + 1)[0]
         m1 = mean_var(1, 0, 0, 0.0, 1, prompt + 2)[0]
-        t += steps * m0 + (m1 - m0) * steps * (steps - 1) / 2.0
-    return t
+        decode = steps * m0 + (m1 - m0) * steps * (steps - 1) / 2.0
+    return ttft, ttft + decode
 
 
 def optimistic_cached_tokens(
@@ -156,6 +168,7 @@ def e2e_floor(setup: SimSetup, trace: Trace, output_tokens: NDArray[np.int64]) -
     prompts = trace.prompt_tokens.tolist()
     outs = output_tokens.tolist()
     best = np.full(n, math.inf)
+    ttft = np.full(n, math.inf)
     pool = np.full(n, -1, dtype=np.int64)
     cached_best = np.zeros(n, dtype=np.int64)
     for k, p in enumerate(setup.pools):
@@ -163,7 +176,7 @@ def e2e_floor(setup: SimSetup, trace: Trace, output_tokens: NDArray[np.int64]) -
         hashes = trace.hashes if cfg.enable_prefix_caching else ()
         cached = optimistic_cached_tokens(prompts, hashes, cfg.prefix_unit_tokens)
         for i in range(n):
-            t = isolated_e2e_s(perf, cfg, prompts[i], outs[i], int(cached[i]))
+            pre, t = isolated_times(perf, cfg, prompts[i], outs[i], int(cached[i]))
             if t < best[i]:
-                best[i], pool[i], cached_best[i] = t, k, cached[i]
-    return E2EFloor(best, pool, tuple(p.name for p in setup.pools), cached_best)
+                best[i], ttft[i], pool[i], cached_best[i] = t, pre, k, cached[i]
+    return E2EFloor(best, pool, tuple(p.name for p in setup.pools), cached_best, ttft)
