@@ -20,7 +20,12 @@ What the floor assumes, so that it stays below what any routing can reach:
   is computed, as in ``KVCacheManager.take_prefix``);
 * mean step times: the engines draw lognormal noise around these means, so a
   simulated request can finish below its floor by that noise (short requests
-  most; ``e2e_below_floor`` in the report counts how often).
+  most; ``e2e_below_floor`` in the report counts how often);
+* a batch-1 step is the cheapest step holding the request's work. The vidur
+  tables are not quite monotone: for Llama-2-7B a decode step of 2 sequences
+  is 1.8% (H100) / 2.6% (A100) shorter than one of 1 at 1k context, and a mixed
+  step's extra tokens can land in a dip of up to 2.8 ms (H100), so the floor
+  holds up to a few percent.
 
 It is a looser bound than reality, so a floor *below* a target does not show the
 target can be reached; a floor *above* it shows no router can reach it (for a
