@@ -8,7 +8,12 @@ Examples::
 Every policy runs on the same arrivals and the same seeds. ``--load`` is a
 fraction of the cluster's measured capacity for this trace's request mix
 (``experiments.simulator.measure_capacity``). With ``--json`` one JSON object per
-policy is printed (one per line); without it, a table.
+policy is printed (one per line); without it, a table. Every JSON row also
+carries the run's E2E floor (``e2e_floor_p50_s`` … ``e2e_floor_p99_s``,
+``e2e_floor_pool``: each request alone on its fastest engine,
+``experiments.e2e_floor``), issue 14's E2E P99 bar against it (``bar_*``,
+``experiments.e2e_bar``) and the policy's tail against the floor (``e2e_below_floor``,
+``e2e_tail_*``).
 """
 
 from __future__ import annotations
@@ -69,7 +74,9 @@ def json_row(metrics: dict[str, Any]) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     from experiments.client import ClientMaxTokens
-    from experiments.simulator import measure_capacity, run_policies
+    from experiments.e2e_bar import bar_fields, policy_floor_fields
+    from experiments.e2e_floor import e2e_floor
+    from experiments.simulator import client_caps, measure_capacity, run_policies
     from orchestrator.traces import load_trace
 
     if not (math.isfinite(args.load) and args.load > 0):
@@ -104,7 +111,14 @@ def run(args: argparse.Namespace) -> int:
         )
     else:
         results = _run_with_progress(setup, scaled, policies, args.seed, stack, client)
-    rows = [json_row({**r.metrics, **header}) for r in results]
+    # the floor needs no policy: each request alone on its fastest engine, with
+    # the output lengths every policy's engines generate (experiments.e2e_floor)
+    outs = np.minimum(scaled.output_tokens, client_caps(scaled, args.seed, client))
+    floor = e2e_floor(setup, scaled, outs)
+    header.update(floor.fields())
+    rows = [{**r.metrics, **policy_floor_fields(r.log, floor)} for r in results]
+    header.update(bar_fields(rows, floor))
+    rows = [json_row({**row, **header}) for row in rows]
     if args.json:
         for row in rows:
             sys.stdout.write(json.dumps(row, sort_keys=True) + "\n")

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from experiments.baselines import make_router
 from experiments.cascade_stack import StackBuilder
@@ -103,6 +104,15 @@ def build_engines(setup: SimSetup, seed: int, *, fast_forward: bool = True) -> l
     return engines
 
 
+def client_caps(
+    trace: Trace, seed: int, client: ClientMaxTokens | None = None
+) -> NDArray[np.int64]:
+    """The ``max_tokens`` the clients send for ``trace``'s requests in a run of
+    ``seed`` (every policy sees the same); the engines generate
+    ``min(output_tokens, caps)`` tokens."""
+    return (client or ClientMaxTokens()).draw(trace.output_tokens, np.random.default_rng([seed, 3]))
+
+
 def simulate(
     setup: SimSetup,
     trace: Trace,
@@ -137,9 +147,7 @@ def simulate(
     n = len(trace)
     arr = trace.arrival_s.tolist()
     prompts = trace.prompt_tokens.tolist()
-    caps_arr = (client or ClientMaxTokens()).draw(
-        trace.output_tokens, np.random.default_rng([seed, 3])
-    )
+    caps_arr = client_caps(trace, seed, client)
     true_out = np.minimum(trace.output_tokens, caps_arr)  # the engine stops at max_tokens
     outs = true_out.tolist()
     caps = caps_arr.tolist()

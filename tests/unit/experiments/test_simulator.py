@@ -103,6 +103,13 @@ def test_cli_simulate_json(capsys: pytest.CaptureFixture[str], tmp_path: Path) -
                 "preemptions", "wall_s"):  # fmt: skip
         assert key in rows[0]
     assert rows[0]["prefill_budget"] == "fixed"  # the default example's
+    # the run's E2E floor (experiments.e2e_floor) and issue 14's bar against it
+    for r in rows:
+        assert 0 < r["e2e_floor_p50_s"] <= r["e2e_floor_p99_s"] < r["e2e_p99_s"]
+        assert r["e2e_floor_pool"] == "llm-h100"
+        assert r["bar_best_baseline"] == "least_outstanding"
+        assert r["bar_reachable"] is (r["e2e_floor_p99_s"] <= r["bar_target_e2e_p99_s"])
+        assert 0 <= r["e2e_below_floor"] < 0.05 and 0 < r["e2e_tail_ttft_share"] < 1
     assert (tmp_path / "latency_cdf.png").stat().st_size > 0
     assert (tmp_path / "p99_over_time.png").stat().st_size > 0
 
