@@ -168,6 +168,7 @@ class Gateway(GatewayPredictions):
         mean = self.predictor.lengths.mean_tokens()
         if mean is not None:
             self._tell_policies("set_running_output_tokens", mean)
+        self._tell_policies("set_output_lengths", self.predictor.lengths)
 
     def _tell_policies(self, setter_name: str, value: object) -> None:
         """Call ``setter_name(value)`` on the router and admission that have it."""

@@ -135,6 +135,14 @@ class Router:
             if setter is not None:
                 setter(tokens)
 
+    def set_output_lengths(self, model: object) -> None:
+        """Give scorers that weigh output lengths (``tail_protect``) the
+        gateway's learned ``OutputLengthModel``."""
+        for c in self._components():
+            setter = getattr(c, "set_output_lengths", None)
+            if setter is not None:
+                setter(model)
+
     def set_slos(self, slos: dict[str, SloClass]) -> None:
         """Give SLO-aware scorers the deployment's SLO table."""
         for c in self._components():

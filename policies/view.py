@@ -22,7 +22,15 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from replicas.telemetry import ITL, PREFILL_STEP, QUEUE_WAIT, STEP, DecayedStats, ReplicaSnapshot
+from replicas.telemetry import (
+    GENERATED_EDGES,
+    ITL,
+    PREFILL_STEP,
+    QUEUE_WAIT,
+    STEP,
+    DecayedStats,
+    ReplicaSnapshot,
+)
 from uncertainty import ReplicaLoad
 from uncertainty.validation import FloatArray
 
@@ -101,6 +109,9 @@ class ReplicaView:
     block_size: FloatArray  # tokens per KV block
     prefix_hit_rate: FloatArray
     cached_prefixes: tuple[frozenset[int], ...]  # block hashes each replica reports cached
+    # (R, len(GENERATED_EDGES)): ongoing requests by output tokens generated so
+    # far (snapshot.generated_hist; a row of zeros where a replica reports none)
+    generated_hist: FloatArray
     load: ReplicaLoad
     base_load: ReplicaLoad
     unseen_cost_s: FloatArray
@@ -306,6 +317,7 @@ def build_view(
     qw_mean = np.zeros(n)
     qw_sd = np.zeros(n)
     het = np.ones(n)
+    gen_hist = np.zeros((n, len(GENERATED_EDGES)))
     prior_rows: list[ReplicaPrior] = []
     for i, s in enumerate(snapshots):
         p = DEFAULT_PRIOR
@@ -321,6 +333,8 @@ def build_view(
         hit[i] = s.prefix_hit_rate
         age[i] = max(0.0, now_s - s.time_s)
         het[i] = max(1.0, s.batch.heterogeneity)
+        if s.generated_hist:
+            gen_hist[i] = s.generated_hist
         c_pref[i] = s.prefill_s_per_token if s.prefill_s_per_token > 0 else p.prefill_s_per_token
         pst = _stat(s.recent, PREFILL_STEP, p.min_n_eff)
         if pst is not None and pst.std > 0:
@@ -377,6 +391,7 @@ def build_view(
         block_size=_ro(block),
         prefix_hit_rate=_ro(hit),
         cached_prefixes=tuple(s.cached_prefix_hashes for s in snapshots),
+        generated_hist=_ro(gen_hist),
         load=load,
         base_load=base,
         unseen_cost_s=_ro(unseen_cost),

@@ -29,7 +29,12 @@ from replicas.engine_config import EngineConfig
 from replicas.perf_model import PerfModel
 from replicas.scheduler import Scheduler
 from replicas.sim_request import SimRequest
-from replicas.telemetry import BatchComposition, ReplicaSnapshot, RequestInfo
+from replicas.telemetry import (
+    BatchComposition,
+    ReplicaSnapshot,
+    RequestInfo,
+    generated_histogram,
+)
 
 __all__ = ["EngineConfig", "EngineModel", "SimRequest"]  # EngineConfig, SimRequest: re-exported
 
@@ -140,6 +145,10 @@ class EngineModel(Scheduler):
                 kv.cached_hashes(cfg.max_advertised_prefixes)
                 if cfg.enable_prefix_caching
                 else frozenset()
+            ),
+            # waiting requests have generated 0 (or, preempted, more): both count
+            generated_hist=generated_histogram(
+                [r.generated for r in self.running] + [r.generated for r in self.waiting]
             ),
         )
         if not full:

@@ -33,6 +33,7 @@ from replicas.telemetry import (
     BatchComposition,
     DecayedStats,
     ReplicaSnapshot,
+    generated_histogram,
 )
 from uncertainty import DecayedWelford, Summary
 
@@ -177,4 +178,7 @@ class TelemetryRecorder:
             batch=BatchComposition(decode_seqs=max(st.running, 0)),
             summaries={m: s.copy() for m, s in self._summaries.items() if s.n},
             recent=recent,
+            # tokens streamed so far per live request (a non-streaming one
+            # reports none until it ends: it counts as young)
+            generated_hist=generated_histogram([len(r.times) for r in self._live.values()]),
         )

@@ -11,9 +11,10 @@ Units: seconds for times and latencies, tokens for lengths, fractions in [0, 1].
 
 from __future__ import annotations
 
+import bisect
 import copy
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -27,6 +28,20 @@ STEP = "step"  # engine step duration (s)
 PREFILL_STEP = "prefill_step"  # duration of steps that carried prefill tokens (s)
 E2E = "e2e"  # arrival → last token (s)
 METRICS: tuple[str, ...] = (QUEUE_WAIT, TTFT, ITL, STEP, PREFILL_STEP, E2E)
+
+# ``ReplicaSnapshot.generated_hist`` bucket b counts the replica's requests that
+# have generated [EDGES[b], EDGES[b + 1]) output tokens (the last bucket is open).
+# Log-spaced: output lengths are heavy-tailed, so age matters by its order.
+GENERATED_EDGES: tuple[int, ...] = (0, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
+
+
+def generated_histogram(generated: Sequence[int]) -> tuple[int, ...]:
+    """Counts of ``generated`` (output tokens per ongoing request) per
+    ``GENERATED_EDGES`` bucket; a negative count goes to the first bucket."""
+    hist = [0] * len(GENERATED_EDGES)
+    for g in generated:
+        hist[max(bisect.bisect_right(GENERATED_EDGES, g) - 1, 0)] += 1
+    return tuple(hist)
 
 
 class Phase(StrEnum):
@@ -132,6 +147,9 @@ class ReplicaSnapshot:
     recent: Mapping[str, DecayedStats] = field(default_factory=dict)
     gpu: GpuSample | None = None
     cached_prefix_hashes: frozenset[int] = frozenset()  # bounded by the replica
+    # ongoing requests per GENERATED_EDGES bucket of output tokens generated so
+    # far; () = not reported (a replica that cannot tell: policies then see no age)
+    generated_hist: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kv_blocks_total < 1:
@@ -148,6 +166,13 @@ class ReplicaSnapshot:
             v = getattr(self, name)
             if not math.isfinite(v) or v < 0:
                 raise ValueError(f"snapshot {self.replica_id}: {name}={v!r} must be finite, >= 0")
+        if self.generated_hist and (
+            len(self.generated_hist) != len(GENERATED_EDGES) or min(self.generated_hist) < 0
+        ):
+            raise ValueError(
+                f"snapshot {self.replica_id}: generated_hist must hold "
+                f"{len(GENERATED_EDGES)} counts >= 0, got {self.generated_hist!r}"
+            )
         for metric, st in self.recent.items():
             if not all(math.isfinite(v) for v in (st.mean, st.std, st.n_eff, st.autocorr)):
                 raise ValueError(f"snapshot {self.replica_id}: recent[{metric!r}] has NaN/inf")

@@ -35,6 +35,7 @@ def snapshot(
     prefill_step: tuple[float, float] | None = (0.05, 0.01),
     heterogeneity: float = 1.2,
     cached: frozenset[int] = frozenset(),
+    generated_hist: tuple[int, ...] = (),
 ) -> ReplicaSnapshot:
     recent: dict[str, DecayedStats] = {}
     if itl is not None:
@@ -56,6 +57,7 @@ def snapshot(
         batch=BatchComposition(0, running, heterogeneity),
         recent=recent,
         cached_prefix_hashes=cached,
+        generated_hist=generated_hist,
     )
 
 

@@ -140,6 +140,13 @@ class OutputLengthModel:
         s = self.summaries.get(("", _ANY, _ANY))
         return s.mean if s is not None and s.n >= self.min_samples else None
 
+    def overall_quantiles(self, qs: Sequence[float] | FloatArray) -> FloatArray | None:
+        """Quantiles ``qs`` of every completion's length (tokens, not capped by
+        any ``max_tokens``); None before ``min_samples`` completions."""
+        self.flush()
+        s = self.summaries.get(("", _ANY, _ANY))
+        return s.quantiles(qs) if s is not None and s.n >= self.min_samples else None
+
     # ---- learning ------------------------------------------------------------------
     def observe(
         self, slo_class: str, prompt_tokens: int, max_tokens: int, output_tokens: float

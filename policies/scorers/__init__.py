@@ -8,10 +8,12 @@
 | ``prefix_cache`` | fraction of prompt prefix blocks already cached |
 | ``dynamo_cost`` | Dynamo's prefill + decode block cost (min-max, lower cost better) |
 | ``uncertainty`` | P(meet SLO) from the predicted latency distribution |
+| ``tail_protect`` | fewer ongoing requests likely to end in the E2E tail (min-max) |
 """
 
 from policies.scorers.load import KvUsageScorer, LeastOutstandingScorer, QueueDepthScorer
 from policies.scorers.prefix import DynamoCostScorer, PrefixCacheScorer, PrefixTracker
+from policies.scorers.tail import TailProtectScorer
 from policies.scorers.uncertainty import UncertaintyScorer
 
 __all__ = [
@@ -21,5 +23,6 @@ __all__ = [
     "PrefixCacheScorer",
     "PrefixTracker",
     "QueueDepthScorer",
+    "TailProtectScorer",
     "UncertaintyScorer",
 ]
