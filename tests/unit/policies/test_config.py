@@ -121,7 +121,7 @@ ERRORS: list[tuple[dict[str, Any], str]] = [
     (
         {"router": {"scorers": [{"type": "kv_usag"}]}},
         "router.scorers[0].type: unknown scorer type 'kv_usag'; accepted: dynamo_cost, kv_usage, "
-        "least_outstanding, prefix_cache, queue_depth, uncertainty",
+        "least_outstanding, prefix_cache, queue_depth, tail_protect, uncertainty",
     ),
     (
         {"router": {"scorers": [{"weight": 1.0}]}},
