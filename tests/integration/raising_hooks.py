@@ -2,11 +2,12 @@
 
 The deployed app builds its policies from the config registry inside Ray's
 workers, so a raising one cannot come from the test process: ``install`` runs in
-every worker (``runtime_env={"worker_process_setup_hook": ...}``) and makes the
+every worker (``runtime_env={"worker_process_setup_hook": install}``, pickled by
+value: ``tests`` is not importable in Ray's workers) and makes the
 ``expected_slo`` admission raise on every decision. ``raising_plan_policy``
 replaces ``orchestrator.autoscale._plan_policy`` in the test process before
 ``serve.run``; Serve pickles the autoscaling module by value, so the Serve
-controller runs the replacement (and this module is imported there by name).
+controller runs the replacement (this module registered by value first).
 """
 
 from __future__ import annotations

@@ -62,13 +62,18 @@ TEMP = Path(tempfile.mkdtemp(prefix="crc", dir="/tmp"))  # short: Ray's socket p
 
 @pytest.fixture(scope="module")
 def url() -> Iterator[str]:
+    from ray import cloudpickle
+
     import orchestrator.autoscale as autoscale
 
     port = free_port()  # never 8000: other servers share this host
-    hook = f"{raising_hooks.__name__}.install"
+    # `tests` is not an installed package (only the project's modules are), so
+    # Ray's workers cannot import this module by name: the hook and the raising
+    # policy travel by value
+    cloudpickle.register_pickle_by_value(raising_hooks)
     ray.init(address="local", num_cpus=8, resources={"accelerator_type:H100": 4},
              include_dashboard=False, namespace="cascade", _temp_dir=str(TEMP),
-             runtime_env={"worker_process_setup_hook": hook})  # fmt: skip
+             runtime_env={"worker_process_setup_hook": raising_hooks.install})  # fmt: skip
     original = autoscale._plan_policy
     autoscale._plan_policy = raising_hooks.raising_plan_policy  # pickled by value by serve.run
     try:
@@ -81,6 +86,7 @@ def url() -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         autoscale._plan_policy = original
+        cloudpickle.unregister_pickle_by_value(raising_hooks)
         serve.shutdown()
         ray.shutdown()
         shutil.rmtree(TEMP, ignore_errors=True)
