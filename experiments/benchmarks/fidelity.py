@@ -50,6 +50,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+# capacity is the host's, not the config's: measured on the deployment by default,
+# the way bench ab --rate auto measures stock Ray's
+from experiments.benchmarks.ab_capacity import CAPACITY_REQUESTS, SATURATING_RATE
 from experiments.benchmarks.ab_data import Workload, workload_rows, write_workload
 from experiments.benchmarks.fidelity_calibrate import (
     fit_contention,
@@ -69,10 +72,6 @@ from experiments.sim_config import SimSetup
 from replicas.core_sharing import CoreSharing
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "ab-cpu.yaml"
-# capacity is a property of the host, not of the config (docs/benchmarks.md: ~5
-# req/s on one 2-core machine, ~17 on another): measured on the deployment by default
-CAPACITY_REQUESTS = 120  # sent at once to measure the served req/s (``--capacity auto``)
-SATURATING_RATE = 1000.0  # req/s offered to that run: every request queued at once
 PROBE_RATE = 100.0  # req/s offered to the probes; --max-concurrency 1 / 2 paces them
 
 
