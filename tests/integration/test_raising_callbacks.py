@@ -16,28 +16,26 @@ tests/unit/orchestrator/test_gateway.py and test_autoscale.py.
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 
 ray = pytest.importorskip("ray")
 from ray import serve  # noqa: E402
 
-from replicas.names import CONTROLLER_NAME, CONTROLLER_NAMESPACE  # noqa: E402
 from tests.integration import raising_hooks  # noqa: E402
+from tests.integration import test_faults as faults  # noqa: E402  (its client and Ray helpers)
 from tests.ray_state import free_port  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
-MODEL = "sim-llama"
+MODEL = faults.MODEL  # the client below is test_faults'
 POOL = "llm"
 CONFIG: dict[str, Any] = {
     "name": "raising",
@@ -82,7 +80,8 @@ def url() -> Iterator[str]:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         serve.run(build_app({"config": CONFIG, "time_scale": 0.1}), name="cascade",
                   route_prefix="/")  # fmt: skip
-        _until(lambda: len(_status()["replicas"]) == 2, "both replicas' snapshots", 180)
+        faults._until(lambda: len(faults._status()["replicas"]) == 2, "both replicas' snapshots",
+                      180)  # fmt: skip
         yield f"http://127.0.0.1:{port}"
     finally:
         autoscale._plan_policy = original
@@ -92,43 +91,17 @@ def url() -> Iterator[str]:
         shutil.rmtree(TEMP, ignore_errors=True)
 
 
-def _status() -> dict[str, Any]:
-    controller = ray.get_actor(CONTROLLER_NAME, namespace=CONTROLLER_NAMESPACE)
-    return dict(ray.get(controller.status.remote(), timeout=30))
-
-
-def _until(cond: Callable[[], Any], what: str, timeout_s: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-
-
-def _running() -> int:
-    deployments = serve.status().applications["cascade"].deployments
-    return sum(n for s, n in deployments[POOL].replica_states.items() if str(s).endswith("RUNNING"))
-
-
 def _stream(base: str) -> str:
-    """One streamed completion; ``completed`` (every token and [DONE]) or what went wrong."""
-    body = {"model": MODEL, "prompt": "a" * 200, "max_tokens": 8, "stream": True,
-            "ignore_eos": True}  # fmt: skip
-    with requests.post(f"{base}/v1/completions", json=body, stream=True, timeout=60) as r:
-        if r.status_code >= 400:
-            return f"HTTP {r.status_code}: {r.text[:200]}"
-        tokens = 0
-        for line in r.iter_lines():
-            if line == b"data: [DONE]":
-                return "completed" if tokens == 8 else f"short: {tokens} tokens"
-            if line.startswith(b"data: "):
-                event = json.loads(line[6:])
-                if "error" in event:
-                    return f"error event: {event['error']}"
-                tokens += bool((event.get("choices") or [{}])[0].get("text"))
-    return f"no [DONE] after {tokens} tokens"
+    """One streamed completion of 8 tokens with test_faults' client: ``completed``
+    (every token and [DONE]), or the outcome and what the client saw."""
+    req = faults._run(base, faults._Req(max_tokens=8))
+    return req.outcome if req.outcome == "completed" else f"{req.outcome}: {req.detail}"
+
+
+def _autoscaler_error() -> dict[str, Any] | None:
+    """The pool's autoscaler report in the controller's status, once it shows the hold."""
+    view = (faults._status().get("autoscaler") or {}).get(POOL) or {}
+    return view if view.get("source") == "hold: policy error" else None
 
 
 def test_a_raising_admission_policy_admits_counts_and_serves_every_request(url: str) -> None:
@@ -139,7 +112,7 @@ def test_a_raising_admission_policy_admits_counts_and_serves_every_request(url: 
 
     # until the ingress holds a view of the pool it admits without asking the
     # policy ("no telemetry yet"): warm it until one request reaches the policy
-    _until(lambda: _stream(url) == "completed" and errors() > 0, "the policy consulted", 60)
+    faults._until(lambda: _stream(url) == "completed" and errors() > 0, "the policy consulted", 60)
     before = errors()
     n = 24
     with ThreadPoolExecutor(4) as pool:
@@ -149,16 +122,10 @@ def test_a_raising_admission_policy_admits_counts_and_serves_every_request(url: 
 
 
 def test_a_raising_autoscaling_policy_holds_the_pool_and_shows_in_status(url: str) -> None:
-    seen = _until(
-        lambda: (
-            (_status().get("autoscaler") or {}).get(POOL, {}).get("source") == "hold: policy error"
-            and _status()["autoscaler"][POOL]
-        ),
-        "the policy error in the controller's status",
-    )
+    seen = faults._until(_autoscaler_error, "the policy error in the controller's status")
     assert seen["policy_errors"] >= 1, seen
     assert seen["returned"] == 2, seen
     for _ in range(10):  # held at the standing target, not scaled to min or max
-        assert _running() == 2
+        assert faults._running_replicas() == 2
         time.sleep(1.0)
     assert _stream(url) == "completed"
