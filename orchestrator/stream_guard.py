@@ -46,18 +46,15 @@ def error_event(exc: BaseException) -> str:
     return f"data: {json.dumps({'error': error})}\n\n"
 
 
-def token_events(chunk: object) -> int:
+def token_events(chunk: object) -> tuple[int, bool]:
     """Output tokens in one streamed chunk, counted as its server-sent events
-    (vLLM streams one delta per token; the final ``[DONE]`` is not one). An
-    approximation when a delta carries several tokens or a usage-only event is
-    sent; documented in docs/observability.md."""
+    (vLLM streams one delta per token; the final ``[DONE]`` is not one), and
+    whether the chunk carries ``[DONE]``; one decode per chunk (the token path).
+    The count is an approximation when a delta carries several tokens or a
+    usage-only event is sent; documented in docs/observability.md."""
     text = chunk.decode("utf-8", "replace") if isinstance(chunk, bytes) else str(chunk)
-    return max(text.count("data: ") - text.count("data: [DONE]"), 0)
-
-
-def _is_done(chunk: object) -> bool:
-    text = chunk.decode("utf-8", "replace") if isinstance(chunk, bytes) else str(chunk)
-    return "data: [DONE]" in text
+    done = text.count("data: [DONE]")
+    return max(text.count("data: ") - done, 0), done > 0
 
 
 def being_cancelled() -> bool:
@@ -89,8 +86,9 @@ async def guarded_stream(
         async for chunk in chunks:
             if ttft is None:
                 ttft = clock() - t0
-            tokens += token_events(chunk)
-            finished = finished or _is_done(chunk)
+            n, done = token_events(chunk)
+            tokens += n
+            finished = finished or done
             yield chunk
     except (Exception, asyncio.CancelledError) as exc:
         if finished:
