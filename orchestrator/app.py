@@ -149,6 +149,7 @@ def build_app(args: Mapping[str, Any] | None = None) -> Application:
                 "snapshot_period_s": cfg.loops.snapshot_period_s,
                 "telemetry": cfg.loops.telemetry,
                 "controller_secret": secret,
+                "first_chunk_immediate": cfg.model.first_chunk == "immediate",
             },
             override_serve_options=options,
             deployment_cls=CascadeLLMServer,

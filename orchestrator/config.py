@@ -62,6 +62,12 @@ class ModelConfig(_Strict):
         "against the tightest class tpot_s; simulator, SimEngine and vLLM)",
     )
     prefill_min_tokens: int = Field(default=64, ge=1, description="slo_slack's floor")
+    first_chunk: Literal["immediate", "batched"] = Field(
+        default="immediate",
+        description="a stream's first chunk: sent as soon as the engine makes it "
+        "(immediate; later chunks batched as Ray does: replicas.stream_batcher), or "
+        "held to the end of Ray's first batching interval (batched, stock Ray's)",
+    )
     kv_eviction: str = Field(
         default="lru",
         description="which cached prefix unit the KV cache evicts first: lru (vLLM's), or "
@@ -144,6 +150,13 @@ class LoopConfig(_Strict):
         default=True,
         description="replicas time every streamed token and push snapshots; false serves "
         "without (routing then sees only in-flight counts): for overhead A/Bs",
+    )
+    predictions_per_s: float = Field(
+        default=4.0,
+        gt=0,
+        description="calibration predictions each ingress replica scores per second, on "
+        "average: a uniform random sample of requests (all of them below this rate; "
+        "orchestrator.prediction_sampler); .inf scores every request",
     )
     controller_nice: int = Field(
         default=10,

@@ -31,7 +31,10 @@ outcome. The background refresh then makes each prediction from that state
 and scores it, trains the length model and exports the metrics
 (``_fold_outcomes``). Done inline, the prediction (~1.2 ms) and the outcome's
 bookkeeping (~0.9 ms) were measured on the request's own TTFT and E2E on
-vLLM-CPU (docs/benchmarks.md, "Where Cascade's TTFT went").
+vLLM-CPU (docs/benchmarks.md, "Where Cascade's TTFT went"). Off the path it
+still takes CPU the engines would use on a small host, so only a uniform sample
+of requests is scored (``loops.predictions_per_s``, a few a second:
+``orchestrator.prediction_sampler``); every outcome trains the length model.
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ from orchestrator.calibration import Outcome, PredictionRecord
 from orchestrator.config import parse_config
 from orchestrator.gateway import Gateway, PredictionInputs
 from orchestrator.metrics import IngressMetrics, observe_prediction
+from orchestrator.prediction_sampler import PredictionSampler
 from orchestrator.request_info import CLASS_FIELD, CLASS_HEADER, request_info_from_body
 from orchestrator.stream_guard import StreamCounters, guarded_stream
 from orchestrator.sync_hub import process_hub
@@ -112,6 +116,9 @@ class CascadeIngress(OpenAiIngress):
         self.streams = StreamCounters()  # mid-stream failures, error events sent
         # (request, pool, ttft, e2e, prediction inputs, tokens) of finished requests
         self._outcomes: deque[tuple[Any, ...]] = deque(maxlen=OUTCOME_BACKLOG)
+        # which requests' predictions are scored: a uniform sample of a few a
+        # second (scoring one is the costliest thing Cascade does per request)
+        self._sampled = PredictionSampler(cfg.loops.predictions_per_s, clock=time.monotonic)
         self.outcomes_dropped = 0  # the backlog was full (the fold fell behind)
 
     async def fault_counters(self) -> dict[str, int]:
@@ -196,8 +203,11 @@ class CascadeIngress(OpenAiIngress):
             setattr(body, CLASS_FIELD, info.slo_class)
         # the state the gateway's prediction for this request (on the replica it
         # ranks first in the pool; the pool's router ranks the same way) is made
-        # from, taken now; the prediction is made with the outcome, off this path
-        inputs = self.gateway.prediction_inputs(info, decision.pool)
+        # from, taken now for a sampled request; the prediction is made with the
+        # outcome, off this path
+        inputs = (
+            self.gateway.prediction_inputs(info, decision.pool) if self._sampled.take() else None
+        )
         t0 = time.perf_counter()
         token = _POOL.set(decision.pool)
         try:

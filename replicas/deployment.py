@@ -9,7 +9,11 @@ lifecycle and Ray's own LLM metrics come from Ray) that adds Cascade's telemetry
   ``ReplicaSnapshot`` (the engine's own when it has one, e.g. ``SimLLMEngine``;
   else the recorder's) and pushes it to the controller actor, fire-and-forget,
   skipping a period while the previous push is still in flight;
-* ``record_routing_stats`` returns the latest snapshot for Serve's router stats.
+* ``record_routing_stats`` returns the latest snapshot for Serve's router stats;
+* with ``first_chunk_immediate`` (the default), a stream's first chunk is sent as
+  soon as the engine makes it, the rest batched as Ray does
+  (``replicas.stream_batcher``): Ray's batcher holds the first token until the
+  end of its first 50 ms interval.
 
 If the controller is missing (not started yet, or gone), pushes are skipped and
 retried: serving never depends on the controller. Pushes carry the deployment's
@@ -35,6 +39,7 @@ from replicas.names import CONTROLLER_NAME, CONTROLLER_NAMESPACE
 from replicas.prompts import chat_text, count_prompt_tokens
 from replicas.push import SnapshotPusher
 from replicas.recorder import TelemetryRecorder
+from replicas.stream_batcher import FirstChunkBatcher
 from replicas.telemetry import ReplicaSnapshot
 from replicas.throttle import Throttle
 
@@ -69,6 +74,7 @@ class CascadeLLMServer(LLMServer):
         controller_name: str = CONTROLLER_NAME,
         controller_namespace: str = CONTROLLER_NAMESPACE,
         controller_secret: str = "",
+        first_chunk_immediate: bool = True,
     ) -> None:
         try:
             self.replica_id = serve.get_replica_context().replica_id.unique_id
@@ -77,6 +83,7 @@ class CascadeLLMServer(LLMServer):
         self.pool = pool
         self.telemetry = telemetry
         self.snapshot_period_s = snapshot_period_s
+        self.first_chunk_immediate = first_chunk_immediate
         self._controller_name = controller_name
         self._controller_namespace = controller_namespace
         self._controller_secret = controller_secret  # the controller refuses pushes without
@@ -113,6 +120,13 @@ class CascadeLLMServer(LLMServer):
         if is_stream and batch_output_stream:
             return self._batch_output_stream(stream)
         return stream
+
+    def _batch_output_stream(self, generator: AsyncGenerator[Any, None]) -> Any:
+        if not self.first_chunk_immediate:
+            return super()._batch_output_stream(generator)
+        interval_ms = self._get_batch_interval_ms()  # Ray's setting, Ray's default
+        interval_s = None if interval_ms is None else interval_ms / 1000
+        return FirstChunkBatcher(generator, interval_s).stream()
 
     async def _timed(
         self, request: Any, stream: AsyncGenerator[Any, None], *, streaming: bool

@@ -127,8 +127,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="B.yaml",
         help="also run Cascade under this second config on the same pool (same pools, model "
-        "and engine settings; routing, admission, SLOs, loops, model.prefill_budget may "
-        "differ) and add a B/A ratios row; rows are labelled by the file names",
+        "and engine settings; routing, admission, SLOs, loops, model.prefill_budget, "
+        "model.first_chunk may differ) and add a B/A ratios row; rows are labelled by the file names",
     )
     parser.add_argument(
         "--interleave",

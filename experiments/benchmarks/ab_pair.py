@@ -32,7 +32,9 @@ CASCADE = "cascade"
 TELEMETRY_OFF = "cascade-telemetry-off"
 # model keys that choose how the engine schedules, not what it serves: the
 # knobs an A/B of two configs on one pool is for
-POLICY_MODEL_KEYS = frozenset({"prefill_budget", "prefill_min_tokens", "kv_eviction"})
+POLICY_MODEL_KEYS = frozenset(
+    {"prefill_budget", "prefill_min_tokens", "kv_eviction", "first_chunk"}
+)
 
 
 @dataclass(frozen=True)

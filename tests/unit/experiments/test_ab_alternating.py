@@ -163,6 +163,7 @@ def test_a_different_pool_is_refused_naming_each_difference(
     def grow(d: dict[str, Any]) -> None:
         d["model"]["max_num_seqs"] = 64
         d["model"]["prefill_budget"] = "slo_slack"  # allowed: the compared knob
+        d["model"]["first_chunk"] = "batched"  # allowed: how the replica streams
         d["pools"][0]["max_replicas"] = 3
 
     rec = Recorder(monkeypatch, fast="")
@@ -172,7 +173,7 @@ def test_a_different_pool_is_refused_naming_each_difference(
     msg = str(err.value)
     assert "same pool" in msg and str(bigger) in msg
     assert "model.max_num_seqs: 32 vs 64" in msg and "pools[0].max_replicas: 2 vs 3" in msg
-    assert "prefill_budget:" not in msg
+    assert "prefill_budget:" not in msg and "first_chunk:" not in msg
     assert rec.events == []  # refused before anything was deployed
 
     def add_pool(d: dict[str, Any]) -> None:

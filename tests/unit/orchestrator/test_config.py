@@ -42,6 +42,7 @@ def test_every_top_level_example_is_valid(path: Path) -> None:
         (lambda d: d.update(router={"scorers": [{"type": "kv_usage", "weight": -1}]}), "weight"),
         (lambda d: d["optimizer"].update(rho_max=1.5), "optimizer.rho_max"),
         (lambda d: d["model"].update(engine="tgi"), "model.engine"),
+        (lambda d: d["model"].update(first_chunk="early"), "model.first_chunk"),
     ],
 )
 def test_invalid_content_is_refused_with_the_key_path(mutate, expected: str) -> None:  # type: ignore[no-untyped-def]
