@@ -269,6 +269,10 @@ class CascadeModel:
             "b": self._b.tolist(),
             "syy": self._syy,
             "w": self._w,
+            # the fit itself: a reader (every router and ingress, at each change,
+            # 4 Hz) restores it instead of solving again (a bounded least squares
+            # whenever an exponent is at its bound: ms of CPU the engines need)
+            "theta": self._theta.tolist(),
         }
 
     @classmethod
@@ -289,5 +293,9 @@ class CascadeModel:
         ):
             raise ValueError("CascadeModel.from_dict: invalid state")
         m._a, m._b, m._syy, m._w = a, b, float(d["syy"]), float(d["w"])
-        m._theta = m._solve()
+        theta = d.get("theta")  # absent from states written before it was added
+        fitted = None if theta is None else np.asarray(theta, dtype=np.float64)
+        if fitted is not None and (fitted.shape != (4,) or not np.isfinite(fitted).all()):
+            raise ValueError("CascadeModel.from_dict: invalid theta")
+        m._theta = m._solve() if fitted is None else fitted
         return m

@@ -64,6 +64,18 @@ def test_batch_update_equals_one_by_one() -> None:
     assert restored.coefficients == a.coefficients
 
 
+def test_state_carries_its_fit_and_older_states_are_solved_again() -> None:
+    sp, kv, h, sd = _synthetic(300, (0.1, 0.9, 1.5, 1.1), 0.2, seed=4)
+    m = CascadeModel(forgetting=0.99).update(sp, kv, h, sd)
+    state = m.to_dict()
+    np.testing.assert_array_equal(state["theta"], m.theta)
+    old = {k: v for k, v in state.items() if k != "theta"}  # a checkpoint from before
+    np.testing.assert_allclose(CascadeModel.from_dict(old).theta, m.theta, rtol=1e-9)
+    for bad in ([0.0, 1.0], [0.0, 1.0, float("nan"), 1.0]):
+        with pytest.raises(ValueError, match="theta"):
+            CascadeModel.from_dict({**state, "theta": bad})
+
+
 @pytest.mark.parametrize(
     ("args", "match"),
     [
