@@ -33,24 +33,22 @@ and a ``B/A`` ratios row follows. ``--telemetry-off`` is the same comparison wit
 B = ``--config`` and A = the same with ``loops.telemetry: false`` (replicas
 neither time tokens nor push snapshots): its ``telemetry on/off`` row is the
 full-stack cost of Cascade's telemetry (run it above capacity, where served
-req/s is the capacity). ``cpu_s`` in each row is the CPU seconds each Ray/vLLM
-process role spent during the load (all of this host's processes: run it on an
-otherwise idle machine).
+req/s is the capacity). ``cpu_s``: CPU seconds per Ray/vLLM process role during
+the load (every process on the host: run it on an otherwise idle machine).
 
 ``--interleave K`` (K >= 2) deploys every system side by side on one Ray cluster
 (Cascade at ``/``, stock router R at ``/stock-R``) and drives them one at a time
 in K alternating rounds (ABBA) of N / K requests, then merges each system's
-rounds: on a shared host whose speed drifts by 10-30 % over minutes (measured:
-stock's TPOT P50 was 0.031 s in one run and 0.017 s in the next), one system
+rounds: on a shared host whose speed drifts by 10-30 % over minutes, one system
 after the other compares the host's moments as much as the systems; interleaved,
-the drift falls on both. The idle system's background work runs during the
-other's rounds (both ways). Two Cascade configs (``--against-config`` or
+the drift falls on both (the idle system's background work runs during the
+other's rounds, both ways). ``round_stats`` rows (``ab_rounds``) give each
+Cascade/stock ratio's 95 % round-bootstrap interval and paired round counts. Two Cascade configs (``--against-config`` or
 ``--telemetry-off``) cannot share a Ray cluster (one controller each), so
 ``--interleave K`` then redeploys one of them per round (ABBA, A first, no stock
 router): ~2 × K start-ups.
 
-Needs vLLM (``engine: vllm`` in the config); each system costs its start-up
-(~95 s for two vLLM-CPU replicas on 2 cores) plus N / R seconds of load.
+Needs vLLM (``engine: vllm``); each system costs its start-up plus N / R s of load.
 """
 
 from __future__ import annotations
@@ -83,6 +81,7 @@ from experiments.benchmarks.ab_pair import (
     config_pair,
     load_cascade_config,
 )
+from experiments.benchmarks.ab_rounds import round_rows
 from experiments.benchmarks.ab_systems_cli import (
     PORT,
     cpu_delta,
@@ -128,7 +127,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="B.yaml",
         help="also run Cascade under this second config on the same pool (same pools, model "
         "and engine settings; routing, admission, SLOs, loops, model.prefill_budget, "
-        "model.first_chunk may differ) and add a B/A ratios row; rows are labelled by the file names",
+        "model.first_chunk may differ) and add a B/A ratios row; rows are labelled by the "
+        "file names",
     )
     parser.add_argument(
         "--interleave",
@@ -303,6 +303,7 @@ def _run_interleaved(args: argparse.Namespace, cfg: Any, routers: list[str], rat
             for system in systems:
                 rows.append(_merged_row(system, results[system], rate, args))
                 samples[rate][system] = latency_samples(merge_results(results[system]))
+            rows.extend(round_rows(results, rate, args.seed))
     finally:
         serve_cli.run_down(argparse.Namespace())
     return _finish(rows, samples, rates, out, None)
