@@ -43,10 +43,10 @@ rounds: on a shared host whose speed drifts by 10-30 % over minutes, one system
 after the other compares the host's moments as much as the systems; interleaved,
 the drift falls on both (the idle system's background work runs during the
 other's rounds, both ways). ``round_stats`` rows (``ab_rounds``) give each
-Cascade/stock ratio's 95 % round-bootstrap interval and paired round counts. Two Cascade configs (``--against-config`` or
-``--telemetry-off``) cannot share a Ray cluster (one controller each), so
-``--interleave K`` then redeploys one of them per round (ABBA, A first, no stock
-router): ~2 × K start-ups.
+Cascade/stock ratio's 95 % round-bootstrap interval and paired round counts.
+Two Cascade configs (``--against-config`` or ``--telemetry-off``) cannot share a
+Ray cluster (one controller each), so ``--interleave K`` then redeploys one of
+them per round (ABBA, A first, no stock router): ~2 × K start-ups.
 
 Needs vLLM (``engine: vllm``); each system costs its start-up plus N / R s of load.
 """
