@@ -26,8 +26,9 @@ noise streams (common random numbers).
 
 Shared cores (``setup.core_sharing``, ``replicas.core_sharing``): each step of
 an engine is stretched by the busy engines of its core group at the step's
-start; when an engine starts or stops, its busy peers' fast-forwarded runs are
-cut at their next step boundary, so their following steps see the change.
+start (and by the requests running host-wide, ``per_stream``); when an engine
+starts or stops (or that count changes), the busy engines' fast-forwarded runs
+are cut at their next step boundary, so their following steps see the change.
 
 Per-request outcomes are kept in numpy arrays (no per-token objects); the
 engines keep a per-step log. ``SimResult.metrics`` are computed by
@@ -179,6 +180,8 @@ def simulate(
 
     sharing = setup.core_sharing
     groups = CoreGroups(sharing, len(engines)) if sharing and sharing.active else None
+    seq_caps = [e.config.max_num_seqs for e in engines]
+    track_streams = groups is not None and sharing is not None and sharing.per_stream > 0
 
     def start(k: int, t: float, horizon: float) -> None:
         """Begin engine k's next step (or run) at t, or mark it idle."""
@@ -197,6 +200,17 @@ def simulate(
         if groups is not None:
             for j in groups.set_busy(k, busy[k]):
                 cut(j, t)
+
+    def restream(t: float, skip: int) -> None:
+        """Requests running host-wide changed: every other busy engine's run is
+        cut, so its next step sees the new stretch (``per_stream``)."""
+        assert groups is not None
+        streams = sum(min(outstanding[r], c) for r, c in zip(ids, seq_caps, strict=True))
+        if streams != groups.streams:
+            groups.streams = streams
+            for j in groups.busy():
+                if j != skip:
+                    cut(j, t)
 
     def cut(k: int, t: float) -> None:
         """End engine k's fast-forwarded run at its first step boundary from t."""
@@ -226,6 +240,8 @@ def simulate(
                     outstanding[ids[k]] -= 1
                     outcome = Outcome(r.first_token_s - arr[j], r.finish_s - arr[j], r.output)
                     gateway.on_completed(ids[k], inflight.pop(j), outcome)
+                if track_streams:
+                    restream(t, skip=k)
                 start(k, t, arr[i] if i < n else math.inf)
             else:
                 if cascade is not None:
@@ -277,6 +293,8 @@ def simulate(
             outstanding[ids[k]] += 1
             inflight[i] = info
             gateway.on_routed(ids[k], info)
+            if track_streams:
+                restream(t, skip=k)
             if not busy[k]:
                 start(k, t, arr[i + 1] if i + 1 < n else math.inf)
             else:

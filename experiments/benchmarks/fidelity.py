@@ -56,6 +56,7 @@ from experiments.benchmarks.ab_capacity import CAPACITY_REQUESTS, SATURATING_RAT
 from experiments.benchmarks.ab_data import Workload, workload_rows, write_workload
 from experiments.benchmarks.fidelity_calibrate import (
     fit_contention,
+    fit_streams,
     serving_overhead,
     step_overhead,
     with_serving_costs,
@@ -111,6 +112,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--contention-alpha", type=float, default=None,
         help="step slowdown per busy engine of the same core group (default: contention probe)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--per-stream", type=float, default=None,
+        help="step slowdown per request running on the host (default: capacity probe)",
     )  # fmt: skip
     parser.add_argument(
         "--engines-per-group", type=int, default=None,
@@ -337,7 +342,8 @@ def _calibrate(
     one, two = probe("probe"), probe("probe-c2")
     kw: dict[str, Any] = {"seed": args.sim_seed, "shared_prefix": shared}
     for flag, value in (("--step-overhead-s", args.step_overhead_s),
-                        ("--contention-alpha", args.contention_alpha)):  # fmt: skip
+                        ("--contention-alpha", args.contention_alpha),
+                        ("--per-stream", args.per_stream)):  # fmt: skip
         if value is not None and not (value >= 0 and math.isfinite(value)):
             raise ValueError(f"{flag} must be a finite number >= 0, got {value}")
     if args.step_overhead_s is not None:
@@ -367,6 +373,18 @@ def _calibrate(
         alpha, note = fit_contention(setup, two, cfg, engines_per_group=group, **kw)
         alpha_from = f"contention probe ({len(two)} requests two at a time): {note}"
     setup = with_serving_costs(setup, step_overhead_s=step, sharing=CoreSharing(group, alpha))
+    cap = probe("capacity")
+    if args.per_stream is not None:
+        per_stream, stream_from = float(args.per_stream), "--per-stream"
+    elif cap is None:
+        per_stream, stream_from = 0.0, "none (no capacity.json)"
+    else:
+        per_stream, alpha, stream_from, alpha_note = fit_streams(
+            setup, cap, two if args.contention_alpha is None else None, cfg, **kw
+        )
+        alpha_from += alpha_note
+    sharing = CoreSharing(group, alpha, per_stream)
+    setup = with_serving_costs(setup, step_overhead_s=step, sharing=sharing)
     if args.overhead_s is not None:
         overhead, source = float(args.overhead_s), "--overhead-s"
     elif one is None:
@@ -378,4 +396,5 @@ def _calibrate(
         "overhead_s": overhead, "overhead_from": source,
         "step_overhead_s": step, "step_overhead_from": step_from,
         "contention_alpha": alpha, "contention_from": alpha_from, "engines_per_group": group,
+        "per_stream": per_stream, "per_stream_from": stream_from,
     }  # fmt: skip

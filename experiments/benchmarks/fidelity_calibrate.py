@@ -18,9 +18,16 @@ fitted to the loads:
    its requests of simulated TPOT − real TPOT is 0 (bisection on
    [0, ``ALPHA_MAX``]; 0 when the simulator is already as slow without
    contention), with the step overhead of 1. in place.
-3. ``serving_overhead`` (s, added to TTFT and E2E; not a step cost): the
+3. ``per_stream`` (``replicas.core_sharing``): how much each request running
+   on the host slows a step (the serving stack's CPU per stream, on the
+   engines' cores). From the capacity probe (requests all at once, so the most
+   streams the pool runs): the ``per_stream`` at which the median over its
+   requests of simulated TPOT − real TPOT is 0 (bisection on
+   [0, ``PER_STREAM_MAX``]), with 1. and 2. in place; then 2. is fitted again
+   with it in place (the two-at-a-time probe has two streams), once.
+4. ``serving_overhead`` (s, added to TTFT and E2E; not a step cost): the
    request's fixed path (HTTP, proxy, ingress, replica actor). From the probe:
-   the median of real TTFT − simulated TTFT, with 1. in place (the first
+   the median of real TTFT − simulated TTFT, with 1.-3. in place (the first
    token's step carries the step overhead too).
 
 Why per step and not per token: at 0.3 and 0.6 of capacity the real TPOT was
@@ -43,6 +50,8 @@ from replicas.core_sharing import CoreSharing
 
 ALPHA_MAX = 4.0  # a step 5× as long per busy peer: beyond any sharing of one core
 ALPHA_TOL = 1e-3
+PER_STREAM_MAX = 0.25  # 64 streams would make a step 17x as long: beyond any host
+PER_STREAM_TOL = 1e-4
 
 
 def with_serving_costs(
@@ -93,12 +102,31 @@ def fit_contention(
     if engines_per_group < 2:
         raise ValueError("contention: a core group of one engine shares nothing")
 
+    per_stream = setup.core_sharing.per_stream if setup.core_sharing else 0.0
+
     def err(alpha: float) -> float:
-        s = replace(setup, core_sharing=CoreSharing(engines_per_group, alpha))
+        s = replace(setup, core_sharing=CoreSharing(engines_per_group, alpha, per_stream))
         sim = simulate_replay(s, probe, cfg, seed=seed, shared_prefix=shared_prefix)
         return _median_diff(sim.tpot, probe.real.tpot, "contention (TPOT)", probe.source)
 
     return _bisect(err, alpha_max, tol)
+
+
+def fit_stream_cost(
+    setup: SimSetup, probe: Replay, cfg: Any, *, seed: int = 0, shared_prefix: bool = True,
+    hi: float = PER_STREAM_MAX, tol: float = PER_STREAM_TOL,
+) -> tuple[float, str]:  # fmt: skip
+    """Term 3 (module docstring): ``(per_stream, note)``. ``setup``: with its
+    ``core_sharing`` (the group and ``alpha``) and step overhead in place.
+    Raises ``ValueError`` when no probe request has a TPOT."""
+    base = setup.core_sharing or CoreSharing(1, 0.0)
+
+    def err(per_stream: float) -> float:
+        s = replace(setup, core_sharing=replace(base, per_stream=per_stream))
+        sim = simulate_replay(s, probe, cfg, seed=seed, shared_prefix=shared_prefix)
+        return _median_diff(sim.tpot, probe.real.tpot, "stream cost (TPOT)", probe.source)
+
+    return _bisect(err, hi, tol)
 
 
 def _bisect(err: Callable[[float], float], hi: float, tol: float) -> tuple[float, str]:
@@ -117,3 +145,23 @@ def _bisect(err: Callable[[float], float], hi: float, tol: float) -> tuple[float
         else:
             hi = mid
     return 0.5 * (lo + hi), "fitted"
+
+
+def fit_streams(
+    setup: SimSetup, capacity: Replay, pair: Replay | None, cfg: Any, **kw: Any
+) -> tuple[float, float, str, str]:
+    """Term 3, then term 2 again with it in place when ``pair`` (the two-at-a-time
+    probe) is given and the group shares cores: ``(per_stream, alpha, where
+    per_stream came from, a note for alpha's source)``. ``setup``: with terms 1
+    and 2 in place."""
+    sharing = setup.core_sharing or CoreSharing(1, 0.0)
+    per_stream, note = fit_stream_cost(setup, capacity, cfg, **kw)
+    source = f"capacity probe ({len(capacity)} requests at once): {note}"
+    alpha, alpha_note = sharing.alpha, ""
+    if pair is not None and sharing.engines_per_group >= 2:
+        with_streams = replace(setup, core_sharing=replace(sharing, per_stream=per_stream))
+        alpha, refit = fit_contention(
+            with_streams, pair, cfg, engines_per_group=sharing.engines_per_group, **kw
+        )
+        alpha_note = f"; again with per_stream in place: {refit}"
+    return per_stream, alpha, source, alpha_note

@@ -16,6 +16,7 @@ import pytest
 from experiments.benchmarks.fidelity import DEFAULT_CONFIG, _engine_kwargs
 from experiments.benchmarks.fidelity_calibrate import (
     fit_contention,
+    fit_streams,
     serving_overhead,
     step_overhead,
     with_serving_costs,
@@ -100,6 +101,29 @@ def test_a_peer_going_idle_ends_the_stretch_of_a_running_decode() -> None:
     assert finish[0] == pytest.approx(base_finish[0] + (finish[1] - 1e-6) / 2, abs=0.025)
 
 
+def test_running_streams_stretch_steps_and_a_finished_one_releases_them() -> None:
+    # 8 alike requests at once on 2 engines, per_stream 0.05: while all 8 run,
+    # every step is 1.4x; the same pair alone (2 streams) only 1.1x
+    eight = Trace("eight", np.arange(8) * 1e-6, np.full(8, 100), np.full(8, 200))
+    base = _tpot(SETUP, eight)
+    streamed = _tpot(replace(SETUP, core_sharing=CoreSharing(1, 0.0, 0.05)), eight)
+    np.testing.assert_allclose(streamed / base, 1.4, rtol=0.02)
+    pair = _pair()
+    np.testing.assert_allclose(
+        _tpot(replace(SETUP, core_sharing=CoreSharing(1, 0.0, 0.05)), pair) / _tpot(SETUP, pair),
+        1.1, rtol=0.02,
+    )  # fmt: skip
+    # a long request next to a short one: once the short one ends, the long
+    # one's steps go back to 1 + per_stream (its run is cut at the completion)
+    trace = Trace("short", np.array([0.0, 1e-6]), np.array([100, 100]), np.array([400, 50]))
+    _, finish = _log(replace(SETUP, core_sharing=CoreSharing(1, 0.0, 0.5)), trace)
+    _, base_finish = _log(SETUP, trace)
+    # work W = base_finish[0] (arrival 0); overlap O at 2x does O/2 of it, the
+    # rest at 1.5x: finish = O + 1.5 (W - O/2) = 1.5 W + O/4 (within two steps)
+    overlap = finish[1] - 1e-6
+    assert finish[0] == pytest.approx(1.5 * base_finish[0] + overlap / 4, abs=0.025)
+
+
 # ---- the calibration ---------------------------------------------------------------
 STEP, ALPHA, OVERHEAD = 0.005, 0.3, 0.04
 
@@ -147,6 +171,30 @@ def test_each_term_is_recovered_from_its_probe(
     assert zero == 0.0 and note.startswith("at 0")
     with pytest.raises(ValueError, match="one engine"):
         fit_contention(with_step, two, cfg, engines_per_group=1)
+
+
+def test_the_stream_cost_is_recovered_from_a_capacity_probe(
+    tmp_path: Path, fidelity_setup: tuple[SimSetup, object]
+) -> None:
+    base, cfg = fidelity_setup
+    truth_sharing = CoreSharing(2, ALPHA, per_stream=0.01)
+    truth = with_serving_costs(base, step_overhead_s=STEP, sharing=truth_sharing)
+    _, two = _probes(tmp_path, truth, cfg)
+    arr = np.arange(60) * 1e-3  # 60 at once: 2 x 30 streams
+    cap = write_real(tmp_path / "capacity.json", truth, cfg, arr, np.full(60, 120),
+                     np.full(60, 96), OVERHEAD)  # fmt: skip
+    # started from alpha fitted without streams (too high: the pair's 2 streams
+    # were read as contention), the stream cost and then alpha are recovered
+    start = with_serving_costs(base, step_overhead_s=STEP, sharing=CoreSharing(2, 0.0))
+    alpha0, _ = fit_contention(start, two, cfg, engines_per_group=2)
+    assert alpha0 > ALPHA
+    setup = with_serving_costs(base, step_overhead_s=STEP, sharing=CoreSharing(2, alpha0))
+    per_stream, alpha, source, note = fit_streams(setup, cap, two, cfg)
+    # bisection tolerance 1e-4 plus alpha's error; alpha within 0.05
+    assert per_stream == pytest.approx(0.01, abs=2e-3)
+    assert alpha == pytest.approx(ALPHA, abs=0.05)
+    assert source.startswith("capacity probe (60 requests at once)")
+    assert "again with per_stream" in note
 
 
 def test_the_cli_measures_the_terms_and_then_matches_the_loads(

@@ -88,6 +88,22 @@ def test_core_sharing_validates_and_states_whether_it_can_stretch() -> None:
     assert CoreSharing(2, 0.3).active
     assert not CoreSharing(1, 0.3).active and not CoreSharing(4, 0.0).active
     assert CoreSharing(3, 0.25).stretch(2) == pytest.approx(1.5)
+    for bad in (-0.01, float("nan")):
+        with pytest.raises(ValueError, match="per_stream"):
+            CoreSharing(2, 0.0, bad)
+    # the serving stack's streams stretch every engine's steps, shared or not
+    assert CoreSharing(1, 0.0, 0.02).active
+    assert CoreSharing(3, 0.25, 0.02).stretch(2, streams=10) == pytest.approx(1.7)
+
+
+def test_groups_add_the_host_wide_streams_to_every_engine() -> None:
+    g = CoreGroups(CoreSharing(2, 0.5, per_stream=0.01), 3)
+    g.set_busy(0, True)
+    g.set_busy(1, True)
+    g.streams = 20
+    assert g.busy() == [0, 1]
+    assert g.stretch(0) == pytest.approx(1.0 + 0.5 + 0.2)
+    assert g.stretch(2) == pytest.approx(1.0 + 0.2)  # alone in its group: streams only
 
 
 def test_groups_count_only_busy_peers_of_the_same_group() -> None:
