@@ -12,17 +12,21 @@ One command, in order (progress on stderr, JSON rows on stdout):
 2. real: ``cascade up --config C`` (fresh local Ray), then ``vllm bench serve``
    (``experiments.benchmarks.ab``'s client) sends a probe of ``--probe``
    requests one at a time (the serving path's costs, and the engines' warm-up)
-   and a contention probe of ``--contention-probe`` requests two at a time
-   (engines sharing cores), then at each load ``--requests`` requests of the
-   azure-conv slice (prompts × ``--prompt-scale``, outputs ≤ ``--max-output``,
-   ``--ignore-eos``) with Gamma arrivals at ``load × --capacity`` req/s;
+   a contention probe of ``--contention-probe`` requests two at a time
+   (engines sharing cores) and a stream probe of ``--stream-probe`` requests
+   half the pool's batch slots at a time (the serving stack's cost per running
+   stream), then (``--capacity auto``) the capacity run, then at each load
+   ``--requests`` requests of the azure-conv slice (prompts × ``--prompt-scale``,
+   outputs ≤ ``--max-output``, ``--ignore-eos``) with Gamma arrivals at ``load × --capacity`` req/s;
    ``cascade down``. Raw results in ``DIR/real/`` (``meta.json``, ``probe.json``,
-   ``probe-c2.json``, ``load-<f>.json``, and ``cpu.json``: the Ray/vLLM CPU
+   ``probe-c2.json``, ``probe-streams.json``, ``capacity.json``,
+   ``load-<f>.json``, and ``cpu.json``: the Ray/vLLM CPU
    seconds per role of each);
-3. sim: the per-step overhead, the core-sharing factor and the serving overhead
-   measured from the probes (``experiments.benchmarks.fidelity_calibrate``;
-   ``--step-overhead-s``, ``--contention-alpha``, ``--overhead-s`` override
-   them), then each load's requests replayed through the DES with the same send
+3. sim: the per-step overhead, the core-sharing factor, the per-stream cost and
+   the serving overhead measured from the probes
+   (``experiments.benchmarks.fidelity_terms``; ``--step-overhead-s``,
+   ``--contention-alpha``, ``--per-stream``, ``--overhead-s`` override them),
+   then each load's requests replayed through the DES with the same send
    times, prompt and output lengths, replica count, engine settings, profile and
    gateway (``experiments.benchmarks.fidelity_replay``);
 4. report: one row per load and metric (TTFT, TPOT, E2E): real and simulated
@@ -54,13 +58,6 @@ from typing import Any
 # the way bench ab --rate auto measures stock Ray's
 from experiments.benchmarks.ab_capacity import CAPACITY_REQUESTS, SATURATING_RATE
 from experiments.benchmarks.ab_data import Workload, workload_rows, write_workload
-from experiments.benchmarks.fidelity_calibrate import (
-    fit_contention,
-    fit_streams,
-    serving_overhead,
-    step_overhead,
-    with_serving_costs,
-)
 from experiments.benchmarks.fidelity_replay import (
     cpu_kv_blocks,
     replay_from_result,
@@ -68,9 +65,8 @@ from experiments.benchmarks.fidelity_replay import (
     simulate_replay,
 )
 from experiments.benchmarks.fidelity_report import bars_summary, compare, write_cdf_plot
+from experiments.benchmarks.fidelity_terms import calibrate_terms
 from experiments.cli_values import positive_floats, rate_or_auto
-from experiments.sim_config import SimSetup
-from replicas.core_sharing import CoreSharing
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "ab-cpu.yaml"
 PROBE_RATE = 100.0  # req/s offered to the probes; --max-concurrency 1 / 2 paces them
@@ -100,6 +96,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--contention-probe", type=int, default=20,
         help="requests sent two at a time after the probe (engines sharing cores); 0: none",
+    )  # fmt: skip
+    parser.add_argument(
+        "--stream-probe", type=int, default=64,
+        help="requests sent half the pool's batch slots at a time after the contention "
+        "probe (the serving stack's cost per running stream); 0: none",
     )  # fmt: skip
     parser.add_argument(
         "--overhead-s", type=float, default=None,
@@ -205,10 +206,14 @@ def _run_real(args: argparse.Namespace, out: Path, real_dir: Path) -> None:
     loads = parse_loads(args.loads)
     if args.capacity is not None and not (args.capacity > 0 and math.isfinite(args.capacity)):
         raise ValueError(f"--capacity must be a positive req/s or auto, got {args.capacity}")
-    for flag, n in (("--probe", args.probe), ("--contention-probe", args.contention_probe)):
+    for flag, n in (("--probe", args.probe), ("--contention-probe", args.contention_probe),
+                    ("--stream-probe", args.stream_probe)):  # fmt: skip
         if n < 0:
             raise ValueError(f"{flag} must be >= 0, got {n}")
-    probes = args.probe + args.contention_probe
+    probes = args.probe + args.contention_probe + args.stream_probe
+    # half the pool's batch slots: streams as many as a load near capacity runs,
+    # chosen before any load is seen (the capacity probe fills all of them)
+    slots = max(2, cfg.pools[0].max_replicas * cfg.model.max_num_seqs // 2)
     memory = float(psutil.virtual_memory().total)
     # everything that can be refused is checked before the minutes of profiling
     blocks = args.num_blocks or estimate_num_blocks(cfg, _engine_kwargs(cfg), memory)
@@ -228,6 +233,7 @@ def _run_real(args: argparse.Namespace, out: Path, real_dir: Path) -> None:
         "requests": args.requests, "burstiness": args.burstiness, "seed": args.seed,
         "trace": args.trace, "prompt_scale": args.prompt_scale, "max_output": args.max_output,
         "probe": args.probe, "contention_probe": args.contention_probe,
+        "stream_probe": args.stream_probe, "stream_probe_concurrency": slots,
         "memory_bytes": memory, "num_blocks": blocks,
         "commit": commit_of(),
     }  # fmt: skip
@@ -241,8 +247,10 @@ def _run_real(args: argparse.Namespace, out: Path, real_dir: Path) -> None:
         cpu: dict[str, Any] = {}  # CPU seconds per role of each run, for the record
         # the probes: one at a time (serving costs), then two at a time (shared
         # cores; the next requests of the slice, so no prompt repeats the first's)
+        c2_end = args.probe + args.contention_probe
         for tag, first, n, conc in (("probe", 0, args.probe, 1),
-                                    ("probe-c2", args.probe, args.contention_probe, 2)):
+                                    ("probe-c2", args.probe, args.contention_probe, 2),
+                                    ("probe-streams", c2_end, args.stream_probe, slots)):
             if n:
                 probe = write_workload(rows[first : first + n], real_dir / f"{tag}.jsonl")
                 cpu[tag] = drive_client(args, "cascade", PROBE_RATE, model, tokenizer, probe,
@@ -300,7 +308,7 @@ def sim_report(args: argparse.Namespace, real_dir: Path, out: Path) -> list[dict
         blocks = estimate_num_blocks(cfg, kwargs, float(meta["memory_bytes"]))
     setup, mapping = sim_setup(cfg, kwargs, profile, num_blocks=int(blocks))
     shared = bool(mapping.settings["enable_prefix_caching"]) and not args.no_shared_prefix
-    setup, terms = _calibrate(args, real_dir, setup, cfg, shared)
+    setup, terms = calibrate_terms(args, real_dir, setup, cfg, shared)
     overhead = terms["overhead_s"]
     _log(f"simulating: {terms}; engine {mapping.settings}")
     rows: list[dict[str, Any]] = []
@@ -323,78 +331,3 @@ def sim_report(args: argparse.Namespace, real_dir: Path, out: Path) -> list[dict
         "shared_prefix": shared, "sim_seed": args.sim_seed, "commit": meta.get("commit"),
     })  # fmt: skip
     return rows
-
-
-def _calibrate(
-    args: argparse.Namespace, real_dir: Path, setup: SimSetup, cfg: Any, shared: bool
-) -> tuple[SimSetup, dict[str, Any]]:
-    """The measured serving terms (``fidelity_calibrate``), in the order each
-    needs the ones before: the per-step overhead, the core-sharing factor, the
-    serving overhead; each from its flag, else its saved probe, else none (0).
-    Returns the setup with them in place and the summary's fields (value and
-    where it came from). Raises ``ValueError`` naming a bad flag."""
-    from replicas.vllm_config import pool_device
-
-    def probe(tag: str) -> Any:
-        f = real_dir / f"{tag}.json"
-        return replay_from_result(json.loads(f.read_text()), str(f)) if f.is_file() else None
-
-    one, two = probe("probe"), probe("probe-c2")
-    kw: dict[str, Any] = {"seed": args.sim_seed, "shared_prefix": shared}
-    for flag, value in (("--step-overhead-s", args.step_overhead_s),
-                        ("--contention-alpha", args.contention_alpha),
-                        ("--per-stream", args.per_stream)):  # fmt: skip
-        if value is not None and not (value >= 0 and math.isfinite(value)):
-            raise ValueError(f"{flag} must be a finite number >= 0, got {value}")
-    if args.step_overhead_s is not None:
-        step, step_from = float(args.step_overhead_s), "--step-overhead-s"
-    elif one is None:
-        step, step_from = 0.0, "none (no probe.json)"
-    else:
-        raw = step_overhead(setup, one, cfg, **kw)
-        step, step_from = max(raw, 0.0), f"probe ({len(one)} requests one at a time)"
-        if raw < 0:
-            step_from += f"; clamped from {raw * 1e3:.3f} ms"
-    # on CPU every engine of the pool gets the same OpenMP binding (on a 2-core
-    # host: core 0), so the pool's engines share cores; on GPU each has its own
-    group = args.engines_per_group
-    if group is None:
-        group = setup.pools[0].replicas if pool_device(cfg.pools[0]) == "cpu" else 1
-    if group < 1:
-        raise ValueError(f"--engines-per-group must be >= 1, got {group}")
-    setup = with_serving_costs(setup, step_overhead_s=step)
-    if args.contention_alpha is not None:
-        alpha, alpha_from = float(args.contention_alpha), "--contention-alpha"
-    elif group < 2:
-        alpha, alpha_from = 0.0, "none (no engines share cores)"
-    elif two is None:
-        alpha, alpha_from = 0.0, "none (no probe-c2.json)"
-    else:
-        alpha, note = fit_contention(setup, two, cfg, engines_per_group=group, **kw)
-        alpha_from = f"contention probe ({len(two)} requests two at a time): {note}"
-    setup = with_serving_costs(setup, step_overhead_s=step, sharing=CoreSharing(group, alpha))
-    cap = probe("capacity")
-    if args.per_stream is not None:
-        per_stream, stream_from = float(args.per_stream), "--per-stream"
-    elif cap is None:
-        per_stream, stream_from = 0.0, "none (no capacity.json)"
-    else:
-        per_stream, alpha, stream_from, alpha_note = fit_streams(
-            setup, cap, two if args.contention_alpha is None else None, cfg, **kw
-        )
-        alpha_from += alpha_note
-    sharing = CoreSharing(group, alpha, per_stream)
-    setup = with_serving_costs(setup, step_overhead_s=step, sharing=sharing)
-    if args.overhead_s is not None:
-        overhead, source = float(args.overhead_s), "--overhead-s"
-    elif one is None:
-        overhead, source = 0.0, "none (no probe.json)"
-    else:
-        overhead = serving_overhead(setup, one, cfg, **kw)
-        source = f"probe ({len(one)} requests one at a time)"
-    return setup, {
-        "overhead_s": overhead, "overhead_from": source,
-        "step_overhead_s": step, "step_overhead_from": step_from,
-        "contention_alpha": alpha, "contention_from": alpha_from, "engines_per_group": group,
-        "per_stream": per_stream, "per_stream_from": stream_from,
-    }  # fmt: skip

@@ -1,0 +1,105 @@
+"""The measured serving terms of ``cascade bench fidelity``, from its saved probes.
+
+``calibrate_terms`` runs ``experiments.benchmarks.fidelity_calibrate``'s fits in
+the order each needs the ones before (per-step overhead, core sharing, the
+serving stack's per-stream cost, the serving overhead), each from its flag, else
+its saved probe (``DIR/real/<probe>.json``), else none (0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from experiments.benchmarks.fidelity_calibrate import (
+    fit_contention,
+    fit_streams,
+    serving_overhead,
+    step_overhead,
+    with_serving_costs,
+)
+from experiments.benchmarks.fidelity_replay import replay_from_result
+from experiments.sim_config import SimSetup
+from replicas.core_sharing import CoreSharing
+
+__all__ = ["calibrate_terms"]
+
+
+def calibrate_terms(
+    args: argparse.Namespace, real_dir: Path, setup: SimSetup, cfg: Any, shared: bool
+) -> tuple[SimSetup, dict[str, Any]]:
+    """The measured serving terms (``fidelity_calibrate``), in the order each
+    needs the ones before: the per-step overhead, the core-sharing factor, the
+    serving overhead; each from its flag, else its saved probe, else none (0).
+    Returns the setup with them in place and the summary's fields (value and
+    where it came from). Raises ``ValueError`` naming a bad flag."""
+    from replicas.vllm_config import pool_device
+
+    def probe(tag: str) -> Any:
+        f = real_dir / f"{tag}.json"
+        return replay_from_result(json.loads(f.read_text()), str(f)) if f.is_file() else None
+
+    one, two = probe("probe"), probe("probe-c2")
+    kw: dict[str, Any] = {"seed": args.sim_seed, "shared_prefix": shared}
+    for flag, value in (("--step-overhead-s", args.step_overhead_s),
+                        ("--contention-alpha", args.contention_alpha),
+                        ("--per-stream", args.per_stream)):  # fmt: skip
+        if value is not None and not (value >= 0 and math.isfinite(value)):
+            raise ValueError(f"{flag} must be a finite number >= 0, got {value}")
+    if args.step_overhead_s is not None:
+        step, step_from = float(args.step_overhead_s), "--step-overhead-s"
+    elif one is None:
+        step, step_from = 0.0, "none (no probe.json)"
+    else:
+        raw = step_overhead(setup, one, cfg, **kw)
+        step, step_from = max(raw, 0.0), f"probe ({len(one)} requests one at a time)"
+        if raw < 0:
+            step_from += f"; clamped from {raw * 1e3:.3f} ms"
+    # on CPU every engine of the pool gets the same OpenMP binding (on a 2-core
+    # host: core 0), so the pool's engines share cores; on GPU each has its own
+    group = args.engines_per_group
+    if group is None:
+        group = setup.pools[0].replicas if pool_device(cfg.pools[0]) == "cpu" else 1
+    if group < 1:
+        raise ValueError(f"--engines-per-group must be >= 1, got {group}")
+    setup = with_serving_costs(setup, step_overhead_s=step)
+    if args.contention_alpha is not None:
+        alpha, alpha_from = float(args.contention_alpha), "--contention-alpha"
+    elif group < 2:
+        alpha, alpha_from = 0.0, "none (no engines share cores)"
+    elif two is None:
+        alpha, alpha_from = 0.0, "none (no probe-c2.json)"
+    else:
+        alpha, note = fit_contention(setup, two, cfg, engines_per_group=group, **kw)
+        alpha_from = f"contention probe ({len(two)} requests two at a time): {note}"
+    setup = with_serving_costs(setup, step_overhead_s=step, sharing=CoreSharing(group, alpha))
+    # the stream probe (half the pool's batch slots at a time) if it was sent,
+    # else the capacity probe (all at once)
+    cap = probe("probe-streams") or probe("capacity")
+    if args.per_stream is not None:
+        per_stream, stream_from = float(args.per_stream), "--per-stream"
+    elif cap is None:
+        per_stream, stream_from = 0.0, "none (no probe-streams.json or capacity.json)"
+    else:
+        per_stream, alpha, stream_from, alpha_note = fit_streams(
+            setup, cap, two if args.contention_alpha is None else None, cfg, **kw
+        )
+        alpha_from += alpha_note
+    sharing = CoreSharing(group, alpha, per_stream)
+    setup = with_serving_costs(setup, step_overhead_s=step, sharing=sharing)
+    if args.overhead_s is not None:
+        overhead, source = float(args.overhead_s), "--overhead-s"
+    elif one is None:
+        overhead, source = 0.0, "none (no probe.json)"
+    else:
+        overhead = serving_overhead(setup, one, cfg, **kw)
+        source = f"probe ({len(one)} requests one at a time)"
+    return setup, {
+        "overhead_s": overhead, "overhead_from": source,
+        "step_overhead_s": step, "step_overhead_from": step_from,
+        "contention_alpha": alpha, "contention_from": alpha_from, "engines_per_group": group,
+        "per_stream": per_stream, "per_stream_from": stream_from,
+    }  # fmt: skip
