@@ -148,15 +148,16 @@ def _bisect(err: Callable[[float], float], hi: float, tol: float) -> tuple[float
 
 
 def fit_streams(
-    setup: SimSetup, capacity: Replay, pair: Replay | None, cfg: Any, **kw: Any
+    setup: SimSetup, streams: Replay, pair: Replay | None, cfg: Any, *, what: str, **kw: Any
 ) -> tuple[float, float, str, str]:
-    """Term 3, then term 2 again with it in place when ``pair`` (the two-at-a-time
-    probe) is given and the group shares cores: ``(per_stream, alpha, where
-    per_stream came from, a note for alpha's source)``. ``setup``: with terms 1
-    and 2 in place."""
+    """Term 3 from ``streams`` (a probe of many requests at once; ``what`` names
+    it in the source string), then term 2 again with it in place when ``pair``
+    (the two-at-a-time probe) is given and the group shares cores:
+    ``(per_stream, alpha, where per_stream came from, a note for alpha's
+    source)``. ``setup``: with terms 1 and 2 in place."""
     sharing = setup.core_sharing or CoreSharing(1, 0.0)
-    per_stream, note = fit_stream_cost(setup, capacity, cfg, **kw)
-    source = f"capacity probe ({len(capacity)} requests at once): {note}"
+    per_stream, note = fit_stream_cost(setup, streams, cfg, **kw)
+    source = f"{what} ({len(streams)} requests): {note}"
     alpha, alpha_note = sharing.alpha, ""
     if pair is not None and sharing.engines_per_group >= 2:
         with_streams = replace(setup, core_sharing=replace(sharing, per_stream=per_stream))

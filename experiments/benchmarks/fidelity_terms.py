@@ -33,7 +33,9 @@ def calibrate_terms(
 ) -> tuple[SimSetup, dict[str, Any]]:
     """The measured serving terms (``fidelity_calibrate``), in the order each
     needs the ones before: the per-step overhead, the core-sharing factor, the
-    serving overhead; each from its flag, else its saved probe, else none (0).
+    per-stream cost (the stream probe, else the capacity run; with alpha fitted
+    again after it), the serving overhead; each from its flag, else its saved
+    probe, else none (0).
     Returns the setup with them in place and the summary's fields (value and
     where it came from). Raises ``ValueError`` naming a bad flag."""
     from replicas.vllm_config import pool_device
@@ -78,14 +80,16 @@ def calibrate_terms(
     setup = with_serving_costs(setup, step_overhead_s=step, sharing=CoreSharing(group, alpha))
     # the stream probe (half the pool's batch slots at a time) if it was sent,
     # else the capacity probe (all at once)
-    cap = probe("probe-streams") or probe("capacity")
+    cap, what = probe("probe-streams"), "stream probe"
+    if cap is None:
+        cap, what = probe("capacity"), "capacity probe"
     if args.per_stream is not None:
         per_stream, stream_from = float(args.per_stream), "--per-stream"
     elif cap is None:
         per_stream, stream_from = 0.0, "none (no probe-streams.json or capacity.json)"
     else:
         per_stream, alpha, stream_from, alpha_note = fit_streams(
-            setup, cap, two if args.contention_alpha is None else None, cfg, **kw
+            setup, cap, two if args.contention_alpha is None else None, cfg, what=what, **kw
         )
         alpha_from += alpha_note
     sharing = CoreSharing(group, alpha, per_stream)

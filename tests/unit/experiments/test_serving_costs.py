@@ -189,11 +189,11 @@ def test_the_stream_cost_is_recovered_from_a_capacity_probe(
     alpha0, _ = fit_contention(start, two, cfg, engines_per_group=2)
     assert alpha0 > ALPHA
     setup = with_serving_costs(base, step_overhead_s=STEP, sharing=CoreSharing(2, alpha0))
-    per_stream, alpha, source, note = fit_streams(setup, cap, two, cfg)
+    per_stream, alpha, source, note = fit_streams(setup, cap, two, cfg, what="capacity probe")
     # bisection tolerance 1e-4 plus alpha's error; alpha within 0.05
     assert per_stream == pytest.approx(0.01, abs=2e-3)
     assert alpha == pytest.approx(ALPHA, abs=0.05)
-    assert source.startswith("capacity probe (60 requests at once)")
+    assert source.startswith("capacity probe (60 requests): fitted")
     assert "again with per_stream" in note
 
 
