@@ -106,6 +106,8 @@ class Calibrator:
         self.misses = np.zeros(shape)
         self.counts = np.zeros(shape)
         self.width_sum = np.zeros(shape)
+        self.pinball_sum = np.zeros(shape)
+        self._tau = np.asarray(self.levels, dtype=np.float64)[None, None, :]
         self.predictions = 0
         self.matched = 0
         self._len = np.zeros(4)  # n, Σ APE(P50), Σ pinball(P90), Σ miss(P90)
@@ -149,6 +151,9 @@ class Calibrator:
         with np.errstate(invalid="ignore"):
             self.misses += ok & (y > preds)
         self.width_sum += np.where(ok, preds, 0.0)
+        with np.errstate(invalid="ignore"):  # the quantile (pinball) loss, a proper score
+            loss = np.maximum(self._tau * (y - preds), (1.0 - self._tau) * (preds - y))
+        self.pinball_sum += np.where(ok, loss, 0.0)
         for m, obs in enumerate(values):
             if not math.isfinite(obs):
                 continue
@@ -188,17 +193,23 @@ class Calibrator:
         """``coverage`` (miss share above the issued P50/P90/P99 per metric),
         ``coverage_raw`` (the model before the conformal correction),
         ``coverage_naive`` (the pool's empirical quantiles), the mean predicted
-        quantile of each (``width_s``, ``width_raw_s``, ``width_naive_s``), the
-        requests each is over (``calibration_n``), and the output-length
-        prediction's error (``length_prediction``). JSON-ready (None for NaN)."""
+        quantile of each (``width_s``, ``width_raw_s``, ``width_naive_s``), their
+        mean quantile (pinball) loss (``pinball_s``, ``pinball_raw_s``,
+        ``pinball_naive_s``: s; a proper scoring rule, so lower is better at any
+        coverage: it compares sharpness between predictors that are not equally
+        calibrated, which width alone cannot), the requests each is over
+        (``calibration_n``), and the output-length prediction's error
+        (``length_prediction``). JSON-ready (None for NaN)."""
         with np.errstate(invalid="ignore", divide="ignore"):
             share = self.misses / self.counts
             width = self.width_sum / self.counts
+            pinball = self.pinball_sum / self.counts
         out: dict[str, Any] = {}
         for k, method in enumerate(METHODS):
             suffix = "" if method == "corrected" else f"_{method}"
             out[f"coverage{suffix}"] = _table(share[k], self.levels)
             out[f"width{suffix}_s"] = _table(width[k], self.levels)
+            out[f"pinball{suffix}_s"] = _table(pinball[k], self.levels)
         out["calibration_n"] = {
             method: _num(self.counts[k, 2, 0]) for k, method in enumerate(METHODS)
         }
