@@ -6,10 +6,18 @@ mixed over the predicted output-length distribution). ``Calibrator`` then
 
 * corrects each quantile online per (pool, class, metric, length known:
   ``PredictionRecord.stream``) with adaptive
-  conformal inference (``uncertainty.conformal``; the correction it issues is
-  what the gateway predicts);
+  conformal inference (``uncertainty.conformal``);
 * keeps the naive baseline: the pool's (and class's) empirical quantiles of the
-  same metric over the requests completed so far (at least ``NAIVE_MIN``);
+  same metric over the requests completed so far (at least ``NAIVE_MIN``),
+  corrected the same way by a tracker of its own;
+* issues, per stream and level, whichever of the two corrected forecasters has
+  had the lower quantile (pinball) loss over its recent outcomes (decayed,
+  half-life ``SELECT_HALF_LIFE`` outcomes; the model's until both have
+  ``SELECT_MIN``): both are calibrated by their own correction, and the score
+  is proper, so the issued one is the sharper at equal calibration. Where the
+  model's conditional quantiles (replica state, predicted length) are no better
+  than the pool's marginal ones (measured: TPOT and E2E on most grid cells,
+  docs/benchmarks.md), the issued prediction is the corrected marginal;
 * when the request completes (``observe``), counts, per metric and level,
   whether the outcome was above the prediction (a *miss*) for the corrected,
   raw-model and naive predictions, and the mean predicted quantile (the width
@@ -39,6 +47,10 @@ from uncertainty.validation import FloatArray
 NAIVE_MIN = 20  # completions of a (pool, class, metric) before the naive baseline predicts
 NAIVE_BATCH = 16  # outcomes folded into a naive sketch at once (its quantiles then re-read)
 METHODS = ("corrected", "raw", "naive")
+SELECT_MIN = 50  # outcomes each corrected forecaster is scored on before the better is issued
+SELECT_HALF_LIFE = 500.0  # outcomes: the pinball losses that choose between them decay
+_DECAY = 0.5 ** (1.0 / SELECT_HALF_LIFE)
+_SELECT_MIN_WEIGHT = (1.0 - _DECAY**SELECT_MIN) / (1.0 - _DECAY)  # SELECT_MIN outcomes, decayed
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +96,10 @@ class PredictionRecord:
     naive: FloatArray
     length_p50: float  # predicted output length quantiles (NaN: no length model yet)
     length_p90: float
+    # the two corrected forecasters (model, naive) the issued ``corrected`` was
+    # chosen from; each one's conformal tracker is fed its own values
+    model_corrected: FloatArray | None = None
+    naive_corrected: FloatArray | None = None
 
     def stream(self, m: int) -> tuple[str, str, int, bool]:
         """The conformal stream of metric ``m``: (pool, class, metric, length
@@ -108,6 +124,10 @@ class Calibrator:
         self.width_sum = np.zeros(shape)
         self.pinball_sum = np.zeros(shape)
         self._tau = np.asarray(self.levels, dtype=np.float64)[None, None, :]
+        # per stream: decayed (loss sum, weight) of the corrected model and the
+        # corrected naive forecaster, per level: shape (2, 2, levels)
+        self._select: dict[tuple[str, str, int, bool], FloatArray] = {}
+        self.issued_naive = 0  # predictions (metric x level) issued from the naive side
         self.predictions = 0
         self.matched = 0
         self._len = np.zeros(4)  # n, Σ APE(P50), Σ pinball(P90), Σ miss(P90)
@@ -127,15 +147,26 @@ class Calibrator:
             raise ValueError(f"raw quantiles: shape {raw.shape}, expected (3, {len(self.levels)})")
         corrected = np.full(raw.shape, np.nan)
         naive = np.full(raw.shape, np.nan)
-        record = PredictionRecord(pool, slo_class, corrected, raw, naive, length_p50, length_p90)
+        model_c = np.full(raw.shape, np.nan)
+        naive_c = np.full(raw.shape, np.nan)
+        record = PredictionRecord(
+            pool, slo_class, corrected, raw, naive, length_p50, length_p90, model_c, naive_c
+        )
         for m in range(len(METRIC_NAMES)):
             q = self._naive_q.get((pool, slo_class, m))
             if q is not None:
                 naive[m] = q
             stream = record.stream(m)
+            scores = self._select.get(stream)
             for j, level in enumerate(self.levels):
                 if math.isfinite(raw[m, j]):
-                    corrected[m, j] = self.conformal.correct(stream, level, raw[m, j])
+                    model_c[m, j] = self.conformal.correct(stream, level, raw[m, j])
+                if math.isfinite(naive[m, j]):
+                    naive_c[m, j] = self.conformal.correct((stream, "naive"), level, naive[m, j])
+                corrected[m, j] = model_c[m, j]
+                if scores is not None and math.isfinite(naive_c[m, j]) and _naive_better(scores, j):
+                    corrected[m, j] = naive_c[m, j]
+                    self.issued_naive += 1
         self.predictions += 1
         return record
 
@@ -154,14 +185,25 @@ class Calibrator:
         with np.errstate(invalid="ignore"):  # the quantile (pinball) loss, a proper score
             loss = np.maximum(self._tau * (y - preds), (1.0 - self._tau) * (preds - y))
         self.pinball_sum += np.where(ok, loss, 0.0)
+        model_c = record.corrected if record.model_corrected is None else record.model_corrected
+        naive_c = record.naive_corrected
         for m, obs in enumerate(values):
             if not math.isfinite(obs):
                 continue
             stream = record.stream(m)
+            both = True
             for j, level in enumerate(self.levels):
-                issued = float(record.corrected[m, j])
+                issued = float(model_c[m, j])
                 if math.isfinite(issued):
                     self.conformal.update(stream, level, issued, obs, float(record.raw[m, j]))
+                shadow = math.nan if naive_c is None else float(naive_c[m, j])
+                if math.isfinite(shadow):
+                    self.conformal.update(
+                        (stream, "naive"), level, shadow, obs, float(record.naive[m, j])
+                    )
+                both = both and math.isfinite(issued) and math.isfinite(shadow)
+            if both and naive_c is not None:
+                self._score(stream, model_c[m], naive_c[m], obs)
             self._naive_add((record.pool, record.slo_class, m), obs)
         if math.isfinite(record.length_p50):
             tokens = float(outcome.output_tokens)
@@ -174,6 +216,19 @@ class Calibrator:
                     float(tokens > p90),
                 )
             )
+
+    def _score(
+        self, stream: tuple[str, str, int, bool], model: FloatArray, naive: FloatArray, y: float
+    ) -> None:
+        """Decay and add this outcome's pinball loss of both corrected forecasters."""
+        scores = self._select.get(stream)
+        if scores is None:
+            scores = self._select[stream] = np.zeros((2, 2, len(self.levels)))
+        tau = self._tau[0, 0]
+        for k, pred in enumerate((model, naive)):
+            loss = np.maximum(tau * (y - pred), (1.0 - tau) * (pred - y))
+            scores[k, 0] = _DECAY * scores[k, 0] + loss
+            scores[k, 1] = _DECAY * scores[k, 1] + 1.0
 
     def _naive_add(self, key: tuple[str, str, int], y: float) -> None:
         pending = self._naive_pending.setdefault(key, [])
@@ -221,6 +276,14 @@ class Calibrator:
             "miss_p90": _num(miss / n) if n else None,
         }
         return out
+
+
+def _naive_better(scores: FloatArray, j: int) -> bool:
+    """Whether the corrected naive forecaster has had the lower decayed pinball
+    loss at level ``j`` (both scored on >= ``SELECT_MIN`` outcomes' worth)."""
+    if scores[0, 1, j] < _SELECT_MIN_WEIGHT or scores[1, 1, j] < _SELECT_MIN_WEIGHT:
+        return False
+    return bool(scores[1, 0, j] / scores[1, 1, j] < scores[0, 0, j] / scores[0, 1, j])
 
 
 def _num(x: float) -> float | None:
