@@ -125,21 +125,27 @@ def build_app(args: Mapping[str, Any] | None = None) -> Application:
             engine_cls = CascadeVLLMEngine  # Ray's VLLMEngine + scheduler stats
         if cfg.model.engine == "sim":
             engine_cls = sim_engine_cls(cfg, pool, time_scale)
-        options = {
+        options: dict[str, Any] = {
             "name": pool.name,
             "request_router_config": RequestRouterConfig(
                 request_router_class=CascadeRequestRouter,  # type: ignore[arg-type]
                 request_router_kwargs={"config": cfg_dict},
             ),
-            "autoscaling_config": AutoscalingConfig(
+        }
+        if pool.min_replicas == pool.max_replicas:
+            # nothing to scale: a fixed count, so Serve's autoscaling bookkeeping
+            # (per request on the handles, periodic on the replicas, the policy
+            # call each control loop) costs the engines' cores nothing
+            options.update(autoscaling_config=None, num_replicas=pool.max_replicas)
+        else:
+            options["autoscaling_config"] = AutoscalingConfig(
                 min_replicas=pool.min_replicas,
                 max_replicas=pool.max_replicas,
                 initial_replicas=pool.start_replicas,
                 policy=AutoscalingPolicy(policy_function="orchestrator.autoscale:plan_policy"),
                 upscale_delay_s=0.0,
                 downscale_delay_s=0.0,
-            ),
-        }
+            )
         pool_apps[pool.name] = build_llm_deployment(
             llm_config,
             bind_kwargs={
