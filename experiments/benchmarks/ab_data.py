@@ -219,8 +219,9 @@ def ab_table_rows(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, ...]]:
     """The A/B table a person reads (``cascade demo``): one line per system
     (served req/s, output tok/s, TTFT P50/P99, TPOT P99, E2E P50/P99 in s,
     failed), then the ratio rows: ``cascade/<best stock>``, and a second
-    config's ``B/A`` (``--against-config``, ``--telemetry-off``). Systems that
-    failed to run show their error."""
+    config's ``B/A`` (``--against-config``, ``--telemetry-off``), and with
+    ``--interleave`` each Cascade/stock ratio's 95 % interval over rounds
+    (``lo-hi``). Systems that failed to run show their error."""
 
     def fmt(v: Any, digits: int = 2) -> str:
         return "-" if v is None else f"{float(v):.{digits}f}"
@@ -245,6 +246,13 @@ def ab_table_rows(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, ...]]:
                 fmt(b["ttft_p50_s"]), fmt(b["ttft_p99_s"]), fmt(b["tpot_p99_s"]),
                 fmt(b["e2e_p50_s"]), fmt(b["e2e_p99_s"]), "",
             ))  # fmt: skip
+        elif "round_stats" in r:  # the ratios' 95 % intervals over rounds (ab_rounds)
+            ci = {k: r[k]["ci95"] for k in ("ttft_p50_s", "ttft_p99_s", "e2e_p50_s", "e2e_p99_s")}
+            out.append((
+                at(f"{r['round_stats']} 95% CI", r), "", "",
+                _span(ci["ttft_p50_s"]), _span(ci["ttft_p99_s"]), "",
+                _span(ci["e2e_p50_s"]), _span(ci["e2e_p99_s"]), "",
+            ))  # fmt: skip
         elif "ratios" in r:  # two Cascade configs: variant / baseline
             out.append((
                 at(str(r["ratios"]), r), fmt(r["served_req_s"]), fmt(r["output_tok_s"]),
@@ -252,6 +260,10 @@ def ab_table_rows(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, ...]]:
                 fmt(r["e2e_p50_s"]), fmt(r["e2e_p99_s"]), "",
             ))  # fmt: skip
     return out
+
+
+def _span(ci: Sequence[float]) -> str:
+    return f"{float(ci[0]):.2f}-{float(ci[1]):.2f}"
 
 
 AB_COLUMNS = (

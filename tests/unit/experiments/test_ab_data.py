@@ -125,10 +125,15 @@ def test_ratios_and_table() -> None:
     rows = [stock, cascade, {"system": "stock-prefix", "error": "RuntimeError: x"}]
     rows.append({"ratios": "cascade/stock", "best_stock": "stock-pow2", "best": r})
     rows.append({"ratios": "b/a", "rate": 2.0, **ratios(cascade, stock)})  # --against-config
+    ci = {"ratio": 1.0, "ci95": [0.5, 1.25], "rounds_lower": 2, "rounds": 4}
+    keys = ("ttft_p50_s", "ttft_p99_s", "e2e_p50_s", "e2e_p99_s")
+    rows.append({"round_stats": "cascade/stock-pow2", "rate": 14.0, **dict.fromkeys(keys, ci)})
     table = ab_table_rows(rows)
     assert [t[0] for t in table] == [
         "stock-pow2", "cascade", "stock-prefix", "cascade/stock-pow2", "b/a @ 2/s",
+        "cascade/stock-pow2 95% CI @ 14/s",
     ]  # fmt: skip
+    assert table[5][4] == "0.50-1.25" and table[5][1] == "" and len(table[5]) == len(table[0])
     assert table[1][7] == "1.50" and table[3][7] == "0.50" and "error" in table[2][1]
     assert table[4][1] == "1.10" and table[4][7] == "0.50" and table[4][5] == "-"
 
