@@ -101,9 +101,10 @@ class PredictionRecord:
     length_p50: float  # predicted output length quantiles (NaN: no length model yet)
     length_p90: float
     # the two corrected forecasters (model, naive) the issued ``corrected`` was
-    # chosen from; each one's conformal tracker is fed its own values
-    model_corrected: FloatArray | None = None
-    naive_corrected: FloatArray | None = None
+    # chosen from (naive: NaN unless ``Calibrator.select``); each one's
+    # conformal tracker is fed its own values
+    model_corrected: FloatArray
+    naive_corrected: FloatArray
 
     def stream(self, m: int) -> tuple[str, str, int, bool]:
         """The conformal stream of metric ``m``: (pool, class, metric, length
@@ -195,11 +196,9 @@ class Calibrator:
         with np.errstate(invalid="ignore"):
             self.misses += ok & (y > preds)
         self.width_sum += np.where(ok, preds, 0.0)
-        with np.errstate(invalid="ignore"):  # the quantile (pinball) loss, a proper score
-            loss = np.maximum(self._tau * (y - preds), (1.0 - self._tau) * (preds - y))
-        self.pinball_sum += np.where(ok, loss, 0.0)
-        model_c = record.corrected if record.model_corrected is None else record.model_corrected
-        naive_c = record.naive_corrected
+        with np.errstate(invalid="ignore"):
+            self.pinball_sum += np.where(ok, _pinball(self._tau, y, preds), 0.0)
+        model_c, naive_c = record.model_corrected, record.naive_corrected
         for m, obs in enumerate(values):
             if not math.isfinite(obs):
                 continue
@@ -209,13 +208,13 @@ class Calibrator:
                 issued = float(model_c[m, j])
                 if math.isfinite(issued):
                     self.conformal.update(stream, level, issued, obs, float(record.raw[m, j]))
-                shadow = math.nan if naive_c is None else float(naive_c[m, j])
+                shadow = float(naive_c[m, j])
                 if math.isfinite(shadow):
                     self.conformal.update(
                         (stream, "naive"), level, shadow, obs, float(record.naive[m, j])
                     )
                 both = both and math.isfinite(issued) and math.isfinite(shadow)
-            if both and naive_c is not None:
+            if both:
                 self._score(stream, model_c[m], naive_c[m], obs)
             self._naive_add((record.pool, record.slo_class, m), obs)
         if math.isfinite(record.length_p50):
@@ -225,7 +224,7 @@ class Calibrator:
                 (
                     1.0,
                     abs(record.length_p50 - tokens) / tokens,
-                    max(0.9 * (tokens - p90), 0.1 * (p90 - tokens)),
+                    _pinball(0.9, tokens, p90),
                     float(tokens > p90),
                 )
             )
@@ -237,10 +236,8 @@ class Calibrator:
         scores = self._select.get(stream)
         if scores is None:
             scores = self._select[stream] = np.zeros((2, 2, len(self.levels)))
-        tau = self._tau[0, 0]
         for k, pred in enumerate((model, naive)):
-            loss = np.maximum(tau * (y - pred), (1.0 - tau) * (pred - y))
-            scores[k, 0] = _DECAY * scores[k, 0] + loss
+            scores[k, 0] = _DECAY * scores[k, 0] + _pinball(self._tau[0, 0], y, pred)
             scores[k, 1] = _DECAY * scores[k, 1] + 1.0
 
     def _naive_add(self, key: tuple[str, str, int], y: float) -> None:
@@ -289,6 +286,12 @@ class Calibrator:
             "miss_p90": _num(miss / n) if n else None,
         }
         return out
+
+
+def _pinball(tau: Any, y: Any, pred: Any) -> Any:
+    """The quantile (pinball) loss of ``pred`` as the ``tau`` quantile of ``y``
+    (a proper scoring rule; numpy arrays broadcast, floats give a float)."""
+    return np.maximum(tau * (y - pred), (1.0 - tau) * (pred - y))
 
 
 def _naive_better(scores: FloatArray, j: int) -> bool:

@@ -20,8 +20,9 @@ fitted to the loads:
    contention), with the step overhead of 1. in place.
 3. ``per_stream`` (``replicas.core_sharing``): how much each request running
    on the host slows a step (the serving stack's CPU per stream, on the
-   engines' cores). From the capacity probe (requests all at once, so the most
-   streams the pool runs): the ``per_stream`` at which the median over its
+   engines' cores). From the stream probe (half the pool's batch slots at a
+   time; the capacity run's requests, all at once, when there is none): the
+   ``per_stream`` at which the median over its
    requests of simulated TPOT − real TPOT is 0 (bisection on
    [0, ``PER_STREAM_MAX``]), with 1. and 2. in place; then 2. is fitted again
    with it in place (the two-at-a-time probe has two streams), once.
