@@ -97,6 +97,15 @@ def pool_llm_config(cfg: CascadeConfig, pool: PoolConfig, *, time_scale: float =
     )
 
 
+def pool_engine_cores(cfg: CascadeConfig, pool: PoolConfig) -> int:
+    """Cores each replica of a vLLM pool claims on its host (0: vLLM binds)."""
+    if cfg.model.engine != "vllm":
+        return 0
+    from replicas.vllm_config import engine_cores
+
+    return engine_cores(pool)
+
+
 def sim_engine_cls(cfg: CascadeConfig, pool: PoolConfig, time_scale: float = 1.0) -> Any:
     """The ``engine_cls`` an ``LLMServer`` of ``pool`` takes for a simulated
     engine (``SimLLMEngine`` with the pool's options bound): also what a stock
@@ -156,6 +165,7 @@ def build_app(args: Mapping[str, Any] | None = None) -> Application:
                 "telemetry": cfg.loops.telemetry,
                 "controller_secret": secret,
                 "first_chunk_immediate": cfg.model.first_chunk == "immediate",
+                "engine_cores": pool_engine_cores(cfg, pool),
             },
             override_serve_options=options,
             deployment_cls=CascadeLLMServer,

@@ -14,6 +14,9 @@ lifecycle and Ray's own LLM metrics come from Ray) that adds Cascade's telemetry
   soon as the engine makes it, the rest batched as Ray does
   (``replicas.stream_batcher``): Ray's batcher holds the first token until the
   end of its first 50 ms interval.
+* with ``engine_cores`` > 0 (a CPU pool's ``cpu_threads_bind: distinct``), the
+  replica claims that many cores of its host that no other replica holds
+  (``replicas.core_claim``) and binds its vLLM-CPU engine to them.
 
 If the controller is missing (not started yet, or gone), pushes are skipped and
 retried: serving never depends on the controller. Pushes carry the deployment's
@@ -28,6 +31,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import time
 from collections.abc import AsyncGenerator
 from typing import Any
@@ -75,7 +79,17 @@ class CascadeLLMServer(LLMServer):
         controller_namespace: str = CONTROLLER_NAMESPACE,
         controller_secret: str = "",
         first_chunk_immediate: bool = True,
+        engine_cores: int = 0,
     ) -> None:
+        if engine_cores > 0:
+            # before the engine starts: its processes inherit this environment
+            # (replicas.core_claim: cores of this host no other replica holds)
+            from replicas.core_claim import claim_cores
+
+            self._core_claim = claim_cores(engine_cores)
+            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = self._core_claim.bind
+            logger.info("engine bound to cores %s (slot %d)", self._core_claim.bind,
+                        self._core_claim.slot)  # fmt: skip
         try:
             self.replica_id = serve.get_replica_context().replica_id.unique_id
         except Exception:  # outside Serve (direct tests): a local id

@@ -20,7 +20,9 @@ tiny model's shape instead (e.g. 2 layers for the "H100" pool, 4 for "A100").
 - ``device`` (``cpu``/``gpu``), ``num_cpus`` (logical CPUs of the replica actor,
   default 0.1 on CPU), ``engine_cpus`` (logical CPUs of the engine's placement
   bundle, default 0.8 on CPU), ``cpu_threads_bind`` (``VLLM_CPU_OMP_THREADS_BIND``
-  for this pool's engines, e.g. ``"1"`` or ``"nobind"``): Cascade's own keys.
+  for this pool's engines, e.g. ``"1"`` or ``"nobind"``; ``"distinct"``: each
+  replica claims ``ceil(engine_cpus)`` cores of its host that no other replica
+  holds, see ``engine_cores`` and ``replicas.core_claim``): Cascade's own keys.
 - anything else is a vLLM engine argument (``gpu_memory_utilization``,
   ``max_num_seqs``, ``dtype``, ...) and replaces the value derived from
   ``model``; an unknown name is refused by Ray Serve LLM when the deployment is
@@ -119,6 +121,8 @@ CPU_DTYPE = "float32"
 # the scheduler class of model.prefill_budget: slo_slack (an import path: it is
 # resolved in vLLM's EngineCore process)
 SLACK_SCHEDULER = "replicas.vllm_scheduler.SlackPrefillScheduler"
+# cpu_threads_bind value: each replica binds its engine to cores of its own
+DISTINCT_BIND = "distinct"
 
 
 def vllm_is_cpu_build() -> bool:
@@ -142,6 +146,17 @@ def pool_device(pool: PoolConfigLike, device: Device | None = None) -> Device:
     if pool.accelerator.strip().upper() == "CPU" or vllm_is_cpu_build():
         return "cpu"
     return "gpu"
+
+
+def engine_cores(pool: PoolConfigLike, device: Device | None = None) -> int:
+    """Cores each replica of ``pool`` claims for its engine on its host
+    (``CascadeLLMServer(engine_cores=...)``): ``ceil(engine_cpus)`` for a CPU
+    pool with ``cpu_threads_bind: distinct``, else 0 (vLLM's own binding, or
+    the pool's fixed ``cpu_threads_bind`` for every replica)."""
+    ov = pool.engine_overrides
+    if pool_device(pool, device) != "cpu" or str(ov.get("cpu_threads_bind")) != DISTINCT_BIND:
+        return 0
+    return max(1, math.ceil(_positive(pool, "engine_cpus", ov.get("engine_cpus", CPU_ENGINE_CPUS))))
 
 
 def tiny_model_dir(model: ModelConfigLike, pool: PoolConfigLike) -> Path:
@@ -258,7 +273,7 @@ def llm_config_kwargs(
             bundle[f"accelerator_type:{pool.accelerator}"] = 0.001
         kwargs["placement_group_config"] = {"bundles": [bundle]}
         bind = ov.get("cpu_threads_bind")
-        if bind is not None:
+        if bind is not None and str(bind) != DISTINCT_BIND:  # distinct: per replica
             env_vars["VLLM_CPU_OMP_THREADS_BIND"] = str(bind)
     else:
         kwargs["accelerator_type"] = pool.accelerator

@@ -38,7 +38,7 @@ def calibrate_terms(
     probe, else none (0).
     Returns the setup with them in place and the summary's fields (value and
     where it came from). Raises ``ValueError`` naming a bad flag."""
-    from replicas.vllm_config import pool_device
+    from replicas.vllm_config import engine_cores, pool_device
 
     def probe(tag: str) -> Any:
         f = real_dir / f"{tag}.json"
@@ -60,11 +60,13 @@ def calibrate_terms(
         step, step_from = max(raw, 0.0), f"probe ({len(one)} requests one at a time)"
         if raw < 0:
             step_from += f"; clamped from {raw * 1e3:.3f} ms"
-    # on CPU every engine of the pool gets the same OpenMP binding (on a 2-core
-    # host: core 0), so the pool's engines share cores; on GPU each has its own
+    # on CPU vLLM gives every engine of the pool the same OpenMP binding (on a
+    # 2-core host: core 0), so the pool's engines share cores, unless each claims
+    # its own (cpu_threads_bind: distinct); on GPU each has its own device
     group = args.engines_per_group
     if group is None:
-        group = setup.pools[0].replicas if pool_device(cfg.pools[0]) == "cpu" else 1
+        own = engine_cores(cfg.pools[0]) > 0
+        group = setup.pools[0].replicas if pool_device(cfg.pools[0]) == "cpu" and not own else 1
     if group < 1:
         raise ValueError(f"--engines-per-group must be >= 1, got {group}")
     setup = with_serving_costs(setup, step_overhead_s=step)

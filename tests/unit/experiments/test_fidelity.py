@@ -221,7 +221,9 @@ def test_sim_vs_sim_gives_zero_error_through_the_cli(
     assert summary["overhead_s"] == pytest.approx(0.04, abs=1e-9)
     # the "real" steps are the profile's: no step cost found; no contention probe
     assert summary["step_overhead_s"] == 0.0 and summary["contention_alpha"] == 0.0
-    assert summary["contention_from"] == "none (no probe-c2.json)"
+    # ab-cpu.yaml binds each engine to its own core (cpu_threads_bind: distinct)
+    assert summary["contention_from"] == "none (no engines share cores)"
+    assert summary["engines_per_group"] == 1
     assert summary["sim_engine"]["block_size"] == 32 and summary["unmodelled_engine_args"] == []
     assert (out / "fidelity_cdf_l0.5.png").stat().st_size > 0
     assert (out / "fidelity_cdf_l1.png").stat().st_size > 0

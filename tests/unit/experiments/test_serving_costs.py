@@ -207,7 +207,10 @@ def test_the_cli_measures_the_terms_and_then_matches_the_loads(
     _probes(real, truth, cfg)
     arr, prompts, outs = requests(100, 6.0, seed=3)
     write_real(real / "load-1.json", truth, cfg, arr, prompts, outs, OVERHEAD)
-    meta = {"config": str(DEFAULT_CONFIG), "profile": str(PROFILE), "loads": [1.0],
+    # the pool with vLLM's own binding (every engine on one core), as stock Ray runs it
+    shared = tmp_path / "ab-cpu-shared.yaml"
+    shared.write_text(DEFAULT_CONFIG.read_text().replace(", cpu_threads_bind: distinct", ""))
+    meta = {"config": str(shared), "profile": str(PROFILE), "loads": [1.0],
             "rates_rps": [6.0], "capacity_rps": 6.0, "num_blocks": 20000}  # fmt: skip
     (real / "meta.json").write_text(json.dumps(meta))
     cli = ["bench", "fidelity", "--real-results", str(real), "--out", str(tmp_path / "o")]
@@ -217,7 +220,7 @@ def test_the_cli_measures_the_terms_and_then_matches_the_loads(
     assert summary["step_overhead_from"].startswith("probe (10 requests")
     assert summary["contention_alpha"] == pytest.approx(ALPHA, abs=0.03)
     assert summary["contention_from"].startswith("contention probe (20 requests")
-    assert summary["engines_per_group"] == 2  # ab-cpu: two CPU replicas, one binding
+    assert summary["engines_per_group"] == 2  # two CPU replicas, one binding
     assert summary["overhead_s"] == pytest.approx(OVERHEAD, abs=2e-4)
     for r in rows:  # measured terms, not the truth: within 2 %, bars held
         for q in (50, 99):

@@ -187,3 +187,28 @@ def test_pool_config_refuses_what_cannot_run(tmp_path: Path) -> None:
         llm_config_kwargs(ModelConfig(engine="vllm", model_path="/models/llama"), pool)
     with pytest.raises(ValueError, match="device"):
         llm_config_kwargs(ModelConfig(engine="vllm"), pool, model_dir=tmp_path, device="tpu")  # type: ignore[arg-type]
+
+
+def test_distinct_binding_is_a_per_replica_claim_not_a_pool_env(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from orchestrator.config import ModelConfig, PoolConfig
+    from replicas.vllm_config import engine_cores, llm_config_kwargs
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    model = ModelConfig(engine="vllm", model_path="tiny")
+
+    def pool(**ov: object) -> PoolConfig:
+        return PoolConfig(name="p", accelerator="CPU",
+                          engine_overrides={"num_layers": 2, **ov})  # fmt: skip
+
+    distinct = pool(cpu_threads_bind="distinct")
+    kw = llm_config_kwargs(model, distinct, device="cpu")
+    assert "runtime_env" not in kw  # vLLM would refuse "distinct" as a core list
+    assert engine_cores(distinct, "cpu") == 1  # ceil(0.8 engine CPUs)
+    assert engine_cores(pool(cpu_threads_bind="distinct", engine_cpus=2.5), "cpu") == 3
+    assert engine_cores(distinct, "gpu") == 0  # GPU engines: the device is the placement
+    assert engine_cores(pool(cpu_threads_bind="1"), "cpu") == 0  # a fixed bind for all
+    assert engine_cores(pool(), "cpu") == 0  # vLLM's own binding
+    with pytest.raises(ValueError, match="engine_cpus"):
+        engine_cores(pool(cpu_threads_bind="distinct", engine_cpus=-1), "cpu")
