@@ -2,7 +2,7 @@
 
 ``cascade bench ab --config C --trace T --rate R [--burstiness B] [--requests N]
 [--routers pow2,prefix,capacity] [--against-config B | --telemetry-off]
-[--interleave K] --json``
+[--interleave K] [--stock-bind BIND] --json``
 
 For each stock router named in ``--routers`` (Ray's default power-of-two,
 ``PrefixCacheAffinityRouter``, the experimental ``CapacityQueueRouter``), and then
@@ -106,34 +106,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--burstiness", type=float, default=1.0, help="Gamma shape (1: Poisson)")
     parser.add_argument("--requests", type=int, default=200, help="requests per system")
-    parser.add_argument(
-        "--routers", default="pow2", help=f"stock routers: {','.join(STOCK_ROUTERS)}"
-    )
+    routers = ",".join(STOCK_ROUTERS)
+    parser.add_argument("--routers", default="pow2", help=f"stock routers: {routers}")
     parser.add_argument("--prompt-scale", type=float, default=1 / 8)
     parser.add_argument("--max-output", type=int, default=128, help="output tokens cap")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-cpus", type=int, default=8, help="logical CPUs of the Ray head")
     parser.add_argument("--timeout", type=float, default=900.0, help="deploy timeout (s)")
     parser.add_argument("--skip-cascade", action="store_true", help="only the stock routers")
+    parser.add_argument("--stock-bind", default=None, metavar="BIND", help="stock replicas' "
+                        "VLLM_CPU_OMP_THREADS_BIND (e.g. nobind; default: the pool's, else vLLM's)")
     parser.add_argument(
-        "--telemetry-off",
-        action="store_true",
+        "--telemetry-off", action="store_true",
         help="also run Cascade with loops.telemetry false (full-stack telemetry overhead); "
         "the same comparison as --against-config, with the second config derived",
     )
     parser.add_argument(
-        "--against-config",
-        default=None,
-        metavar="B.yaml",
+        "--against-config", default=None, metavar="B.yaml",
         help="also run Cascade under this second config on the same pool (same pools, model "
         "and engine settings; routing, admission, SLOs, loops, model.prefill_budget, "
         "model.first_chunk may differ) and add a B/A ratios row; rows are labelled by the "
         "file names",
     )
     parser.add_argument(
-        "--interleave",
-        type=int,
-        default=1,
+        "--interleave", type=int, default=1,
         help="K >= 2: deploy every system side by side on one Ray cluster and drive them "
         "in K alternating rounds (ABBA...) of requests/K each, so the host's drift falls "
         "on every system alike (with --against-config or --telemetry-off: the two Cascade "
@@ -233,7 +229,8 @@ def _run(args: argparse.Namespace) -> list[dict[str, Any]]:
             if system in configs:
                 deploy_cascade(configs[system], args.num_cpus, args.timeout)
             else:
-                deploy_stock(cfg, system.removeprefix("stock-"), args.num_cpus, args.timeout)
+                deploy_stock(cfg, system.removeprefix("stock-"), args.num_cpus, args.timeout,
+                             bind=args.stock_bind)
             _log(f"{system}: ready in {time.time() - t0:.0f} s")
             for rate in rates:
                 result = drive_client(args, system, rate, cfg.model.name, tokenizer, data, out)
@@ -285,7 +282,8 @@ def _run_interleaved(args: argparse.Namespace, cfg: Any, routers: list[str], rat
                 deploy_cascade(str(args.config), args.num_cpus, args.timeout)
             else:
                 deploy_stock(cfg, system.removeprefix("stock-"), args.num_cpus, args.timeout,
-                              app_name=system, route_prefix=routes[system])  # fmt: skip
+                             app_name=system, route_prefix=routes[system],
+                             bind=args.stock_bind)  # fmt: skip
             _log(f"{system}: ready in {time.time() - t0:.0f} s")
         if not rates:  # --rate auto: a share of the first stock router's measured capacity
             rates = [measured_rate(drive_client, args, cfg.model.name, tokenizer, out,

@@ -52,9 +52,30 @@ def stock_router_options(name: str) -> dict[str, Any]:
     raise ValueError(f"unknown stock router {name!r}")
 
 
+def stock_pool(pool: Any, bind: str | None) -> Any:
+    """The pool as stock Ray Serve LLM runs it with ``--stock-bind``: ``bind`` as
+    every replica's ``VLLM_CPU_OMP_THREADS_BIND`` (one value for the deployment:
+    all a Serve deployment's ``runtime_env`` can carry), or the pool unchanged
+    for ``None``; a ``distinct`` bind on the pool is dropped by the config
+    builder, so stock keeps vLLM's own binding. Raises ``ValueError`` for
+    ``distinct`` (a per-replica claim stock Ray has no place for)."""
+    from replicas.vllm_config import DISTINCT_BIND
+
+    if bind is None:
+        return pool
+    if bind == DISTINCT_BIND:
+        raise ValueError(
+            "--stock-bind distinct: stock Ray Serve LLM gives every replica of a deployment "
+            "one environment; give a core list (0,1) or nobind"
+        )
+    return pool.model_copy(
+        update={"engine_overrides": {**pool.engine_overrides, "cpu_threads_bind": bind}}
+    )
+
+
 def deploy_stock(
     cfg: Any, router: str, num_cpus: int, timeout_s: float, *, app_name: str = STOCK_APP,
-    route_prefix: str = "/",
+    route_prefix: str = "/", bind: str | None = None,
 ) -> None:  # fmt: skip
     from ray import serve
     from ray.serve.llm import build_openai_app
@@ -62,8 +83,8 @@ def deploy_stock(
     from orchestrator import serve_cli
     from replicas.vllm_config import build_llm_config
 
+    pool = stock_pool(cfg.pools[0], bind)  # refuses a bad bind before Ray starts
     serve_cli.start_ray_head(cfg, num_cpus)
-    pool = cfg.pools[0]
     llm = build_llm_config(cfg.model, pool, deployment_overrides=stock_router_options(router))
     serve.start(http_options={"host": "127.0.0.1", "port": PORT})
     app = build_openai_app(

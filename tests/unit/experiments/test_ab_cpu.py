@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
 from experiments.benchmarks.ab_systems_cli import _role, cpu_delta
 
 
@@ -27,3 +31,20 @@ def test_a_retitled_process_counts_only_what_it_spent_between_readings() -> None
         9: ("VLLM::EngineCore", 1.25),  # started in between: counts in full
     }
     assert cpu_delta(before, after) == {"VLLM::EngineCore": 4.75, "ray::ServeController": 2.0}
+
+
+def test_stock_bind_is_one_value_for_every_replica_and_never_distinct() -> None:
+    from experiments.benchmarks.ab_systems_cli import stock_pool
+    from orchestrator.config import load_config
+    from replicas.vllm_config import llm_config_kwargs
+
+    cfg = load_config(Path(__file__).resolve().parents[3] / "examples" / "ab-cpu.yaml")
+    pool = cfg.pools[0]
+    assert stock_pool(pool, None) is pool
+    nobind = stock_pool(pool, "nobind")
+    assert nobind.engine_overrides["cpu_threads_bind"] == "nobind"
+    assert pool.engine_overrides["cpu_threads_bind"] == "distinct"  # the config is untouched
+    kw = llm_config_kwargs(cfg.model, nobind, device="cpu")
+    assert kw["runtime_env"] == {"env_vars": {"VLLM_CPU_OMP_THREADS_BIND": "nobind"}}
+    with pytest.raises(ValueError, match="--stock-bind distinct"):
+        stock_pool(pool, "distinct")
