@@ -70,6 +70,7 @@ from orchestrator.prediction_sampler import PredictionSampler
 from orchestrator.request_info import CLASS_FIELD, CLASS_HEADER, request_info_from_body
 from orchestrator.stream_guard import StreamCounters, guarded_stream
 from orchestrator.sync_hub import process_hub
+from replicas.gc_pauses import GcPauseWatch
 from replicas.names import CONTROLLER_NAME, CONTROLLER_NAMESPACE
 from replicas.telemetry import RequestInfo
 
@@ -120,16 +121,19 @@ class CascadeIngress(OpenAiIngress):
         # second (scoring one is the costliest thing Cascade does per request)
         self._sampled = PredictionSampler(cfg.loops.predictions_per_s, clock=time.monotonic)
         self.outcomes_dropped = 0  # the backlog was full (the fold fell behind)
+        self.gc_pauses = GcPauseWatch("ingress").install()  # a long one stalls every stream
 
     async def fault_counters(self) -> dict[str, int]:
         """``retried``, ``stream_failures`` and ``stream_errors`` (module docstring);
         ``admission_errors``: requests admitted because the admission policy raised
-        (``Gateway.admission_errors``)."""
+        (``Gateway.admission_errors``); ``gc_slow_pauses``: garbage collections
+        that held this process over 100 ms (``replicas.gc_pauses``)."""
         return {
             "retried": self.retried,
             "stream_failures": self.streams.failures,
             "stream_errors": self.streams.errors_sent,
             "admission_errors": self.gateway.admission_errors,
+            "gc_slow_pauses": self.gc_pauses.slow,
         }
 
     # ---- background: Plan + snapshots in, arrivals out ----------------------------------

@@ -39,6 +39,7 @@ from typing import Any
 from ray import serve
 from ray.serve.llm import LLMServer
 
+from replicas.gc_pauses import GcPauseWatch
 from replicas.names import CONTROLLER_NAME, CONTROLLER_NAMESPACE
 from replicas.prompts import chat_text, count_prompt_tokens
 from replicas.push import SnapshotPusher
@@ -113,6 +114,7 @@ class CascadeLLMServer(LLMServer):
 
         self._metrics = ReplicaMetrics()
         self._metrics_due = Throttle()  # export at 1 Hz, push at 4 Hz (replicas.throttle)
+        self.gc_pauses = GcPauseWatch(f"replica {self.replica_id}").install()
         await super().__init__(llm_config, engine_cls=engine_cls)
         self._task = asyncio.get_running_loop().create_task(self._push_loop())
 

@@ -103,6 +103,13 @@ def test_cli_simulate_json(capsys: pytest.CaptureFixture[str], tmp_path: Path) -
                 "preemptions", "wall_s"):  # fmt: skip
         assert key in rows[0]
     assert rows[0]["prefill_budget"] == "fixed"  # the default example's
+    # goodput over the arrival window: same arrivals, same span, so the policies'
+    # ratio is that of their requests within SLO (the last completion plays no part)
+    a, b = rows
+    assert a["goodput_window_per_gpu_s"] > 0
+    assert a["goodput_window_per_gpu_s"] / b["goodput_window_per_gpu_s"] == pytest.approx(
+        a["within_slo"] / b["within_slo"], rel=1e-12
+    )
     # the run's E2E floor (experiments.e2e_floor) and issue 14's bar against it
     for r in rows:
         assert 0 < r["e2e_floor_p50_s"] <= r["e2e_floor_p99_s"] < r["e2e_p99_s"]
