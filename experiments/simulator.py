@@ -181,7 +181,7 @@ def simulate(
     sharing = setup.core_sharing
     groups = CoreGroups(sharing, len(engines)) if sharing and sharing.active else None
     seq_caps = [e.config.max_num_seqs for e in engines]
-    track_streams = groups is not None and sharing is not None and sharing.per_stream > 0
+    track_streams = groups is not None and sharing is not None and sharing.tracks_streams
 
     def start(k: int, t: float, horizon: float) -> None:
         """Begin engine k's next step (or run) at t, or mark it idle."""

@@ -44,6 +44,26 @@ the capacity probe (requests all at once: the most streams the pool runs). When
 ``s`` changes (an arrival, a completion) every busy engine's run is cut at its
 next step boundary, as for a peer starting or stopping.
 
+The host's cores, shared by everything (``host_cores`` > 0: replaces the two
+linear terms above, which must then be 0). When every engine has cores of its
+own (``cpu_threads_bind: distinct``) what still contends is the host: the busy
+engines and the serving stack's work per streamed token share ``host_cores``
+cores. A step of duration ``d`` that begins while ``n`` engines of the host are
+busy (this one included) and ``s`` requests stream host-wide lasts ``x·d``,
+where the processor-sharing balance "demand over cores = stretch" reads
+
+    x = D / C,   D = n·e + s·k / x     (cores demanded; k: the stack's CPU per
+                                      streamed token, in units of a step)
+
+i.e. ``x = (a + sqrt(a² + 4·k·s/C)) / 2`` with ``a = n·e/C``, never below 1.
+``e`` (``engine_demand``, default 1) is the cores a busy engine keeps busy (its
+scheduler process and its worker alternate on about one core); ``k``
+(``stream_cost``) is fitted by ``cascade bench fidelity`` to the stream probe.
+Concave in the streams (the square root), where the linear ``per_stream``
+over-stretches light loads once fitted at a heavy one; a step's tokens are
+taken as one step of the engine's own (``k`` absorbs the ratio of the stack's
+CPU per token to a typical step), so ``x`` does not depend on ``d``.
+
 Off by default (``None`` in ``SimSetup``): on a GPU node each engine has its own
 device, and the effect does not apply in this form. ``engines_per_group = 1``
 or ``alpha = 0`` reproduce the unshared simulator exactly.
@@ -71,6 +91,9 @@ class CoreSharing:
     engines_per_group: int
     alpha: float
     per_stream: float = 0.0
+    host_cores: int = 0  # > 0: the host model (module docstring); alpha, per_stream 0
+    stream_cost: float = 0.0  # k of the host model
+    engine_demand: float = 1.0  # e of the host model, cores per busy engine
 
     def __post_init__(self) -> None:
         if self.engines_per_group < 1:
@@ -83,15 +106,39 @@ class CoreSharing:
             raise ValueError(
                 f"core sharing: per_stream must be a finite number >= 0, got {self.per_stream}"
             )
+        for name in ("stream_cost", "engine_demand"):
+            v = getattr(self, name)
+            if not (v >= 0 and math.isfinite(v)):
+                raise ValueError(f"core sharing: {name} must be a finite number >= 0, got {v}")
+        if self.host_cores < 0:
+            raise ValueError(f"core sharing: host_cores must be >= 0, got {self.host_cores}")
+        if self.host_cores and (self.alpha or self.per_stream):
+            raise ValueError(
+                "core sharing: the host model (host_cores > 0) replaces alpha and per_stream; "
+                f"got alpha {self.alpha}, per_stream {self.per_stream}"
+            )
 
     @property
     def active(self) -> bool:
         """Whether a step can ever be stretched."""
-        return (self.engines_per_group > 1 and self.alpha > 0) or self.per_stream > 0
+        return (
+            (self.engines_per_group > 1 and self.alpha > 0)
+            or self.per_stream > 0
+            or self.host_cores > 0
+        )
+
+    @property
+    def tracks_streams(self) -> bool:
+        """Whether the stretch depends on the requests running host-wide."""
+        return self.per_stream > 0 or (self.host_cores > 0 and self.stream_cost > 0)
 
     def stretch(self, busy_others: int, streams: int = 0) -> float:
         """The factor of a step that begins while ``busy_others`` peers are busy
         and ``streams`` requests run host-wide."""
+        if self.host_cores:
+            c = self.host_cores
+            a = (busy_others + 1) * self.engine_demand / c
+            return max(1.0, 0.5 * (a + math.sqrt(a * a + 4.0 * self.stream_cost * streams / c)))
         return 1.0 + self.alpha * busy_others + self.per_stream * streams
 
 

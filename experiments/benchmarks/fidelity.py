@@ -49,6 +49,7 @@ import argparse
 import contextlib
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -117,6 +118,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--per-stream", type=float, default=None,
         help="step slowdown per request running on the host (default: capacity probe)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--core-model", choices=("auto", "linear", "host"), default="auto",
+        help="how shared CPU stretches steps: linear (alpha per busy peer + per_stream), "
+        "host (busy engines and the stack's per-token work over the host's cores, "
+        "replicas.core_sharing); auto: host when each engine has its own cores, else linear",
+    )  # fmt: skip
+    parser.add_argument(
+        "--host-cores", type=int, default=None,
+        help="cores of the host model (default: the real run's, else this machine's)",
     )  # fmt: skip
     parser.add_argument(
         "--engines-per-group", type=int, default=None,
@@ -234,7 +245,7 @@ def _run_real(args: argparse.Namespace, out: Path, real_dir: Path) -> None:
         "trace": args.trace, "prompt_scale": args.prompt_scale, "max_output": args.max_output,
         "probe": args.probe, "contention_probe": args.contention_probe,
         "stream_probe": args.stream_probe, "stream_probe_concurrency": slots,
-        "memory_bytes": memory, "num_blocks": blocks,
+        "memory_bytes": memory, "num_blocks": blocks, "host_cores": os.cpu_count(),
         "commit": commit_of(),
     }  # fmt: skip
     (real_dir / "meta.json").write_text(json.dumps(meta, indent=1))

@@ -26,6 +26,12 @@ fitted to the loads:
    requests of simulated TPOT − real TPOT is 0 (bisection on
    [0, ``PER_STREAM_MAX``]), with 1. and 2. in place; then 2. is fitted again
    with it in place (the two-at-a-time probe has two streams), once.
+   With the host model instead (``--core-model host``; the default when each
+   engine has cores of its own): 2. and 3. are replaced by the host's cores
+   shared by the busy engines and the stack's per-token work, whose one free
+   parameter ``stream_cost`` is fitted to the same stream probe the same way
+   (``fit_host_stream_cost``, bisection on [0, ``HOST_STREAM_MAX``]); 1. is
+   then fitted again with it in place, and ``stream_cost`` once more.
 4. ``serving_overhead`` (s, added to TTFT and E2E; not a step cost): the
    request's fixed path (HTTP, proxy, ingress, replica actor). From the probe:
    the median of real TTFT − simulated TTFT, with 1.-3. in place (the first
@@ -53,6 +59,7 @@ ALPHA_MAX = 4.0  # a step 5× as long per busy peer: beyond any sharing of one c
 ALPHA_TOL = 1e-3
 PER_STREAM_MAX = 0.25  # 64 streams would make a step 17x as long: beyond any host
 PER_STREAM_TOL = 1e-4
+HOST_STREAM_MAX = 16.0  # k: a token costing the stack 16 steps of CPU: beyond any host
 
 
 def with_serving_costs(
@@ -126,6 +133,26 @@ def fit_stream_cost(
         s = replace(setup, core_sharing=replace(base, per_stream=per_stream))
         sim = simulate_replay(s, probe, cfg, seed=seed, shared_prefix=shared_prefix)
         return _median_diff(sim.tpot, probe.real.tpot, "stream cost (TPOT)", probe.source)
+
+    return _bisect(err, hi, tol)
+
+
+def fit_host_stream_cost(
+    setup: SimSetup, probe: Replay, cfg: Any, *, seed: int = 0, shared_prefix: bool = True,
+    hi: float = HOST_STREAM_MAX, tol: float = PER_STREAM_TOL,
+) -> tuple[float, str]:  # fmt: skip
+    """``stream_cost`` (k) of the host model (``replicas.core_sharing``):
+    ``(k, note)``. ``setup``: with the host model's ``core_sharing`` (cores,
+    engine demand) and step overhead in place. Raises ``ValueError`` when no
+    probe request has a TPOT, or without the host model."""
+    base = setup.core_sharing
+    if base is None or not base.host_cores:
+        raise ValueError("host stream cost: the setup has no host model (host_cores)")
+
+    def err(k: float) -> float:
+        s = replace(setup, core_sharing=replace(base, stream_cost=k))
+        sim = simulate_replay(s, probe, cfg, seed=seed, shared_prefix=shared_prefix)
+        return _median_diff(sim.tpot, probe.real.tpot, "host stream cost (TPOT)", probe.source)
 
     return _bisect(err, hi, tol)
 

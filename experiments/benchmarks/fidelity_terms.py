@@ -11,11 +11,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from experiments.benchmarks.fidelity_calibrate import (
     fit_contention,
+    fit_host_stream_cost,
     fit_streams,
     serving_overhead,
     step_overhead,
@@ -60,13 +64,16 @@ def calibrate_terms(
         step, step_from = max(raw, 0.0), f"probe ({len(one)} requests one at a time)"
         if raw < 0:
             step_from += f"; clamped from {raw * 1e3:.3f} ms"
+    cpu, own = pool_device(cfg.pools[0]) == "cpu", engine_cores(cfg.pools[0]) > 0
+    model = args.core_model if args.core_model != "auto" else "host" if cpu and own else "linear"
+    if model == "host":
+        return _host_terms(args, real_dir, setup, cfg, (step, step_from), one, probe, kw)
     # on CPU vLLM gives every engine of the pool the same OpenMP binding (on a
     # 2-core host: core 0), so the pool's engines share cores, unless each claims
     # its own (cpu_threads_bind: distinct); on GPU each has its own device
     group = args.engines_per_group
     if group is None:
-        own = engine_cores(cfg.pools[0]) > 0
-        group = setup.pools[0].replicas if pool_device(cfg.pools[0]) == "cpu" and not own else 1
+        group = setup.pools[0].replicas if cpu and not own else 1
     if group < 1:
         raise ValueError(f"--engines-per-group must be >= 1, got {group}")
     setup = with_serving_costs(setup, step_overhead_s=step)
@@ -96,16 +103,63 @@ def calibrate_terms(
         alpha_from += alpha_note
     sharing = CoreSharing(group, alpha, per_stream)
     setup = with_serving_costs(setup, step_overhead_s=step, sharing=sharing)
-    if args.overhead_s is not None:
-        overhead, source = float(args.overhead_s), "--overhead-s"
-    elif one is None:
-        overhead, source = 0.0, "none (no probe.json)"
-    else:
-        overhead = serving_overhead(setup, one, cfg, **kw)
-        source = f"probe ({len(one)} requests one at a time)"
     return setup, {
-        "overhead_s": overhead, "overhead_from": source,
+        **_overhead(args, setup, one, cfg, kw), "core_model": "linear",
         "step_overhead_s": step, "step_overhead_from": step_from,
         "contention_alpha": alpha, "contention_from": alpha_from, "engines_per_group": group,
         "per_stream": per_stream, "per_stream_from": stream_from,
+    }  # fmt: skip
+
+
+def _overhead(
+    args: argparse.Namespace, setup: SimSetup, one: Any, cfg: Any, kw: dict[str, Any]
+) -> dict[str, Any]:
+    """Term 4 (the serving overhead) with every step term of ``setup`` in place."""
+    if args.overhead_s is not None:
+        return {"overhead_s": float(args.overhead_s), "overhead_from": "--overhead-s"}
+    if one is None:
+        return {"overhead_s": 0.0, "overhead_from": "none (no probe.json)"}
+    return {"overhead_s": serving_overhead(setup, one, cfg, **kw),
+            "overhead_from": f"probe ({len(one)} requests one at a time)"}  # fmt: skip
+
+
+def _host_terms(
+    args: argparse.Namespace, real_dir: Path, setup: SimSetup, cfg: Any,
+    step_term: tuple[float, str], one: Any, probe: Callable[[str], Any], kw: dict[str, Any],
+) -> tuple[SimSetup, dict[str, Any]]:  # fmt: skip
+    """The host model's terms (``replicas.core_sharing``, ``--core-model host``):
+    every engine of the run in one group (the host), its cores (``--host-cores``,
+    else the real run's, else this machine's), ``stream_cost`` fitted to the
+    stream probe (else the capacity run); the step overhead fitted again with it
+    in place, then ``stream_cost`` once more; then the serving overhead."""
+    step, step_from = step_term
+    meta = real_dir / "meta.json"
+    cores = args.host_cores or (json.loads(meta.read_text()).get("host_cores")
+                                if meta.is_file() else None) or os.cpu_count() or 1  # fmt: skip
+    if cores < 1:
+        raise ValueError(f"--host-cores must be >= 1, got {cores}")
+    base = CoreSharing(sum(p.replicas for p in setup.pools), 0.0, host_cores=int(cores))
+    cap, what = probe("probe-streams"), "stream probe"
+    if cap is None:
+        cap, what = probe("capacity"), "capacity probe"
+    k, k_from = 0.0, "none (no probe-streams.json or capacity.json)"
+    if cap is not None:
+        for again in (False, True):
+            with_host = with_serving_costs(setup, step_overhead_s=step, sharing=base)
+            k, note = fit_host_stream_cost(with_host, cap, cfg, **kw)
+            if again or one is None or args.step_overhead_s is not None:
+                break
+            raw = step_overhead(replace(with_host, core_sharing=replace(base, stream_cost=k)),
+                                one, cfg, **kw)  # fmt: skip
+            step = max(raw, 0.0)
+            step_from += f"; again with the host model in place: {raw * 1e3:.3f} ms"
+        k_from = f"{what} ({len(cap)} requests): {note}"
+    setup = with_serving_costs(setup, step_overhead_s=step, sharing=replace(base, stream_cost=k))
+    return setup, {
+        **_overhead(args, setup, one, cfg, kw), "core_model": "host",
+        "step_overhead_s": step, "step_overhead_from": step_from,
+        "contention_alpha": 0.0, "contention_from": "none (the host model)",
+        "engines_per_group": base.engines_per_group, "per_stream": 0.0,
+        "per_stream_from": "none (the host model)", "host_cores": base.host_cores,
+        "stream_cost": k, "stream_cost_from": k_from,
     }  # fmt: skip

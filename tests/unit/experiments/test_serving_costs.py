@@ -235,3 +235,56 @@ def test_the_cli_measures_the_terms_and_then_matches_the_loads(
     assert tpot["err_p50"] < -0.2
     assert main([*cli, "--step-overhead-s", "-0.001"]) == 2
     assert "--step-overhead-s" in capsys.readouterr().err
+
+
+# ---- the host model (engines with cores of their own, sharing the host) -----------
+def test_host_model_is_the_processor_sharing_balance() -> None:
+    host = CoreSharing(2, 0.0, host_cores=2, stream_cost=1.0)
+    # x = D / C with D = n e + s k / x: solve by hand, and check the balance
+    for busy_others, streams in ((1, 2), (1, 14), (1, 32), (0, 5)):
+        x = host.stretch(busy_others, streams)
+        demand = (busy_others + 1) * 1.0 + streams * 1.0 / x
+        assert x == pytest.approx(max(1.0, demand / 2), rel=1e-12) or x == 1.0
+    assert host.stretch(1, 32) == pytest.approx((1 + np.sqrt(1 + 64)) / 2)
+    # one engine, one stream on two cores: nothing to share
+    assert host.stretch(0, 1) == 1.0
+    # concave in the streams: the 30 streams after the first 2 add less than 15x theirs
+    assert host.stretch(1, 32) - host.stretch(1, 2) < 15 * (host.stretch(1, 2) - 1.0)
+    assert host.active and host.tracks_streams
+    assert not CoreSharing(1, 0.0).tracks_streams
+    for bad in ({"host_cores": -1}, {"stream_cost": float("nan")}, {"engine_demand": -0.5}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            CoreSharing(2, 0.0, **bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="replaces alpha and per_stream"):
+        CoreSharing(2, 0.3, host_cores=2)
+
+
+def test_host_model_stretches_simulated_steps_as_it_says() -> None:
+    # 8 alike requests at once on 2 engines with 2 cores and k = 0.5: while all
+    # 8 run, x = (1 + sqrt(1 + 4 * 0.5 * 8 / 2)) / 2 = (1 + sqrt(9)) / 2 = 2
+    eight = Trace("eight", np.arange(8) * 1e-6, np.full(8, 100), np.full(8, 200))
+    host = CoreSharing(2, 0.0, host_cores=2, stream_cost=0.5)
+    ratio = _tpot(replace(SETUP, core_sharing=host), eight) / _tpot(SETUP, eight)
+    np.testing.assert_allclose(ratio, 2.0, rtol=0.02)
+    # the same engines on a 16-core host: demand never exceeds the cores
+    roomy = replace(host, host_cores=16)
+    np.testing.assert_allclose(_tpot(replace(SETUP, core_sharing=roomy), eight),
+                               _tpot(SETUP, eight), rtol=1e-9)  # fmt: skip
+
+
+def test_host_stream_cost_is_recovered_from_a_stream_probe(
+    tmp_path: Path, fidelity_setup: tuple[SimSetup, object]
+) -> None:
+    from experiments.benchmarks.fidelity_calibrate import fit_host_stream_cost
+
+    base, cfg = fidelity_setup
+    host = CoreSharing(2, 0.0, host_cores=2, stream_cost=0.8)
+    truth = with_serving_costs(base, step_overhead_s=STEP, sharing=host)
+    arr = np.arange(60) * 1e-3  # 60 at once: 2 x 30 streams
+    cap = write_real(tmp_path / "probe-streams.json", truth, cfg, arr, np.full(60, 120),
+                     np.full(60, 96), OVERHEAD)  # fmt: skip
+    start = with_serving_costs(base, step_overhead_s=STEP, sharing=replace(host, stream_cost=0.0))
+    k, note = fit_host_stream_cost(start, cap, cfg)
+    assert k == pytest.approx(0.8, abs=0.02) and note == "fitted"
+    with pytest.raises(ValueError, match="no host model"):
+        fit_host_stream_cost(with_serving_costs(base, step_overhead_s=STEP), cap, cfg)
