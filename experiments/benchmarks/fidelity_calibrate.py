@@ -139,20 +139,27 @@ def fit_stream_cost(
 
 def fit_host_stream_cost(
     setup: SimSetup, probe: Replay, cfg: Any, *, seed: int = 0, shared_prefix: bool = True,
-    hi: float = HOST_STREAM_MAX, tol: float = PER_STREAM_TOL,
+    hi: float = HOST_STREAM_MAX, tol: float = PER_STREAM_TOL, skip: int = 0,
 ) -> tuple[float, str]:  # fmt: skip
     """``stream_cost`` (k) of the host model (``replicas.core_sharing``):
     ``(k, note)``. ``setup``: with the host model's ``core_sharing`` (cores,
-    engine demand) and step overhead in place. Raises ``ValueError`` when no
-    probe request has a TPOT, or without the host model."""
+    engine demand) and step overhead in place. The whole probe is replayed;
+    the median compares the requests after the first ``skip`` in start order
+    (a closed-loop probe's opening burst: started together, their TPOT carries
+    every one's prefill; the later ones start as others finish, the steady
+    state the loads run in). Raises ``ValueError`` when no compared request has
+    a TPOT, or without the host model."""
     base = setup.core_sharing
     if base is None or not base.host_cores:
         raise ValueError("host stream cost: the setup has no host model (host_cores)")
+    if not 0 <= skip < len(probe):
+        raise ValueError(f"host stream cost: skip {skip} of a {len(probe)}-request probe")
 
     def err(k: float) -> float:
         s = replace(setup, core_sharing=replace(base, stream_cost=k))
         sim = simulate_replay(s, probe, cfg, seed=seed, shared_prefix=shared_prefix)
-        return _median_diff(sim.tpot, probe.real.tpot, "host stream cost (TPOT)", probe.source)
+        return _median_diff(sim.tpot[skip:], probe.real.tpot[skip:], "host stream cost (TPOT)",
+                            probe.source)  # fmt: skip
 
     return _bisect(err, hi, tol)
 

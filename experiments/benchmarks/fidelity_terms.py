@@ -134,26 +134,32 @@ def _host_terms(
     in place, then ``stream_cost`` once more; then the serving overhead."""
     step, step_from = step_term
     meta = real_dir / "meta.json"
-    cores = args.host_cores or (json.loads(meta.read_text()).get("host_cores")
-                                if meta.is_file() else None) or os.cpu_count() or 1  # fmt: skip
+    info = json.loads(meta.read_text()) if meta.is_file() else {}
+    cores = args.host_cores or info.get("host_cores") or os.cpu_count() or 1
     if cores < 1:
         raise ValueError(f"--host-cores must be >= 1, got {cores}")
     base = CoreSharing(sum(p.replicas for p in setup.pools), 0.0, host_cores=int(cores))
+    # the stream probe's steady state (after its opening burst of `concurrency`
+    # requests started together), else the capacity run (all at once) whole
     cap, what = probe("probe-streams"), "stream probe"
+    skip = int(info.get("stream_probe_concurrency") or 0) if cap is not None else 0
     if cap is None:
         cap, what = probe("capacity"), "capacity probe"
+    skip = skip if cap is not None and skip < len(cap) else 0
+    kw_skip = {**kw, "skip": skip}
     k, k_from = 0.0, "none (no probe-streams.json or capacity.json)"
     if cap is not None:
         for again in (False, True):
             with_host = with_serving_costs(setup, step_overhead_s=step, sharing=base)
-            k, note = fit_host_stream_cost(with_host, cap, cfg, **kw)
+            k, note = fit_host_stream_cost(with_host, cap, cfg, **kw_skip)
             if again or one is None or args.step_overhead_s is not None:
                 break
             raw = step_overhead(replace(with_host, core_sharing=replace(base, stream_cost=k)),
                                 one, cfg, **kw)  # fmt: skip
             step = max(raw, 0.0)
             step_from += f"; again with the host model in place: {raw * 1e3:.3f} ms"
-        k_from = f"{what} ({len(cap)} requests): {note}"
+        after = f", the {len(cap) - skip} after its first {skip}" if skip else ""
+        k_from = f"{what} ({len(cap)} requests{after}): {note}"
     setup = with_serving_costs(setup, step_overhead_s=step, sharing=replace(base, stream_cost=k))
     return setup, {
         **_overhead(args, setup, one, cfg, kw), "core_model": "host",

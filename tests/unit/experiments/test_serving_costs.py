@@ -286,5 +286,10 @@ def test_host_stream_cost_is_recovered_from_a_stream_probe(
     start = with_serving_costs(base, step_overhead_s=STEP, sharing=replace(host, stream_cost=0.0))
     k, note = fit_host_stream_cost(start, cap, cfg)
     assert k == pytest.approx(0.8, abs=0.02) and note == "fitted"
+    # compared only after the opening burst (the steady part): the same truth
+    k_steady, _ = fit_host_stream_cost(start, cap, cfg, skip=30)
+    assert k_steady == pytest.approx(0.8, abs=0.03)
+    with pytest.raises(ValueError, match="skip 60 of a 60-request probe"):
+        fit_host_stream_cost(start, cap, cfg, skip=60)
     with pytest.raises(ValueError, match="no host model"):
         fit_host_stream_cost(with_serving_costs(base, step_overhead_s=STEP), cap, cfg)
