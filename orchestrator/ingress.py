@@ -71,6 +71,7 @@ from orchestrator.request_info import CLASS_FIELD, CLASS_HEADER, request_info_fr
 from orchestrator.stream_guard import StreamCounters, guarded_stream
 from orchestrator.sync_hub import process_hub
 from replicas.gc_pauses import GcPauseWatch
+from replicas.loop_lag import LoopLag
 from replicas.names import CONTROLLER_NAME, CONTROLLER_NAMESPACE
 from replicas.telemetry import RequestInfo
 
@@ -122,18 +123,21 @@ class CascadeIngress(OpenAiIngress):
         self._sampled = PredictionSampler(cfg.loops.predictions_per_s, clock=time.monotonic)
         self.outcomes_dropped = 0  # the backlog was full (the fold fell behind)
         self.gc_pauses = GcPauseWatch("ingress").install()  # a long one stalls every stream
+        self.loop_lag = LoopLag("ingress")  # how late the loop that streams every answer wakes
 
     async def fault_counters(self) -> dict[str, int]:
         """``retried``, ``stream_failures`` and ``stream_errors`` (module docstring);
         ``admission_errors``: requests admitted because the admission policy raised
         (``Gateway.admission_errors``); ``gc_slow_pauses``: garbage collections
-        that held this process over 100 ms (``replicas.gc_pauses``)."""
+        that held this process over 100 ms (``replicas.gc_pauses``); ``loop_late``:
+        wake-ups of its event loop over 250 ms late (``replicas.loop_lag``)."""
         return {
             "retried": self.retried,
             "stream_failures": self.streams.failures,
             "stream_errors": self.streams.errors_sent,
             "admission_errors": self.gateway.admission_errors,
             "gc_slow_pauses": self.gc_pauses.slow,
+            "loop_late": self.loop_lag.late,
         }
 
     # ---- background: Plan + snapshots in, arrivals out ----------------------------------
@@ -171,7 +175,7 @@ class CascadeIngress(OpenAiIngress):
                     )
             except Exception:  # controller missing/restarting: keep the last Plan
                 controller = None
-            await asyncio.sleep(self._refresh_s / 2)
+            await self.loop_lag.sleep(self._refresh_s / 2)
 
     # ---- pool choice: the handle Ray's ingress uses for this request --------------------
     def _get_configured_serve_handle(self, model_id: str) -> DeploymentHandle:

@@ -40,6 +40,7 @@ from orchestrator.gateway import Gateway
 from orchestrator.metrics import RouterMetrics
 from orchestrator.routing_core import RoutingCore
 from orchestrator.sync_hub import process_hub
+from replicas.loop_lag import LoopLag
 from replicas.names import CONTROLLER_NAME, CONTROLLER_NAMESPACE
 from replicas.telemetry import RequestInfo
 
@@ -83,6 +84,7 @@ class CascadeRequestRouter(FIFOMixin, RequestRouter):
         # polled at twice the hub's rate (an O(1) look at shared state), so an
         # answer is applied at most refresh_s / 2 after it arrives
         hub = process_hub(self._controller_name, self._controller_namespace, self.refresh_s)
+        lag = LoopLag(f"router {self._router_id}")  # Serve's router loop: stalls route nobody
         seen = 0
         while True:
             with contextlib.suppress(Exception):  # never let the loop die
@@ -91,7 +93,7 @@ class CascadeRequestRouter(FIFOMixin, RequestRouter):
                 if state is not None and seq != seen:
                     seen = seq
                     self.core.sync(state)
-            await asyncio.sleep(self.refresh_s / 2)
+            await lag.sleep(self.refresh_s / 2)
 
     # ---- Serve's hooks ----------------------------------------------------------------------
     async def choose_replicas(

@@ -40,6 +40,7 @@ from ray import serve
 from ray.serve.llm import LLMServer
 
 from replicas.gc_pauses import GcPauseWatch
+from replicas.loop_lag import LoopLag
 from replicas.names import CONTROLLER_NAME, CONTROLLER_NAMESPACE
 from replicas.prompts import chat_text, count_prompt_tokens
 from replicas.push import SnapshotPusher
@@ -115,6 +116,7 @@ class CascadeLLMServer(LLMServer):
         self._metrics = ReplicaMetrics()
         self._metrics_due = Throttle()  # export at 1 Hz, push at 4 Hz (replicas.throttle)
         self.gc_pauses = GcPauseWatch(f"replica {self.replica_id}").install()
+        self.loop_lag = LoopLag(f"replica {self.replica_id}")  # the loop streaming its answers
         await super().__init__(llm_config, engine_cls=engine_cls)
         self._task = asyncio.get_running_loop().create_task(self._push_loop())
 
@@ -192,7 +194,7 @@ class CascadeLLMServer(LLMServer):
             on_snapshot=self._export_metrics,
         )
         while True:
-            await asyncio.sleep(self.snapshot_period_s)
+            await self.loop_lag.sleep(self.snapshot_period_s)
             if self.telemetry:
                 self._pusher.tick()  # never raises; see replicas.push for what fails how
 
