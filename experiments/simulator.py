@@ -203,7 +203,8 @@ def simulate(
 
     def restream(t: float, skip: int) -> None:
         """Requests running host-wide changed: every other busy engine's run is
-        cut, so its next step sees the new stretch (``per_stream``)."""
+        cut, so its next step sees the new stretch (``per_stream``, or the host
+        model's ``stream_cost``)."""
         assert groups is not None
         streams = sum(min(outstanding[r], c) for r, c in zip(ids, seq_caps, strict=True))
         if streams != groups.streams:

@@ -84,8 +84,8 @@ class CoreSharing:
     """Which engines share cores, how much a busy peer and a running stream slow
     a step (module docstring).
 
-    Raises ``ValueError`` for ``engines_per_group`` < 1, or ``alpha`` or
-    ``per_stream`` < 0 / not finite.
+    Raises ``ValueError`` for ``engines_per_group`` or ``host_cores`` out of
+    range, any factor < 0 / not finite, or the host model beside a linear term.
     """
 
     engines_per_group: int
@@ -100,13 +100,7 @@ class CoreSharing:
             raise ValueError(
                 f"core sharing: engines_per_group must be >= 1, got {self.engines_per_group}"
             )
-        if not (self.alpha >= 0 and math.isfinite(self.alpha)):
-            raise ValueError(f"core sharing: alpha must be a finite number >= 0, got {self.alpha}")
-        if not (self.per_stream >= 0 and math.isfinite(self.per_stream)):
-            raise ValueError(
-                f"core sharing: per_stream must be a finite number >= 0, got {self.per_stream}"
-            )
-        for name in ("stream_cost", "engine_demand"):
+        for name in ("alpha", "per_stream", "stream_cost", "engine_demand"):
             v = getattr(self, name)
             if not (v >= 0 and math.isfinite(v)):
                 raise ValueError(f"core sharing: {name} must be a finite number >= 0, got {v}")

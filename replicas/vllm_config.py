@@ -156,7 +156,7 @@ def engine_cores(pool: PoolConfigLike, device: Device | None = None) -> int:
     ov = pool.engine_overrides
     if pool_device(pool, device) != "cpu" or str(ov.get("cpu_threads_bind")) != DISTINCT_BIND:
         return 0
-    return max(1, math.ceil(_positive(pool, "engine_cpus", ov.get("engine_cpus", CPU_ENGINE_CPUS))))
+    return max(1, math.ceil(_engine_cpus(pool)))
 
 
 def tiny_model_dir(model: ModelConfigLike, pool: PoolConfigLike) -> Path:
@@ -264,7 +264,7 @@ def llm_config_kwargs(
         "engine_kwargs": engine_kwargs,
     }
     if dev == "cpu":
-        engine_cpus = _positive(pool, "engine_cpus", ov.get("engine_cpus", CPU_ENGINE_CPUS))
+        engine_cpus = _engine_cpus(pool)
         ray_actor_options["num_cpus"] = _positive(
             pool, "num_cpus", ov.get("num_cpus", CPU_REPLICA_NUM_CPUS), allow_zero=True
         )
@@ -329,6 +329,11 @@ def build_llm_config(
             prefill_min_tokens=prefill_min_tokens,
         )
     )
+
+
+def _engine_cpus(pool: PoolConfigLike) -> float:
+    """Logical CPUs of a CPU pool's engine bundle (``engine_overrides.engine_cpus``)."""
+    return _positive(pool, "engine_cpus", pool.engine_overrides.get("engine_cpus", CPU_ENGINE_CPUS))
 
 
 def _positive(pool: PoolConfigLike, key: str, value: Any, *, allow_zero: bool = False) -> float:

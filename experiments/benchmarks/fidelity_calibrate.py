@@ -128,13 +128,9 @@ def fit_stream_cost(
     ``core_sharing`` (the group and ``alpha``) and step overhead in place.
     Raises ``ValueError`` when no probe request has a TPOT."""
     base = setup.core_sharing or CoreSharing(1, 0.0)
-
-    def err(per_stream: float) -> float:
-        s = replace(setup, core_sharing=replace(base, per_stream=per_stream))
-        sim = simulate_replay(s, probe, cfg, seed=seed, shared_prefix=shared_prefix)
-        return _median_diff(sim.tpot, probe.real.tpot, "stream cost (TPOT)", probe.source)
-
-    return _bisect(err, hi, tol)
+    return _fit_sharing(setup, probe, cfg, lambda x: replace(base, per_stream=x),
+                        "stream cost (TPOT)", seed=seed, shared_prefix=shared_prefix, hi=hi,
+                        tol=tol)  # fmt: skip
 
 
 def fit_host_stream_cost(
@@ -154,12 +150,23 @@ def fit_host_stream_cost(
         raise ValueError("host stream cost: the setup has no host model (host_cores)")
     if not 0 <= skip < len(probe):
         raise ValueError(f"host stream cost: skip {skip} of a {len(probe)}-request probe")
+    return _fit_sharing(setup, probe, cfg, lambda x: replace(base, stream_cost=x),
+                        "host stream cost (TPOT)", seed=seed, shared_prefix=shared_prefix, hi=hi,
+                        tol=tol, skip=skip)  # fmt: skip
 
-    def err(k: float) -> float:
-        s = replace(setup, core_sharing=replace(base, stream_cost=k))
+
+def _fit_sharing(
+    setup: SimSetup, probe: Replay, cfg: Any, sharing: Callable[[float], CoreSharing],
+    what: str, *, seed: int, shared_prefix: bool, hi: float, tol: float, skip: int = 0,
+) -> tuple[float, str]:  # fmt: skip
+    """Bisect x of ``sharing(x)`` (one term of the core sharing) until the
+    median simulated − real TPOT over the probe's requests after the first
+    ``skip`` is 0 (``_bisect``)."""
+
+    def err(x: float) -> float:
+        s = replace(setup, core_sharing=sharing(x))
         sim = simulate_replay(s, probe, cfg, seed=seed, shared_prefix=shared_prefix)
-        return _median_diff(sim.tpot[skip:], probe.real.tpot[skip:], "host stream cost (TPOT)",
-                            probe.source)  # fmt: skip
+        return _median_diff(sim.tpot[skip:], probe.real.tpot[skip:], what, probe.source)
 
     return _bisect(err, hi, tol)
 

@@ -87,11 +87,7 @@ def calibrate_terms(
         alpha, note = fit_contention(setup, two, cfg, engines_per_group=group, **kw)
         alpha_from = f"contention probe ({len(two)} requests two at a time): {note}"
     setup = with_serving_costs(setup, step_overhead_s=step, sharing=CoreSharing(group, alpha))
-    # the stream probe (half the pool's batch slots at a time) if it was sent,
-    # else the capacity probe (all at once)
-    cap, what = probe("probe-streams"), "stream probe"
-    if cap is None:
-        cap, what = probe("capacity"), "capacity probe"
+    cap, what = _stream_probe(probe)
     if args.per_stream is not None:
         per_stream, stream_from = float(args.per_stream), "--per-stream"
     elif cap is None:
@@ -109,6 +105,16 @@ def calibrate_terms(
         "contention_alpha": alpha, "contention_from": alpha_from, "engines_per_group": group,
         "per_stream": per_stream, "per_stream_from": stream_from,
     }  # fmt: skip
+
+
+STREAM_PROBE = "stream probe"
+
+
+def _stream_probe(probe: Callable[[str], Any]) -> tuple[Any, str]:
+    """The stream probe (half the pool's batch slots at a time) if it was sent,
+    else the capacity probe (all at once), and its name (None: neither)."""
+    streams = probe("probe-streams")
+    return (streams, STREAM_PROBE) if streams is not None else (probe("capacity"), "capacity probe")
 
 
 def _overhead(
@@ -141,10 +147,8 @@ def _host_terms(
     base = CoreSharing(sum(p.replicas for p in setup.pools), 0.0, host_cores=int(cores))
     # the stream probe's steady state (after its opening burst of `concurrency`
     # requests started together), else the capacity run (all at once) whole
-    cap, what = probe("probe-streams"), "stream probe"
-    skip = int(info.get("stream_probe_concurrency") or 0) if cap is not None else 0
-    if cap is None:
-        cap, what = probe("capacity"), "capacity probe"
+    cap, what = _stream_probe(probe)
+    skip = int(info.get("stream_probe_concurrency") or 0) if what == STREAM_PROBE else 0
     skip = skip if cap is not None and skip < len(cap) else 0
     kw_skip = {**kw, "skip": skip}
     k, k_from = 0.0, "none (no probe-streams.json or capacity.json)"
